@@ -1,0 +1,113 @@
+//! Humane durations (`30s`, `5m`, `1h 30m`) at the edges; `std::time::Duration` inside.
+
+use std::time::Duration;
+
+use jiff::SignedDuration;
+
+/// A duration string that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: expected a positive duration such as 30s, 5m or 1h 30m")]
+pub struct DurationParseError {
+    /// What was given.
+    pub input: String,
+}
+
+/// Reads `30s`, `1.5s`, `250ms`, `5m`, `1h 30m` or ISO 8601 `PT30S`; negative values are refused.
+pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
+    let err = || DurationParseError {
+        input: input.to_owned(),
+    };
+    let signed: SignedDuration = input.trim().parse().map_err(|_| err())?;
+    Duration::try_from(signed).map_err(|_| err())
+}
+
+/// Writes a duration the way [`parse_duration`] reads it, e.g. `1m 30s` or `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    match SignedDuration::try_from(d) {
+        Ok(signed) => format!("{signed:#}"),
+        Err(_) => format!("{}s", d.as_secs()),
+    }
+}
+
+/// Serde helpers so that durations travel as humane strings.
+pub(crate) mod serde_humane {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        super::parse_duration(&raw).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for `Option<Duration>`.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|raw| super::super::parse_duration(&raw).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+
+    /// The same for `Vec<Duration>`.
+    pub mod list {
+        use std::time::Duration;
+
+        use serde::{ser::SerializeSeq, Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(list.len()))?;
+            for d in list {
+                seq.serialize_element(&super::super::format_duration(*d))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|raw| super::super::parse_duration(raw).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humane_durations_round_trip() {
+        for (text, d) in [
+            ("30s", Duration::from_secs(30)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("250ms", Duration::from_millis(250)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn negative_and_garbage_durations_are_refused_with_the_input_named() {
+        for bad in ["-5s", "soon", ""] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

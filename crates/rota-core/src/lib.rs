@@ -1,0 +1,44 @@
+//! Rota's job model, with no I/O and no async runtime.
+//!
+//! A producer submits a [`NewJob`]; validation ([`validation`]) and policy resolution
+//! ([`RetryPolicy::resolve`]) turn it into a [`Job`]. From then on a job only changes through
+//! [`transition`], a pure function of `(job, event, now)` that every backend follows, so that
+//! the state machine in `docs/state_machine.md` is specified and property-tested in one place.
+//! A running job holds a [`Lease`] whose fencing token must be presented by every worker call.
+//! Time comes from a [`Clock`]: [`SystemClock`] in production, [`ManualClock`] in tests.
+
+mod clock;
+mod duration;
+mod id;
+mod job;
+mod lease;
+mod retry;
+mod state;
+mod transition;
+pub mod validation;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use duration::{format_duration, parse_duration, DurationParseError};
+pub use id::JobId;
+pub use job::{ErrorReport, Job, JobError, NewJob, Progress, PRIORITY_DEFAULT};
+pub use lease::Lease;
+pub use retry::{
+    Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT, BACKOFF_INITIAL_DEFAULT,
+    BACKOFF_JITTER_DEFAULT, BACKOFF_MAX_DEFAULT, MAX_ATTEMPTS_DEFAULT,
+};
+pub use state::{JobState, UnknownState};
+pub use transition::{transition, Event, TransitionError};
+pub use validation::{Limits, ValidationError};
+
+/// Adds a duration to a timestamp, saturating at the largest representable instant.
+///
+/// Durations in Rota come from configuration and are bounded far below jiff's range, so
+/// saturation is a guard against absurd input, not a path that real jobs take.
+pub fn add_duration(at: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
+    at.checked_add(d).unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Subtracts a duration from a timestamp, saturating at the smallest representable instant.
+pub fn sub_duration(at: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
+    at.checked_sub(d).unwrap_or(jiff::Timestamp::MIN)
+}
