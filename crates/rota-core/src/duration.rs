@@ -29,16 +29,19 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// Serde helpers so that durations travel as humane strings.
-pub(crate) mod serde_humane {
+/// Serde helpers so that durations travel as humane strings:
+/// `#[serde(with = "rota_core::serde_humane")]` (also `::option` and `::list`).
+pub mod serde_humane {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes a duration as a humane string.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_duration(*d))
     }
 
+    /// Reads a humane duration string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let raw = String::deserialize(d)?;
         super::parse_duration(&raw).map_err(serde::de::Error::custom)
@@ -50,6 +53,7 @@ pub(crate) mod serde_humane {
 
         use serde::{Deserialize, Deserializer, Serializer};
 
+        /// Writes an optional duration.
         pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
             match d {
                 Some(d) => super::serialize(d, s),
@@ -57,6 +61,7 @@ pub(crate) mod serde_humane {
             }
         }
 
+        /// Reads an optional duration.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             Option::<String>::deserialize(d)?
                 .map(|raw| super::super::parse_duration(&raw).map_err(serde::de::Error::custom))
@@ -70,6 +75,7 @@ pub(crate) mod serde_humane {
 
         use serde::{ser::SerializeSeq, Deserialize, Deserializer, Serializer};
 
+        /// Writes a list of durations.
         pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(list.len()))?;
             for d in list {
@@ -78,6 +84,7 @@ pub(crate) mod serde_humane {
             seq.end()
         }
 
+        /// Reads a list of durations.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
             Vec::<String>::deserialize(d)?
                 .iter()

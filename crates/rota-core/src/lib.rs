@@ -18,7 +18,7 @@ mod transition;
 pub mod validation;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use duration::{format_duration, parse_duration, DurationParseError};
+pub use duration::{format_duration, parse_duration, serde_humane, DurationParseError};
 pub use id::JobId;
 pub use job::{ErrorReport, Job, JobError, NewJob, Progress, PRIORITY_DEFAULT};
 pub use lease::Lease;

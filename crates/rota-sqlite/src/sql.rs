@@ -1,0 +1,593 @@
+//! Every SQL statement of the SQLite backend, and the mapping between rows and jobs.
+//!
+//! Functions here run on a connection the caller provides: the writer's (inside its group
+//! transaction) for writes, a reader's for reads. Job changes load the row, apply
+//! [`rota_core::transition`] and save the result, so the state machine has one definition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::{transition, Event, Job, JobId, JobState, Lease};
+use rota_store::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// Wraps a rusqlite error with what was being done.
+pub fn db_err(context: impl Into<String>) -> impl Fn(rusqlite::Error) -> StoreError {
+    let context = context.into();
+    move |err| classify(&context, err)
+}
+
+/// Classifies a rusqlite error by meaning.
+pub fn classify(context: &str, err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(format!("{context}: {err}"))
+        }
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::NotADatabase
+            | rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(format!("{context}: {err}")),
+        _ => StoreError::backend(context, err),
+    }
+}
+
+fn micros(at: Timestamp) -> i64 {
+    at.as_microsecond()
+}
+
+fn from_micros(v: i64) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_microsecond(v).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into())
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("job fields always serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(idx: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
+     timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
+     lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let id: [u8; 16] = row.get(0)?;
+    let state: String = row.get(5)?;
+    let state: JobState = state.parse().map_err(|e: rota_core::UnknownState| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
+    })?;
+    let lease_worker: Option<String> = row.get(15)?;
+    let lease_token: i64 = row.get(16)?;
+    let lease_expires_at: Option<i64> = row.get(17)?;
+    let lease = match (state, lease_worker, lease_expires_at) {
+        (JobState::Running, Some(worker), Some(expires)) => Some(Lease {
+            worker,
+            token: lease_token as u64,
+            expires_at: from_micros(expires)?,
+        }),
+        _ => None,
+    };
+    let optional_json = |idx: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        row.get::<_, Option<String>>(idx)?
+            .map(|text| from_json(idx, &text))
+            .transpose()
+    };
+    let progress: Option<String> = row.get(12)?;
+    Ok(Job {
+        id: JobId::from_bytes(id),
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        args: from_json(3, &row.get::<_, String>(3)?)?,
+        priority: row.get(4)?,
+        state,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        backoff: from_json(8, &row.get::<_, String>(8)?)?,
+        timeout: row
+            .get::<_, Option<i64>>(9)?
+            .map(|ms| Duration::from_millis(ms as u64)),
+        unique_key: row.get(10)?,
+        tags: from_json(11, &row.get::<_, String>(11)?)?,
+        progress: progress.map(|text| from_json(12, &text)).transpose()?,
+        result: optional_json(13)?,
+        errors: from_json(14, &row.get::<_, String>(14)?)?,
+        lease,
+        lease_token: lease_token as u64,
+        cancel_requested: row.get(18)?,
+        run_at: from_micros(row.get(19)?)?,
+        created_at: from_micros(row.get(20)?)?,
+        attempted_at: row
+            .get::<_, Option<i64>>(21)?
+            .map(from_micros)
+            .transpose()?,
+        finished_at: row
+            .get::<_, Option<i64>>(22)?
+            .map(from_micros)
+            .transpose()?,
+    })
+}
+
+fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT INTO job ({JOB_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+        ))
+        .map_err(db_err("preparing job insert"))?;
+    stmt.execute(params![
+        job.id.as_bytes(),
+        job.queue,
+        job.kind,
+        json(&job.args),
+        job.priority,
+        job.state.as_str(),
+        job.attempt,
+        job.max_attempts,
+        json(&job.backoff),
+        job.timeout.map(|d| d.as_millis() as i64),
+        job.unique_key,
+        json(&job.tags),
+        job.progress.as_ref().map(json),
+        job.result.as_ref().map(json),
+        json(&job.errors),
+        job.lease.as_ref().map(|l| l.worker.as_str()),
+        job.lease_token as i64,
+        job.lease.as_ref().map(|l| micros(l.expires_at)),
+        job.cancel_requested,
+        micros(job.run_at),
+        micros(job.created_at),
+        job.attempted_at.map(micros),
+        job.finished_at.map(micros),
+    ])
+    .map_err(db_err(format!("inserting job {}", job.id)))?;
+    Ok(())
+}
+
+/// Writes back every field a transition may change.
+fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE job SET state = ?2, attempt = ?3, max_attempts = ?4, progress = ?5, \
+             result = ?6, errors = ?7, lease_worker = ?8, lease_token = ?9, \
+             lease_expires_at = ?10, cancel_requested = ?11, run_at = ?12, attempted_at = ?13, \
+             finished_at = ?14 WHERE id = ?1",
+        )
+        .map_err(db_err("preparing job update"))?;
+    stmt.execute(params![
+        job.id.as_bytes(),
+        job.state.as_str(),
+        job.attempt,
+        job.max_attempts,
+        job.progress.as_ref().map(json),
+        job.result.as_ref().map(json),
+        json(&job.errors),
+        job.lease.as_ref().map(|l| l.worker.as_str()),
+        job.lease_token as i64,
+        job.lease.as_ref().map(|l| micros(l.expires_at)),
+        job.cancel_requested,
+        micros(job.run_at),
+        job.attempted_at.map(micros),
+        job.finished_at.map(micros),
+    ])
+    .map_err(db_err(format!("updating job {}", job.id)))?;
+    Ok(())
+}
+
+/// One job by id.
+pub fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"))
+        .map_err(db_err("preparing job lookup"))?
+        .query_row([id.as_bytes()], job_from_row)
+        .optional()
+        .map_err(db_err(format!("reading job {id}")))?
+        .ok_or(StoreError::JobNotFound(id))
+}
+
+/// Loads a job, applies `event` and saves the result.
+pub fn job_apply(
+    conn: &Connection,
+    id: JobId,
+    event: Event,
+    now: Timestamp,
+) -> Result<Job, StoreError> {
+    let job = job_get(conn, id)?;
+    let next = transition(&job, event, now)?;
+    save_job(conn, &next)?;
+    Ok(next)
+}
+
+fn queue_from_row(row: &Row<'_>) -> rusqlite::Result<Queue> {
+    Ok(Queue {
+        name: row.get(0)?,
+        config: from_json(1, &row.get::<_, String>(1)?)?,
+        paused: row.get(2)?,
+        updated_at: from_micros(row.get(3)?)?,
+    })
+}
+
+fn queue_get(conn: &Connection, name: &str) -> Result<Option<Queue>, StoreError> {
+    conn.prepare_cached("SELECT name, config, paused, updated_at FROM queue WHERE name = ?1")
+        .map_err(db_err("preparing queue lookup"))?
+        .query_row([name], queue_from_row)
+        .optional()
+        .map_err(db_err(format!("reading queue {name:?}")))
+}
+
+fn queue_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name FROM queue ORDER BY name")
+        .map_err(db_err("preparing queue names"))?;
+    let names = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("listing queue names"));
+    names
+}
+
+fn queue_required(conn: &Connection, name: &str) -> Result<Queue, StoreError> {
+    match queue_get(conn, name)? {
+        Some(queue) => Ok(queue),
+        None => Err(queue_not_declared(name, &queue_names(conn)?)),
+    }
+}
+
+/// Enqueues a batch (the caller's savepoint makes it all or nothing).
+pub fn job_insert_many(
+    conn: &Connection,
+    p: JobInsertManyParams,
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut queues: HashMap<String, QueueConfig> = HashMap::new();
+    let mut out = Vec::with_capacity(p.jobs.len());
+    for new in p.jobs {
+        if !queues.contains_key(&new.queue) {
+            rota_core::validation::validate_queue_name(&new.queue)?;
+            let queue = queue_required(conn, &new.queue)?;
+            queues.insert(queue.name, queue.config);
+        }
+        if let Some(key) = &new.unique_key {
+            if let Some(existing) = unique_match(conn, key, new.unique_for, p.now)? {
+                out.push(Inserted {
+                    job: existing,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
+        let queue = queues.get(&new.queue);
+        let job = check_insert(new, queue, &p.defaults, p.now)?;
+        insert_job(conn, &job)?;
+        out.push(Inserted {
+            job,
+            duplicate: false,
+        });
+    }
+    Ok(out)
+}
+
+fn unique_match(
+    conn: &Connection,
+    key: &str,
+    unique_for: Option<Duration>,
+    now: Timestamp,
+) -> Result<Option<Job>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job WHERE unique_key = ?1 ORDER BY id DESC"
+        ))
+        .map_err(db_err("preparing unique-key lookup"))?;
+    let jobs = stmt
+        .query_map([key], job_from_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(db_err(format!("looking up unique key {key:?}")))?;
+    Ok(jobs
+        .into_iter()
+        .find(|job| unique_key_blocks(job, unique_for, now)))
+}
+
+/// Makes scheduled and retryable jobs whose time has come available (the `Due` transition,
+/// set-based: it changes nothing but the state).
+fn job_promote_due(conn: &Connection, now: Timestamp) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE job SET state = 'available' \
+         WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1",
+    )
+    .and_then(|mut stmt| stmt.execute([micros(now)]))
+    .map_err(db_err("promoting due jobs"))
+}
+
+/// Leases up to `max` jobs. Runs on the writer, so concurrent claimers are serialized and
+/// never share a job.
+pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
+    if p.queues.is_empty() {
+        return Err(rota_core::ValidationError::new(
+            "queues",
+            "name at least one queue to fetch from",
+        )
+        .into());
+    }
+    let mut open_queues = Vec::with_capacity(p.queues.len());
+    for name in &p.queues {
+        let queue = queue_required(conn, name)?;
+        if !queue.paused {
+            open_queues.push(queue.name);
+        }
+    }
+    touch_worker(conn, &p.worker, p.now)?;
+    if open_queues.is_empty() || p.max == 0 {
+        return Ok(Vec::new());
+    }
+    job_promote_due(conn, p.now)?;
+    // Per queue, the first `max` in claim order; merged, the first `max` of all. Querying
+    // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
+    let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job \
+             WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
+               AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
+             ORDER BY priority, run_at, id LIMIT ?4"
+        ))
+        .map_err(db_err("preparing claim"))?;
+    let mut candidates = Vec::new();
+    for queue in &open_queues {
+        let rows = stmt
+            .query_map(
+                params![queue, micros(p.now), kinds, p.max as i64],
+                job_from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+            .map_err(db_err(format!("claiming from queue {queue:?}")))?;
+        candidates.extend(rows);
+    }
+    if open_queues.len() > 1 {
+        candidates.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+        candidates.truncate(p.max);
+    }
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for job in candidates {
+        let event = Event::Fetched {
+            worker: p.worker.clone(),
+            lease_for: p.lease,
+        };
+        let next = transition(&job, event, p.now)?;
+        save_job(conn, &next)?;
+        claimed.push(next);
+    }
+    Ok(claimed)
+}
+
+fn touch_worker(conn: &Connection, worker: &str, now: Timestamp) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE worker SET last_seen = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![worker, micros(now)]))
+        .map_err(db_err(format!("refreshing worker {worker:?}")))?;
+    Ok(())
+}
+
+/// Extends leases, one answer per lease.
+pub fn lease_extend_many(
+    conn: &Connection,
+    p: LeaseExtendManyParams,
+) -> Result<Vec<Result<Extended, StoreError>>, StoreError> {
+    touch_worker(conn, &p.worker, p.now)?;
+    Ok(p.leases
+        .iter()
+        .map(|lease| {
+            let event = Event::Heartbeat {
+                token: lease.token,
+                lease_for: p.lease,
+            };
+            let job = job_apply(conn, lease.job, event, p.now)?;
+            Ok(Extended {
+                job: job.id,
+                expires_at: job.lease.as_ref().map_or(p.now, |l| l.expires_at),
+                cancel_requested: job.cancel_requested,
+            })
+        })
+        .collect())
+}
+
+/// Rescues up to `limit` expired leases.
+pub fn lease_rescue_expired(
+    conn: &Connection,
+    p: LeaseRescueParams,
+) -> Result<RescueReport, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job \
+             WHERE state = 'running' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at LIMIT ?2"
+        ))
+        .map_err(db_err("preparing rescue"))?;
+    let expired = stmt
+        .query_map(params![micros(p.now), p.limit as i64], job_from_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(db_err("finding expired leases"))?;
+    let mut report = RescueReport::default();
+    for job in expired {
+        let next = transition(&job, Event::LeaseExpired, p.now)?;
+        save_job(conn, &next)?;
+        match next.state {
+            JobState::Dead => report.dead.push(next.id),
+            JobState::Cancelled => report.cancelled.push(next.id),
+            _ => report.retried.push(next.id),
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes finished jobs past their retention.
+pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "DELETE FROM job WHERE id IN (SELECT id FROM job \
+             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3)",
+        )
+        .map_err(db_err("preparing prune"))?;
+    let mut prune = |state: JobState, retention: Duration| -> Result<u64, StoreError> {
+        let cutoff = rota_core::sub_duration(p.now, retention);
+        stmt.execute(params![state.as_str(), micros(cutoff), p.limit as i64])
+            .map(|n| n as u64)
+            .map_err(db_err(format!("pruning {state} jobs")))
+    };
+    Ok(PruneReport {
+        completed: prune(JobState::Completed, p.completed_retention)?,
+        cancelled: prune(JobState::Cancelled, p.cancelled_retention)?,
+        dead: match p.dead_retention {
+            Some(retention) => prune(JobState::Dead, retention)?,
+            None => 0,
+        },
+    })
+}
+
+/// Jobs matching a filter, newest first, after the cursor.
+pub fn job_list(
+    conn: &Connection,
+    p: &JobListParams,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let f = &p.filter;
+    let list = |v: &[String]| (!v.is_empty()).then(|| json(&v));
+    let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM job \
+             WHERE (?1 IS NULL OR queue IN (SELECT value FROM json_each(?1))) \
+               AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2))) \
+               AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(job.tags) WHERE value = ?4)) \
+               AND (?5 IS NULL OR created_at >= ?5) \
+               AND (?6 IS NULL OR created_at < ?6) \
+               AND (?7 IS NULL OR id < ?7) \
+             ORDER BY id DESC LIMIT ?8"
+        ))
+        .map_err(db_err("preparing job list"))?;
+    let rows = stmt
+        .query_map(
+            params![
+                list(&f.queues),
+                list(&f.kinds),
+                list(&states),
+                f.tag,
+                f.created_after.map(micros),
+                f.created_before.map(micros),
+                p.after.map(|id| id.as_bytes().to_vec()),
+                limit as i64,
+            ],
+            job_from_row,
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(db_err("listing jobs"));
+    rows
+}
+
+/// Declares or updates a queue.
+pub fn queue_declare(conn: &Connection, p: QueueDeclareParams) -> Result<Queue, StoreError> {
+    rota_core::validation::validate_queue_name(&p.name)?;
+    p.config.retry.validate()?;
+    conn.prepare_cached(
+        "INSERT INTO queue (name, config, paused, updated_at) VALUES (?1, ?2, 0, ?3) \
+         ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut stmt| stmt.execute(params![p.name, json(&p.config), micros(p.now)]))
+    .map_err(db_err(format!("declaring queue {:?}", p.name)))?;
+    queue_required(conn, &p.name)
+}
+
+/// Pauses or resumes a queue.
+pub fn queue_set_paused(conn: &Connection, p: QueueSetPausedParams) -> Result<Queue, StoreError> {
+    queue_required(conn, &p.name)?;
+    conn.prepare_cached("UPDATE queue SET paused = ?2, updated_at = ?3 WHERE name = ?1")
+        .and_then(|mut stmt| stmt.execute(params![p.name, p.paused, micros(p.now)]))
+        .map_err(db_err(format!("pausing queue {:?}", p.name)))?;
+    queue_required(conn, &p.name)
+}
+
+/// Every queue with its counts.
+pub fn queue_list(conn: &Connection, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError> {
+    let err = db_err("listing queues");
+    let queues: Vec<Queue> = conn
+        .prepare_cached("SELECT name, config, paused, updated_at FROM queue ORDER BY name")
+        .and_then(|mut stmt| stmt.query_map([], queue_from_row)?.collect())
+        .map_err(&err)?;
+    let mut counts: HashMap<String, BTreeMap<JobState, u64>> = HashMap::new();
+    let mut stmt = conn
+        .prepare_cached("SELECT queue, state, count(*) FROM job GROUP BY queue, state")
+        .map_err(&err)?;
+    let mut rows = stmt.query([]).map_err(&err)?;
+    while let Some(row) = rows.next().map_err(&err)? {
+        let state: String = row.get(1).map_err(&err)?;
+        if let Ok(state) = state.parse::<JobState>() {
+            counts
+                .entry(row.get(0).map_err(&err)?)
+                .or_default()
+                .insert(state, row.get::<_, i64>(2).map_err(&err)? as u64);
+        }
+    }
+    let mut oldest: HashMap<String, i64> = HashMap::new();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT queue, min(run_at) FROM job WHERE state IN ('available', 'scheduled', 'retryable') \
+             AND run_at <= ?1 GROUP BY queue",
+        )
+        .map_err(&err)?;
+    let mut rows = stmt.query([micros(p.now)]).map_err(&err)?;
+    while let Some(row) = rows.next().map_err(&err)? {
+        oldest.insert(row.get(0).map_err(&err)?, row.get(1).map_err(&err)?);
+    }
+    Ok(queues
+        .into_iter()
+        .map(|queue| QueueStats {
+            counts: counts.remove(&queue.name).unwrap_or_default(),
+            oldest_ready_age: oldest
+                .get(&queue.name)
+                .map(|run_at| Duration::from_micros((micros(p.now) - run_at).max(0) as u64)),
+            queue,
+        })
+        .collect())
+}
+
+/// Records or refreshes a worker.
+pub fn worker_register(conn: &Connection, p: WorkerRegisterParams) -> Result<Worker, StoreError> {
+    if p.worker.id.is_empty() {
+        return Err(rota_core::ValidationError::new("worker.id", "must not be empty").into());
+    }
+    conn.prepare_cached(
+        "INSERT INTO worker (id, info, started_at, last_seen) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT (id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen",
+    )
+    .and_then(|mut stmt| stmt.execute(params![p.worker.id, json(&p.worker), micros(p.now)]))
+    .map_err(db_err(format!("registering worker {:?}", p.worker.id)))?;
+    let workers = worker_list(conn)?;
+    workers
+        .into_iter()
+        .find(|w| w.info.id == p.worker.id)
+        .ok_or_else(|| StoreError::backend("registering worker", "row vanished"))
+}
+
+/// Every known worker, most recently seen first.
+pub fn worker_list(conn: &Connection) -> Result<Vec<Worker>, StoreError> {
+    conn.prepare_cached(
+        "SELECT info, started_at, last_seen FROM worker ORDER BY last_seen DESC, id",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([], |row| {
+            Ok(Worker {
+                info: from_json(0, &row.get::<_, String>(0)?)?,
+                started_at: from_micros(row.get(1)?)?,
+                last_seen: from_micros(row.get(2)?)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db_err("listing workers"))
+}

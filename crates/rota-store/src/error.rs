@@ -1,0 +1,97 @@
+//! Store errors, classified by meaning so that callers never parse messages.
+
+use rota_core::{JobId, TransitionError, ValidationError};
+
+/// What a store operation can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No job has this id.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// The queue was never declared; `suggestion` is the closest declared name.
+    #[error("queue {queue:?} is not declared{}", match suggestion {
+        Some(s) => format!("; did you mean {s:?}? (declare {queue:?} in rota.toml or with `rota queues declare` if it is new)"),
+        None => format!(": declare it in rota.toml or with `rota queues declare {queue}`"),
+    })]
+    QueueNotDeclared {
+        /// The name that was used.
+        queue: String,
+        /// The nearest declared queue name, if one is close.
+        suggestion: Option<String>,
+    },
+    /// The job's state machine refused the change (stale lease, wrong state).
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The input is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database was written by a newer Rota.
+    #[error("database schema version {found} is newer than this binary supports (version {supported}): upgrade rota to a release that knows schema {found}")]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest version this binary knows.
+        supported: i64,
+    },
+    /// The database is locked by someone else and did not free up in time.
+    #[error("database is busy: {0}")]
+    Busy(String),
+    /// The database cannot be reached, or the backend has shut down.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reports, with what was being done.
+    #[error("{context}: {message}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+/// The meaning of a [`StoreError`], for callers that branch on it (HTTP status, retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The thing asked for does not exist.
+    NotFound,
+    /// The request conflicts with the job's current state.
+    Conflict,
+    /// The worker's lease was taken over or ended; a conflict the worker must not retry.
+    LeaseLost,
+    /// The input is invalid.
+    Invalid,
+    /// Temporarily locked: retry later.
+    Busy,
+    /// The store cannot serve requests.
+    Unavailable,
+    /// The database schema does not match this binary.
+    SchemaMismatch,
+    /// Anything else.
+    Other,
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::JobNotFound(_) | StoreError::QueueNotDeclared { .. } => ErrorKind::NotFound,
+            StoreError::Transition(TransitionError::LeaseLost { .. }) => ErrorKind::LeaseLost,
+            StoreError::Transition(_) => ErrorKind::Conflict,
+            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::SchemaTooNew { .. } => ErrorKind::SchemaMismatch,
+            StoreError::Busy(_) => ErrorKind::Busy,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::Backend { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// A backend error with context.
+    pub fn backend(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Parameters and results of [`crate::Store`] methods: one struct per method.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::{ErrorReport, Job, JobId, JobState, NewJob, Progress, RetryOverride};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::PolicyDefaults;
+
+/// Enqueue a batch.
+#[derive(Debug, Clone)]
+pub struct JobInsertManyParams {
+    /// The jobs, in order.
+    pub jobs: Vec<NewJob>,
+    /// Server and kind policy layers, and limits.
+    pub defaults: Arc<PolicyDefaults>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// One enqueued job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    /// The stored job (the existing one when `duplicate`).
+    pub job: Job,
+    /// The unique key matched an existing job; nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Lease jobs for a worker.
+#[derive(Debug, Clone)]
+pub struct JobClaimManyParams {
+    /// The worker's id (recorded on the lease).
+    pub worker: String,
+    /// Queues to take from (at least one).
+    pub queues: Vec<String>,
+    /// Kinds the worker handles; empty means every kind.
+    pub kinds: Vec<String>,
+    /// At most this many jobs.
+    pub max: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// A worker's reference to a job it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseRef {
+    /// The job.
+    pub job: JobId,
+    /// The fencing token from the fetch.
+    pub token: u64,
+}
+
+/// Extend leases.
+#[derive(Debug, Clone)]
+pub struct LeaseExtendManyParams {
+    /// The worker heartbeating (its last-seen time is refreshed).
+    pub worker: String,
+    /// The leases.
+    pub leases: Vec<LeaseRef>,
+    /// New lease length from now.
+    pub lease: Duration,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// An extended lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extended {
+    /// The job.
+    pub job: JobId,
+    /// The new expiry.
+    pub expires_at: Timestamp,
+    /// Someone asked to cancel the job: stop and report.
+    pub cancel_requested: bool,
+}
+
+/// One successful attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// The handler's result.
+    pub result: Option<Value>,
+}
+
+/// Record successful attempts.
+#[derive(Debug, Clone)]
+pub struct JobCompleteManyParams {
+    /// The completions.
+    pub completions: Vec<Completion>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// What went wrong.
+    pub error: ErrorReport,
+    /// Do not retry.
+    pub discard: bool,
+}
+
+/// Record failed attempts.
+#[derive(Debug, Clone)]
+pub struct JobFailManyParams {
+    /// The failures.
+    pub failures: Vec<Failure>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Snooze a running job.
+#[derive(Debug, Clone)]
+pub struct JobSnoozeParams {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// How long to wait.
+    pub delay: Duration,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Report progress.
+#[derive(Debug, Clone)]
+pub struct JobProgressParams {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// The report.
+    pub progress: Progress,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Cancel jobs.
+#[derive(Debug, Clone)]
+pub struct JobCancelManyParams {
+    /// The jobs.
+    pub ids: Vec<JobId>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Hand leases back unrun.
+#[derive(Debug, Clone)]
+pub struct LeaseHandBackManyParams {
+    /// The leases.
+    pub leases: Vec<LeaseRef>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Which jobs an operator means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSelector {
+    /// These jobs.
+    Ids(Vec<JobId>),
+    /// Every job matching the filter (its `states` is narrowed by the operation).
+    Filter(JobFilter),
+}
+
+/// Retry dead or cancelled jobs.
+#[derive(Debug, Clone)]
+pub struct JobRetryManyParams {
+    /// Which jobs; with a filter, only dead jobs are retried unless `states` says otherwise.
+    pub selector: JobSelector,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Rescue expired leases.
+#[derive(Debug, Clone)]
+pub struct LeaseRescueParams {
+    /// The current time: leases that expired before it are rescued.
+    pub now: Timestamp,
+    /// At most this many per call.
+    pub limit: usize,
+}
+
+/// What a rescue pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RescueReport {
+    /// Jobs sent back to retry.
+    pub retried: Vec<JobId>,
+    /// Jobs that had used their last attempt and are now dead.
+    pub dead: Vec<JobId>,
+    /// Jobs whose cancellation had been requested and are now cancelled.
+    pub cancelled: Vec<JobId>,
+}
+
+impl RescueReport {
+    /// Whether nothing was rescued.
+    pub fn is_empty(&self) -> bool {
+        self.retried.is_empty() && self.dead.is_empty() && self.cancelled.is_empty()
+    }
+}
+
+/// Delete old finished jobs.
+#[derive(Debug, Clone)]
+pub struct JobPruneParams {
+    /// The current time.
+    pub now: Timestamp,
+    /// Completed jobs finished longer ago than this go.
+    pub completed_retention: Duration,
+    /// Cancelled jobs finished longer ago than this go.
+    pub cancelled_retention: Duration,
+    /// Dead jobs are kept forever unless this is set.
+    pub dead_retention: Option<Duration>,
+    /// At most this many per call.
+    pub limit: usize,
+}
+
+/// What a prune pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Completed jobs deleted.
+    pub completed: u64,
+    /// Cancelled jobs deleted.
+    pub cancelled: u64,
+    /// Dead jobs deleted.
+    pub dead: u64,
+}
+
+impl PruneReport {
+    /// Whether nothing was deleted.
+    pub fn is_empty(&self) -> bool {
+        self.completed + self.cancelled + self.dead == 0
+    }
+}
+
+/// Which jobs to list. Empty lists mean "any".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Any of these queues.
+    pub queues: Vec<String>,
+    /// Any of these kinds.
+    pub kinds: Vec<String>,
+    /// Any of these states.
+    pub states: Vec<JobState>,
+    /// Carrying this tag.
+    pub tag: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<Timestamp>,
+    /// Created before.
+    pub created_before: Option<Timestamp>,
+}
+
+impl JobFilter {
+    /// Whether `job` matches (the one definition backends' SQL must agree with).
+    pub fn matches(&self, job: &Job) -> bool {
+        (self.queues.is_empty() || self.queues.contains(&job.queue))
+            && (self.kinds.is_empty() || self.kinds.contains(&job.kind))
+            && (self.states.is_empty() || self.states.contains(&job.state))
+            && self.tag.as_ref().is_none_or(|t| job.tags.contains(t))
+            && self.created_after.is_none_or(|t| job.created_at >= t)
+            && self.created_before.is_none_or(|t| job.created_at < t)
+    }
+}
+
+/// List jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobListParams {
+    /// Which jobs.
+    pub filter: JobFilter,
+    /// Continue after this job (the previous page's `next`).
+    pub after: Option<JobId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Cursor for the next page, if there may be one.
+    pub next: Option<JobId>,
+}
+
+/// A queue's settings (defaults for the jobs on it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queue-level retry settings.
+    #[serde(default)]
+    pub retry: RetryOverride,
+    /// Lease length for jobs fetched from this queue.
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease: Option<Duration>,
+    /// Default per-attempt timeout.
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Most jobs running at once across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// A declared queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub config: QueueConfig,
+    /// Paused queues hand out no jobs.
+    pub paused: bool,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// Declare or update a queue.
+#[derive(Debug, Clone)]
+pub struct QueueDeclareParams {
+    /// The name.
+    pub name: String,
+    /// Its settings.
+    pub config: QueueConfig,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Pause or resume a queue.
+#[derive(Debug, Clone)]
+pub struct QueueSetPausedParams {
+    /// The queue.
+    pub name: String,
+    /// Paused or not.
+    pub paused: bool,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// List queues.
+#[derive(Debug, Clone)]
+pub struct QueueListParams {
+    /// The current time (for the age of the oldest ready job).
+    pub now: Timestamp,
+}
+
+/// A queue and what is on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: Queue,
+    /// Jobs per state (states with none are absent).
+    pub counts: BTreeMap<JobState, u64>,
+    /// How long the oldest due, available job has been waiting.
+    pub oldest_ready_age: Option<Duration>,
+}
+
+/// What a worker says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique id, such as `host:pid:random`.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues it polls.
+    pub queues: Vec<String>,
+    /// Kinds it handles (empty: any).
+    pub kinds: Vec<String>,
+    /// Jobs it runs at once.
+    pub concurrency: u32,
+    /// Its software version.
+    pub version: String,
+}
+
+/// Register a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerRegisterParams {
+    /// The worker.
+    pub worker: WorkerInfo,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// A known worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    /// What it said about itself.
+    pub info: WorkerInfo,
+    /// First registration.
+    pub started_at: Timestamp,
+    /// Last fetch, heartbeat or registration.
+    pub last_seen: Timestamp,
+}

@@ -1,0 +1,102 @@
+//! The `Store` trait.
+
+use async_trait::async_trait;
+use rota_core::{Job, JobId};
+
+use crate::*;
+
+/// Durable job storage. Implemented by `rota-sqlite` and (later) `rota-postgres`; specified
+/// by the conformance suite. Methods are named noun_verb and take one params struct each.
+///
+/// Batch methods that act on several jobs return one result per item, in input order, so
+/// that one stale lease does not fail the rest of a batch; the outer `Result` is for
+/// failures of the whole call (database unreachable, invalid request).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What this backend can and cannot do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Enqueues jobs, all or nothing: one invalid job or undeclared queue rejects the batch.
+    /// A job whose unique key matches an unfinished job returns that job with `duplicate`.
+    async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<Inserted>, StoreError>;
+
+    /// Leases up to `max` due, available jobs of the given queues and kinds, in order of
+    /// priority, then run_at, then id; paused queues yield nothing. Concurrent claimers never
+    /// receive the same job.
+    async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError>;
+
+    /// Extends leases; each answer carries the job's cancel request. Stale tokens get
+    /// `LeaseLost`.
+    async fn lease_extend_many(
+        &self,
+        p: LeaseExtendManyParams,
+    ) -> Result<Vec<Result<Extended, StoreError>>, StoreError>;
+
+    /// Records successful attempts.
+    async fn job_complete_many(
+        &self,
+        p: JobCompleteManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Records failed attempts in each job's error history, and moves each job to
+    /// `retryable` after its backoff or to `dead`.
+    async fn job_fail_many(
+        &self,
+        p: JobFailManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Reschedules a running job without using an attempt.
+    async fn job_snooze(&self, p: JobSnoozeParams) -> Result<Job, StoreError>;
+
+    /// Records a running job's progress.
+    async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError>;
+
+    /// Cancels jobs: waiting ones at once, running ones by request (seen at the next
+    /// heartbeat, honoured at the worker's next report).
+    async fn job_cancel_many(
+        &self,
+        p: JobCancelManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Gives leases back unrun (graceful shutdown): the jobs become available again without
+    /// using an attempt.
+    async fn lease_hand_back_many(
+        &self,
+        p: LeaseHandBackManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Moves dead (or cancelled) jobs back to `available`, keeping their history.
+    async fn job_retry_many(
+        &self,
+        p: JobRetryManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Returns expired leases to retry; each counts as a failed attempt.
+    async fn lease_rescue_expired(&self, p: LeaseRescueParams) -> Result<RescueReport, StoreError>;
+
+    /// Deletes completed and cancelled jobs past their retention; dead ones only when a dead
+    /// retention is set.
+    async fn job_prune(&self, p: JobPruneParams) -> Result<PruneReport, StoreError>;
+
+    /// One job.
+    async fn job_get(&self, id: JobId) -> Result<Job, StoreError>;
+
+    /// Jobs matching a filter, newest first, a page at a time.
+    async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError>;
+
+    /// Declares a queue, or updates its settings.
+    async fn queue_declare(&self, p: QueueDeclareParams) -> Result<Queue, StoreError>;
+
+    /// Pauses or resumes a queue.
+    async fn queue_set_paused(&self, p: QueueSetPausedParams) -> Result<Queue, StoreError>;
+
+    /// Every declared queue with its job counts per state and the age of its oldest ready
+    /// job.
+    async fn queue_list(&self, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError>;
+
+    /// Records a worker (or refreshes it).
+    async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError>;
+
+    /// Every known worker with when it was last seen.
+    async fn worker_list(&self) -> Result<Vec<Worker>, StoreError>;
+}
