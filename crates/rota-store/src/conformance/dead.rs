@@ -1,0 +1,153 @@
+//! Dead jobs: kept until explicit retention; retried with their history.
+
+use rota_core::{add_duration, JobState};
+
+use super::*;
+
+async fn kill(store: &dyn Store, job: NewJob, now: Timestamp) -> Job {
+    let id = insert_one(store, job.max_attempts(1), now).await.id;
+    let job = claim(store, "w", &["default"], &[], 100, now)
+        .await
+        .into_iter()
+        .find(|j| j.id == id)
+        .expect("claimed");
+    fail(store, lease_of(&job), "fatal", false, now).await
+}
+
+/// Dead jobs outlive any pruning until a dead retention is configured.
+pub async fn dead_jobs_survive_pruning_unless_a_dead_retention_is_set(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let dead = kill(store, new_job("a"), now).await;
+    assert_eq!(dead.state, JobState::Dead);
+    let years_later = add_duration(now, secs(5 * 365 * 86_400));
+    let prune = |dead_retention| JobPruneParams {
+        now: years_later,
+        completed_retention: secs(86_400),
+        cancelled_retention: secs(86_400),
+        dead_retention,
+        limit: 1000,
+    };
+    let report = store.job_prune(prune(None)).await.unwrap();
+    assert_eq!(report.dead, 0);
+    assert_eq!(store.job_get(dead.id).await.unwrap().state, JobState::Dead);
+    let report = store
+        .job_prune(prune(Some(secs(30 * 86_400))))
+        .await
+        .unwrap();
+    assert_eq!(report.dead, 1);
+    assert_eq!(
+        store.job_get(dead.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+/// Completed and cancelled jobs go once older than their retention; younger ones stay.
+pub async fn finished_jobs_are_pruned_after_their_retention(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert(store, vec![new_job("a"), new_job("a")], now).await;
+    let jobs = claim(store, "w", &["default"], &[], 2, now).await;
+    complete(store, lease_of(&jobs[0]), now).await.unwrap();
+    complete(store, lease_of(&jobs[1]), add_duration(now, secs(3600)))
+        .await
+        .unwrap();
+    let cancelled = insert_one(store, new_job("c"), now).await;
+    store
+        .job_cancel_many(JobCancelManyParams {
+            ids: vec![cancelled.id],
+            now,
+        })
+        .await
+        .unwrap();
+    let report = store
+        .job_prune(JobPruneParams {
+            now: add_duration(now, secs(86_400 + 60)),
+            completed_retention: secs(86_400),
+            cancelled_retention: secs(86_400),
+            dead_retention: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        PruneReport {
+            completed: 1,
+            cancelled: 1,
+            dead: 0
+        }
+    );
+    assert!(store.job_get(jobs[0].id).await.is_err());
+    assert_eq!(
+        store.job_get(jobs[1].id).await.unwrap().state,
+        JobState::Completed
+    );
+}
+
+/// Retry by id: available again, errors and attempt count kept, one more attempt granted.
+pub async fn retrying_dead_jobs_by_id_keeps_their_history(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let dead = kill(store, new_job("a"), now).await;
+    let later = add_duration(now, secs(600));
+    let out = store
+        .job_retry_many(JobRetryManyParams {
+            selector: JobSelector::Ids(vec![dead.id]),
+            now: later,
+        })
+        .await
+        .unwrap();
+    let job = out[0].as_ref().unwrap();
+    assert_eq!(
+        (job.state, job.attempt, job.max_attempts),
+        (JobState::Available, 1, 2)
+    );
+    assert_eq!((job.run_at, job.finished_at), (later, None));
+    assert_eq!(job.errors, dead.errors);
+    let again = claim(store, "w", &["default"], &[], 1, later)
+        .await
+        .remove(0);
+    assert_eq!(again.attempt, 2);
+    let dead_again = fail(store, lease_of(&again), "still fatal", false, later).await;
+    assert_eq!(
+        (dead_again.state, dead_again.errors.len()),
+        (JobState::Dead, 2)
+    );
+    // Retrying something that is not dead is a conflict, not a silent change.
+    let live = insert_one(store, new_job("b"), later).await;
+    let out = store
+        .job_retry_many(JobRetryManyParams {
+            selector: JobSelector::Ids(vec![live.id]),
+            now: later,
+        })
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap_err().kind(), ErrorKind::Conflict);
+}
+
+/// Retry by filter: only the dead jobs matching it.
+pub async fn retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let a1 = kill(store, new_job("a"), now).await;
+    let a2 = kill(store, new_job("a"), now).await;
+    let b = kill(store, new_job("b"), now).await;
+    let waiting = insert_one(store, new_job("a"), now).await;
+    let filter = JobFilter {
+        kinds: vec!["a".into()],
+        ..JobFilter::default()
+    };
+    let out = store
+        .job_retry_many(JobRetryManyParams {
+            selector: JobSelector::Filter(filter),
+            now,
+        })
+        .await
+        .unwrap();
+    let mut retried: Vec<_> = out.into_iter().map(|r| r.unwrap().id).collect();
+    retried.sort();
+    assert_eq!(retried, [a1.id, a2.id]);
+    assert_eq!(store.job_get(b.id).await.unwrap().state, JobState::Dead);
+    assert_eq!(store.job_get(waiting.id).await.unwrap().attempt, 0);
+}

@@ -1,0 +1,302 @@
+//! Reporting outcomes: complete, fail, snooze, hand back, progress, cancel.
+
+use rota_core::{add_duration, Backoff, JobState, Progress, TransitionError};
+use serde_json::json;
+
+use super::*;
+
+/// Completion stores the result and finishes the job; a second completion conflicts.
+pub async fn completing_records_the_result_once(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a"), now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let done = complete(store, lease_of(&job), add_duration(now, secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.finished_at, Some(add_duration(now, secs(2))));
+    assert_eq!(done.lease, None);
+    let again = complete(store, lease_of(&job), add_duration(now, secs(3)))
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::LeaseLost);
+    assert_eq!(store.job_get(job.id).await.unwrap(), done);
+}
+
+/// Intervals [30s, 60s, 120s], max_attempts 3: three failures, the configured delays
+/// between attempts, then dead with three errors, message and backtrace, args intact.
+pub async fn a_job_failing_with_intervals_backs_off_as_configured_and_ends_dead(s: Subject) {
+    let store = &*s.store;
+    let clock = clock();
+    let args = json!({"invoice": 42, "lines": [1, 2, 3]});
+    let job = NewJob::new("default", "invoice.send", args.clone())
+        .max_attempts(3)
+        .backoff(Backoff::Intervals(vec![secs(30), secs(60), secs(120)]));
+    let id = insert_one(store, job, clock.now()).await.id;
+    let mut attempt_starts = Vec::new();
+    for attempt in 1..=3u32 {
+        // Not claimable a second before its backoff ends.
+        let mut got = claim(store, "w", &["default"], &[], 1, clock.now()).await;
+        while got.is_empty() {
+            clock.advance(secs(1));
+            got = claim(store, "w", &["default"], &[], 1, clock.now()).await;
+        }
+        let job = got.remove(0);
+        assert_eq!((job.id, job.attempt), (id, attempt));
+        attempt_starts.push(clock.now());
+        clock.advance(secs(1));
+        let failed = fail(
+            store,
+            lease_of(&job),
+            &format!("smtp timeout #{attempt}"),
+            false,
+            clock.now(),
+        )
+        .await;
+        let expected = if attempt < 3 {
+            JobState::Retryable
+        } else {
+            JobState::Dead
+        };
+        assert_eq!(failed.state, expected);
+    }
+    let gaps: Vec<u64> = attempt_starts
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs() as u64)
+        .collect();
+    // Each gap is one second of running plus the configured delay.
+    assert_eq!(gaps, [31, 61]);
+    let dead = store.job_get(id).await.unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.args, args);
+    assert_eq!(dead.errors.len(), 3);
+    for (i, e) in dead.errors.iter().enumerate() {
+        assert_eq!(e.attempt, i as u32 + 1);
+        assert_eq!(e.message, format!("smtp timeout #{}", i + 1));
+        assert!(e.backtrace.as_deref().unwrap().contains("at handler"));
+        assert_eq!(e.worker, "w");
+        assert_eq!(e.at, add_duration(attempt_starts[i], secs(1)));
+    }
+}
+
+/// A handler that discards its job sends it to dead at once.
+pub async fn a_discarded_job_goes_straight_to_dead(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a"), now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let dead = fail(store, lease_of(&job), "bad input", true, now).await;
+    assert_eq!(
+        (dead.state, dead.attempt, dead.max_attempts),
+        (JobState::Dead, 1, 20)
+    );
+}
+
+/// Snooze: scheduled for later, the attempt given back.
+pub async fn snoozing_reschedules_without_using_an_attempt(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a"), now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let snoozed = store
+        .job_snooze(JobSnoozeParams {
+            lease: lease_of(&job),
+            delay: secs(300),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!((snoozed.state, snoozed.attempt), (JobState::Scheduled, 0));
+    assert_eq!(snoozed.run_at, add_duration(now, secs(300)));
+    assert!(claim(
+        store,
+        "w",
+        &["default"],
+        &[],
+        1,
+        add_duration(now, secs(299))
+    )
+    .await
+    .is_empty());
+    let again = claim(
+        store,
+        "w",
+        &["default"],
+        &[],
+        1,
+        add_duration(now, secs(300)),
+    )
+    .await;
+    assert_eq!(again[0].attempt, 1);
+}
+
+/// Hand back: available again at once, attempt not used, the old token dead.
+pub async fn handing_back_makes_the_job_available_without_using_an_attempt(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a"), now).await;
+    let job = claim(store, "w1", &["default"], &[], 1, now)
+        .await
+        .remove(0);
+    let back = store
+        .lease_hand_back_many(LeaseHandBackManyParams {
+            leases: vec![lease_of(&job)],
+            now,
+        })
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(
+        (back.state, back.attempt, back.lease.clone()),
+        (JobState::Available, 0, None)
+    );
+    let again = claim(store, "w2", &["default"], &[], 1, now)
+        .await
+        .remove(0);
+    assert_eq!(again.attempt, 1);
+    assert_eq!(
+        complete(store, lease_of(&job), now)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::LeaseLost
+    );
+}
+
+/// Progress needs the current lease.
+pub async fn progress_is_recorded_for_the_lease_holder_only(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a"), now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let progress = Progress {
+        percent: 40,
+        message: Some("copying".into()),
+    };
+    let updated = store
+        .job_progress(JobProgressParams {
+            lease: lease_of(&job),
+            progress: progress.clone(),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.progress, Some(progress.clone()));
+    let stale = LeaseRef {
+        job: job.id,
+        token: 999,
+    };
+    let err = store
+        .job_progress(JobProgressParams {
+            lease: stale,
+            progress,
+            now,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    let too_much = Progress {
+        percent: 101,
+        message: None,
+    };
+    let err = store
+        .job_progress(JobProgressParams {
+            lease: lease_of(&job),
+            progress: too_much,
+            now,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+}
+
+/// Waiting jobs are cancelled at once; running ones get a request the worker sees.
+pub async fn cancelling_a_waiting_job_is_immediate_and_a_running_one_is_requested(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let waiting = insert_one(store, new_job("a").run_at(add_duration(now, secs(60))), now).await;
+    insert_one(store, new_job("b"), now).await;
+    let running = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let out = store
+        .job_cancel_many(JobCancelManyParams {
+            ids: vec![waiting.id, running.id],
+            now,
+        })
+        .await
+        .unwrap();
+    let cancelled = out[0].as_ref().unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.finished_at),
+        (JobState::Cancelled, Some(now))
+    );
+    let requested = out[1].as_ref().unwrap();
+    assert_eq!(
+        (requested.state, requested.cancel_requested),
+        (JobState::Running, true)
+    );
+    // The worker reports failure after stopping: the job ends cancelled, not retried.
+    let ended = fail(store, lease_of(&running), "stopped on request", false, now).await;
+    assert_eq!(ended.state, JobState::Cancelled);
+    let again = store
+        .job_cancel_many(JobCancelManyParams {
+            ids: vec![waiting.id],
+            now,
+        })
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict);
+}
+
+/// In a batch, a stale lease fails alone; the others are recorded.
+pub async fn batch_results_are_per_item(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert(store, vec![new_job("a"), new_job("a")], now).await;
+    let jobs = claim(store, "w", &["default"], &[], 2, now).await;
+    let missing = rota_core::JobId::new(now);
+    let out = store
+        .job_complete_many(JobCompleteManyParams {
+            completions: vec![
+                Completion {
+                    lease: lease_of(&jobs[0]),
+                    result: None,
+                },
+                Completion {
+                    lease: LeaseRef {
+                        job: jobs[1].id,
+                        token: 77,
+                    },
+                    result: None,
+                },
+                Completion {
+                    lease: LeaseRef {
+                        job: missing,
+                        token: 1,
+                    },
+                    result: None,
+                },
+            ],
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap().state, JobState::Completed);
+    assert!(matches!(
+        out[1].as_ref().unwrap_err(),
+        StoreError::Transition(TransitionError::LeaseLost {
+            presented: 77,
+            current: Some(1),
+            ..
+        })
+    ));
+    assert_eq!(out[2].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        store.job_get(jobs[1].id).await.unwrap().state,
+        JobState::Running
+    );
+}
