@@ -1,1 +1,16 @@
-//! x
+//! The services every Rota node runs, on top of an `Arc<dyn Store>`; no HTTP, no SQL.
+//!
+//! Each maintenance service ([`Rescuer`], [`Pruner`]) is a [`Service`]: a `run_once(now)`
+//! that tests call directly with a manual clock, and a loop ([`service::spawn`]) that only
+//! ticks, wakes, and stops. [`WakeHub`] fans "a job is ready on queue Q" out to long-polling
+//! fetches so that they return at once instead of sleeping and polling.
+
+mod pruner;
+mod rescuer;
+pub mod service;
+mod wake;
+
+pub use pruner::{Pruner, PrunerConfig};
+pub use rescuer::{Rescuer, RescuerConfig};
+pub use service::{Service, ServiceHandle, ServiceReport};
+pub use wake::{Subscription, WakeHub};

@@ -1,1 +1,149 @@
-fn main() {}
+//! Store throughput on SQLite, through the `Store` API.
+//!
+//! Run with `cargo bench -p rota-sqlite --bench store`. Figures are recorded in
+//! docs/PERFORMANCE.md; nothing here is asserted.
+//!
+//! - `lifecycle`: enqueue a batch, claim it, complete it (one store call each), per batch
+//!   size, FULL and NORMAL durability.
+//! - `concurrent_single_inserts`: 64 tasks each enqueueing one job per call (group commit).
+
+use std::sync::{Arc, LazyLock};
+
+use divan::counter::ItemsCount;
+use divan::Bencher;
+use rota_core::{Clock, NewJob, SystemClock};
+use rota_sqlite::{Durability, SqliteOptions, SqliteStore};
+use rota_store::*;
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+
+fn main() {
+    divan::main();
+}
+
+fn open(durability: Durability) -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SqliteOptions::new(dir.path().join("bench.db"));
+    options.durability = durability;
+    (dir, Arc::new(SqliteStore::open(options).unwrap()))
+}
+
+async fn lifecycle_once(store: &SqliteStore, batch: usize) {
+    let jobs = (0..batch)
+        .map(|i| NewJob::new("default", "bench.noop", json!({ "i": i })))
+        .collect();
+    store
+        .job_insert_many(JobInsertManyParams {
+            jobs,
+            defaults: Arc::default(),
+            now: SystemClock.now(),
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .job_claim_many(JobClaimManyParams {
+            worker: "bench".into(),
+            queues: vec!["default".into()],
+            kinds: vec![],
+            max: batch,
+            lease: std::time::Duration::from_secs(30),
+            now: SystemClock.now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), batch);
+    let completions = claimed
+        .iter()
+        .map(|j| Completion {
+            lease: LeaseRef {
+                job: j.id,
+                token: j.lease.as_ref().unwrap().token,
+            },
+            result: None,
+        })
+        .collect();
+    for outcome in store
+        .job_complete_many(JobCompleteManyParams {
+            completions,
+            now: SystemClock.now(),
+        })
+        .await
+        .unwrap()
+    {
+        outcome.unwrap();
+    }
+}
+
+fn lifecycle(bencher: Bencher<'_, '_>, durability: Durability, batch: usize) {
+    let (_dir, store) = open(durability);
+    bencher
+        .counter(ItemsCount::new(batch))
+        .bench_local(|| RUNTIME.block_on(lifecycle_once(&store, batch)));
+}
+
+/// Enqueue + claim + complete, `synchronous=FULL`.
+#[divan::bench(args = [1, 10, 100])]
+fn lifecycle_full(bencher: Bencher<'_, '_>, batch: usize) {
+    lifecycle(bencher, Durability::Full, batch);
+}
+
+/// Enqueue + claim + complete, `synchronous=NORMAL`.
+#[divan::bench(args = [1, 10, 100])]
+fn lifecycle_normal(bencher: Bencher<'_, '_>, batch: usize) {
+    lifecycle(bencher, Durability::Normal, batch);
+}
+
+const TASKS: usize = 64;
+const PER_TASK: usize = 20;
+
+fn concurrent_inserts(bencher: Bencher<'_, '_>, durability: Durability) {
+    let (_dir, store) = open(durability);
+    bencher
+        .counter(ItemsCount::new(TASKS * PER_TASK))
+        .bench_local(|| {
+            RUNTIME.block_on(async {
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            for i in 0..PER_TASK {
+                                let job =
+                                    NewJob::new("default", "bench.noop", json!({ "t": t, "i": i }));
+                                store
+                                    .job_insert_many(JobInsertManyParams {
+                                        jobs: vec![job],
+                                        defaults: Arc::default(),
+                                        now: SystemClock.now(),
+                                    })
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        });
+}
+
+/// 64 tasks each enqueueing one job per call, `synchronous=FULL` (group commit).
+#[divan::bench(sample_count = 20)]
+fn concurrent_single_inserts_full(bencher: Bencher<'_, '_>) {
+    concurrent_inserts(bencher, Durability::Full);
+}
+
+/// 64 tasks each enqueueing one job per call, `synchronous=NORMAL`.
+#[divan::bench(sample_count = 20)]
+fn concurrent_single_inserts_normal(bencher: Bencher<'_, '_>) {
+    concurrent_inserts(bencher, Durability::Normal);
+}

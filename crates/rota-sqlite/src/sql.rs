@@ -350,7 +350,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
         candidates.extend(rows);
     }
     if open_queues.len() > 1 {
-        candidates.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+        candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
         candidates.truncate(p.max);
     }
     let mut claimed = Vec::with_capacity(candidates.len());

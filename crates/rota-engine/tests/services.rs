@@ -1,0 +1,159 @@
+//! The maintenance services against a real SQLite store, with a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rota_core::{add_duration, Clock, JobState, ManualClock, NewJob};
+use rota_engine::{service, Pruner, PrunerConfig, Rescuer, RescuerConfig, Service};
+use rota_store::*;
+use rota_testkit::TempSqlite;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn enqueue_and_claim(
+    store: &dyn Store,
+    n: usize,
+    clock: &ManualClock,
+) -> Vec<rota_core::Job> {
+    let jobs = (0..n)
+        .map(|i| NewJob::new("default", "k", json!({ "i": i })).max_attempts(2))
+        .collect();
+    store
+        .job_insert_many(JobInsertManyParams {
+            jobs,
+            defaults: Arc::default(),
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    store
+        .job_claim_many(JobClaimManyParams {
+            worker: "w".into(),
+            queues: vec!["default".into()],
+            kinds: vec![],
+            max: n,
+            lease: secs(30),
+            now: clock.now(),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rescuer_rescues_every_expired_lease_across_batches() {
+    let db = TempSqlite::new();
+    let clock = ManualClock::default();
+    let claimed = enqueue_and_claim(&*db.store, 25, &clock).await;
+    let rescuer = Rescuer::new(
+        db.store.clone(),
+        RescuerConfig {
+            batch: 10,
+            ..RescuerConfig::default()
+        },
+    );
+    assert!(rescuer
+        .run_once(clock.now())
+        .await
+        .unwrap()
+        .retried
+        .is_empty());
+    clock.advance(secs(30));
+    let report = rescuer.run_once(clock.now()).await.unwrap();
+    assert_eq!(report.retried.len(), 25, "three store calls of at most 10");
+    for job in claimed {
+        assert_eq!(
+            db.store.job_get(job.id).await.unwrap().state,
+            JobState::Retryable
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_keeps_dead_jobs_and_young_ones() {
+    let db = TempSqlite::new();
+    let clock = ManualClock::default();
+    let claimed = enqueue_and_claim(&*db.store, 3, &clock).await;
+    let lease = |j: &rota_core::Job| LeaseRef {
+        job: j.id,
+        token: j.lease.as_ref().unwrap().token,
+    };
+    db.store
+        .job_complete_many(JobCompleteManyParams {
+            completions: vec![Completion {
+                lease: lease(&claimed[0]),
+                result: None,
+            }],
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    db.store
+        .job_fail_many(JobFailManyParams {
+            failures: vec![Failure {
+                lease: lease(&claimed[1]),
+                error: rota_core::ErrorReport {
+                    message: "no".into(),
+                    backtrace: None,
+                },
+                discard: true,
+            }],
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    let pruner = Pruner::new(db.store.clone(), PrunerConfig::default());
+    clock.advance(secs(3600));
+    assert!(
+        pruner.run_once(clock.now()).await.unwrap().is_empty(),
+        "too young"
+    );
+    clock.advance(secs(24 * 3600));
+    let report = pruner.run_once(clock.now()).await.unwrap();
+    assert_eq!((report.completed, report.dead), (1, 0));
+    assert_eq!(
+        db.store.job_get(claimed[1].id).await.unwrap().state,
+        JobState::Dead
+    );
+    assert_eq!(
+        db.store.job_get(claimed[2].id).await.unwrap().state,
+        JobState::Running
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_loop_runs_passes_on_trigger_and_stops_on_shutdown() {
+    let db = TempSqlite::new();
+    let clock = ManualClock::default();
+    let claimed = enqueue_and_claim(&*db.store, 1, &clock).await;
+    // A long interval: only the first tick and explicit triggers run passes.
+    let rescuer = Rescuer::new(
+        db.store.clone(),
+        RescuerConfig {
+            interval: secs(3600),
+            ..RescuerConfig::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let (task, mut handle) = service::spawn(rescuer, Arc::new(clock.clone()), shutdown.clone());
+    handle.wait_for_passes(1).await;
+    assert_eq!(
+        db.store.job_get(claimed[0].id).await.unwrap().state,
+        JobState::Running
+    );
+    clock.set(add_duration(clock.now(), secs(31)));
+    handle.trigger();
+    handle.wait_for_passes(2).await;
+    assert_eq!(
+        db.store.job_get(claimed[0].id).await.unwrap().state,
+        JobState::Retryable
+    );
+    shutdown.cancel();
+    tokio::time::timeout(secs(10), task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}
