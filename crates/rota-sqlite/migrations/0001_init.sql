@@ -37,8 +37,6 @@ CREATE INDEX job_leased ON job (lease_expires_at) WHERE state = 'running';
 CREATE INDEX job_unique ON job (unique_key) WHERE unique_key IS NOT NULL;
 -- The pruner, and finished-job listings.
 CREATE INDEX job_finished ON job (state, finished_at) WHERE finished_at IS NOT NULL;
--- Per-queue counts.
-CREATE INDEX job_queue_state ON job (queue, state);
 
 CREATE TABLE queue (
     name       TEXT    NOT NULL PRIMARY KEY,

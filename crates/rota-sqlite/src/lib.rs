@@ -143,7 +143,7 @@ fn open_writer_connection(path: &Path, durability: Durability) -> Result<Connect
         Durability::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+        "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;"
     ))
     .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -49,7 +49,7 @@ pub fn migrate(conn: &mut Connection, now: Timestamp) -> Result<MigrationReport,
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
         tx.execute_batch(sql)
-            .map_err(db_err(format!("applying migration {version}")))?;
+            .map_err(|e| crate::sql::classify(&format!("applying migration {version}"), e))?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
             (version, now.as_microsecond()),

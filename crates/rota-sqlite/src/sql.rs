@@ -13,9 +13,8 @@ use rota_store::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// Wraps a rusqlite error with what was being done.
-pub fn db_err(context: impl Into<String>) -> impl Fn(rusqlite::Error) -> StoreError {
-    let context = context.into();
-    move |err| classify(&context, err)
+pub fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |err| classify(context, err)
 }
 
 /// Classifies a rusqlite error by meaning.
@@ -55,10 +54,15 @@ fn from_json<T: serde::de::DeserializeOwned>(idx: usize, text: &str) -> rusqlite
     })
 }
 
-const JOB_COLUMNS: &str =
-    "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
-     timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
-     lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at";
+/// The job columns, in the order [`job_from_row`] reads them (a macro so that statements
+/// are `concat!`ed at compile time instead of formatted on every call).
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
+         timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
+         lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at"
+    };
+}
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let id: [u8; 16] = row.get(0)?;
@@ -119,10 +123,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 
 fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT INTO job ({JOB_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
-        ))
+        .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -149,7 +151,7 @@ fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         job.attempted_at.map(micros),
         job.finished_at.map(micros),
     ])
-    .map_err(db_err(format!("inserting job {}", job.id)))?;
+    .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     Ok(())
 }
 
@@ -179,17 +181,17 @@ fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         job.attempted_at.map(micros),
         job.finished_at.map(micros),
     ])
-    .map_err(db_err(format!("updating job {}", job.id)))?;
+    .map_err(|e| classify(&format!("updating job {}", job.id), e))?;
     Ok(())
 }
 
 /// One job by id.
 pub fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM job WHERE id = ?1"))
+    conn.prepare_cached(concat!("SELECT ", job_columns!(), " FROM job WHERE id = ?1"))
         .map_err(db_err("preparing job lookup"))?
         .query_row([id.as_bytes()], job_from_row)
         .optional()
-        .map_err(db_err(format!("reading job {id}")))?
+        .map_err(|e| classify(&format!("reading job {id}"), e))?
         .ok_or(StoreError::JobNotFound(id))
 }
 
@@ -220,7 +222,7 @@ fn queue_get(conn: &Connection, name: &str) -> Result<Option<Queue>, StoreError>
         .map_err(db_err("preparing queue lookup"))?
         .query_row([name], queue_from_row)
         .optional()
-        .map_err(db_err(format!("reading queue {name:?}")))
+        .map_err(|e| classify(&format!("reading queue {name:?}"), e))
 }
 
 fn queue_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
@@ -281,14 +283,12 @@ fn unique_match(
     now: Timestamp,
 ) -> Result<Option<Job>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM job WHERE unique_key = ?1 ORDER BY id DESC"
-        ))
+        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job WHERE unique_key = ?1 ORDER BY id DESC"))
         .map_err(db_err("preparing unique-key lookup"))?;
     let jobs = stmt
         .query_map([key], job_from_row)
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
-        .map_err(db_err(format!("looking up unique key {key:?}")))?;
+        .map_err(|e| classify(&format!("looking up unique key {key:?}"), e))?;
     Ok(jobs
         .into_iter()
         .find(|job| unique_key_blocks(job, unique_for, now)))
@@ -331,12 +331,10 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
     // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM job \
+        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
              WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
                AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
-             ORDER BY priority, run_at, id LIMIT ?4"
-        ))
+             ORDER BY priority, run_at, id LIMIT ?4"))
         .map_err(db_err("preparing claim"))?;
     let mut candidates = Vec::new();
     for queue in &open_queues {
@@ -346,7 +344,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
                 job_from_row,
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
-            .map_err(db_err(format!("claiming from queue {queue:?}")))?;
+            .map_err(|e| classify(&format!("claiming from queue {queue:?}"), e))?;
         candidates.extend(rows);
     }
     if open_queues.len() > 1 {
@@ -369,7 +367,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
 fn touch_worker(conn: &Connection, worker: &str, now: Timestamp) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE worker SET last_seen = ?2 WHERE id = ?1")
         .and_then(|mut stmt| stmt.execute(params![worker, micros(now)]))
-        .map_err(db_err(format!("refreshing worker {worker:?}")))?;
+        .map_err(|e| classify(&format!("refreshing worker {worker:?}"), e))?;
     Ok(())
 }
 
@@ -402,11 +400,9 @@ pub fn lease_rescue_expired(
     p: LeaseRescueParams,
 ) -> Result<RescueReport, StoreError> {
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM job \
+        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
              WHERE state = 'running' AND lease_expires_at <= ?1 \
-             ORDER BY lease_expires_at LIMIT ?2"
-        ))
+             ORDER BY lease_expires_at LIMIT ?2"))
         .map_err(db_err("preparing rescue"))?;
     let expired = stmt
         .query_map(params![micros(p.now), p.limit as i64], job_from_row)
@@ -437,7 +433,7 @@ pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, St
         let cutoff = rota_core::sub_duration(p.now, retention);
         stmt.execute(params![state.as_str(), micros(cutoff), p.limit as i64])
             .map(|n| n as u64)
-            .map_err(db_err(format!("pruning {state} jobs")))
+            .map_err(|e| classify(&format!("pruning {state} jobs"), e))
     };
     Ok(PruneReport {
         completed: prune(JobState::Completed, p.completed_retention)?,
@@ -459,8 +455,7 @@ pub fn job_list(
     let list = |v: &[String]| (!v.is_empty()).then(|| json(&v));
     let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM job \
+        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
              WHERE (?1 IS NULL OR queue IN (SELECT value FROM json_each(?1))) \
                AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2))) \
                AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
@@ -468,8 +463,7 @@ pub fn job_list(
                AND (?5 IS NULL OR created_at >= ?5) \
                AND (?6 IS NULL OR created_at < ?6) \
                AND (?7 IS NULL OR id < ?7) \
-             ORDER BY id DESC LIMIT ?8"
-        ))
+             ORDER BY id DESC LIMIT ?8"))
         .map_err(db_err("preparing job list"))?;
     let rows = stmt
         .query_map(
@@ -499,7 +493,7 @@ pub fn queue_declare(conn: &Connection, p: QueueDeclareParams) -> Result<Queue, 
          ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
     )
     .and_then(|mut stmt| stmt.execute(params![p.name, json(&p.config), micros(p.now)]))
-    .map_err(db_err(format!("declaring queue {:?}", p.name)))?;
+    .map_err(|e| classify(&format!("declaring queue {:?}", p.name), e))?;
     queue_required(conn, &p.name)
 }
 
@@ -508,7 +502,7 @@ pub fn queue_set_paused(conn: &Connection, p: QueueSetPausedParams) -> Result<Qu
     queue_required(conn, &p.name)?;
     conn.prepare_cached("UPDATE queue SET paused = ?2, updated_at = ?3 WHERE name = ?1")
         .and_then(|mut stmt| stmt.execute(params![p.name, p.paused, micros(p.now)]))
-        .map_err(db_err(format!("pausing queue {:?}", p.name)))?;
+        .map_err(|e| classify(&format!("pausing queue {:?}", p.name), e))?;
     queue_required(conn, &p.name)
 }
 
@@ -566,7 +560,7 @@ pub fn worker_register(conn: &Connection, p: WorkerRegisterParams) -> Result<Wor
          ON CONFLICT (id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen",
     )
     .and_then(|mut stmt| stmt.execute(params![p.worker.id, json(&p.worker), micros(p.now)]))
-    .map_err(db_err(format!("registering worker {:?}", p.worker.id)))?;
+    .map_err(|e| classify(&format!("registering worker {:?}", p.worker.id), e))?;
     let workers = worker_list(conn)?;
     workers
         .into_iter()
