@@ -155,44 +155,95 @@ fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes back every field a transition may change.
-fn save_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "UPDATE job SET state = ?2, attempt = ?3, max_attempts = ?4, progress = ?5, \
-             result = ?6, errors = ?7, lease_worker = ?8, lease_token = ?9, \
-             lease_expires_at = ?10, cancel_requested = ?11, run_at = ?12, attempted_at = ?13, \
-             finished_at = ?14 WHERE id = ?1",
-        )
-        .map_err(db_err("preparing job update"))?;
-    stmt.execute(params![
-        job.id.as_bytes(),
-        job.state.as_str(),
-        job.attempt,
-        job.max_attempts,
-        job.progress.as_ref().map(json),
-        job.result.as_ref().map(json),
-        json(&job.errors),
-        job.lease.as_ref().map(|l| l.worker.as_str()),
-        job.lease_token as i64,
-        job.lease.as_ref().map(|l| micros(l.expires_at)),
-        job.cancel_requested,
-        micros(job.run_at),
-        job.attempted_at.map(micros),
-        job.finished_at.map(micros),
-    ])
-    .map_err(|e| classify(&format!("updating job {}", job.id), e))?;
+/// Writes back the fields a transition changed, and only those: SQLite maintains an index
+/// on an UPDATE when the index's columns are in the SET list, changed or not, so a narrow
+/// SET keeps each transition to the index work it really needs.
+fn save_job(conn: &Connection, before: &Job, after: &Job) -> Result<(), StoreError> {
+    use rusqlite::types::Value as V;
+
+    let mut sql = String::with_capacity(160);
+    let mut values: Vec<V> = vec![V::Blob(after.id.as_bytes().to_vec())];
+    let mut set = |column: &str, value: V| {
+        sql.push_str(if values.len() == 1 {
+            "UPDATE job SET "
+        } else {
+            ", "
+        });
+        values.push(value);
+        sql.push_str(column);
+        sql.push_str(" = ?");
+        sql.push_str(&values.len().to_string());
+    };
+    let opt_text = |v: Option<String>| v.map_or(V::Null, V::Text);
+    let opt_int = |v: Option<i64>| v.map_or(V::Null, V::Integer);
+    if before.state != after.state {
+        set("state", V::Text(after.state.as_str().to_owned()));
+    }
+    if before.attempt != after.attempt {
+        set("attempt", V::Integer(after.attempt.into()));
+    }
+    if before.max_attempts != after.max_attempts {
+        set("max_attempts", V::Integer(after.max_attempts.into()));
+    }
+    if before.progress != after.progress {
+        set("progress", opt_text(after.progress.as_ref().map(json)));
+    }
+    if before.result != after.result {
+        set("result", opt_text(after.result.as_ref().map(json)));
+    }
+    if before.errors != after.errors {
+        set("errors", V::Text(json(&after.errors)));
+    }
+    if before.lease != after.lease {
+        set(
+            "lease_worker",
+            opt_text(after.lease.as_ref().map(|l| l.worker.clone())),
+        );
+        set(
+            "lease_expires_at",
+            opt_int(after.lease.as_ref().map(|l| micros(l.expires_at))),
+        );
+    }
+    if before.lease_token != after.lease_token {
+        set("lease_token", V::Integer(after.lease_token as i64));
+    }
+    if before.cancel_requested != after.cancel_requested {
+        set(
+            "cancel_requested",
+            V::Integer(after.cancel_requested.into()),
+        );
+    }
+    if before.run_at != after.run_at {
+        set("run_at", V::Integer(micros(after.run_at)));
+    }
+    if before.attempted_at != after.attempted_at {
+        set("attempted_at", opt_int(after.attempted_at.map(micros)));
+    }
+    if before.finished_at != after.finished_at {
+        set("finished_at", opt_int(after.finished_at.map(micros)));
+    }
+    if values.len() == 1 {
+        return Ok(());
+    }
+    sql.push_str(" WHERE id = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+        .map_err(|e| classify(&format!("updating job {}", after.id), e))?;
     Ok(())
 }
 
 /// One job by id.
 pub fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
-    conn.prepare_cached(concat!("SELECT ", job_columns!(), " FROM job WHERE id = ?1"))
-        .map_err(db_err("preparing job lookup"))?
-        .query_row([id.as_bytes()], job_from_row)
-        .optional()
-        .map_err(|e| classify(&format!("reading job {id}"), e))?
-        .ok_or(StoreError::JobNotFound(id))
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM job WHERE id = ?1"
+    ))
+    .map_err(db_err("preparing job lookup"))?
+    .query_row([id.as_bytes()], job_from_row)
+    .optional()
+    .map_err(|e| classify(&format!("reading job {id}"), e))?
+    .ok_or(StoreError::JobNotFound(id))
 }
 
 /// Loads a job, applies `event` and saves the result.
@@ -204,7 +255,7 @@ pub fn job_apply(
 ) -> Result<Job, StoreError> {
     let job = job_get(conn, id)?;
     let next = transition(&job, event, now)?;
-    save_job(conn, &next)?;
+    save_job(conn, &job, &next)?;
     Ok(next)
 }
 
@@ -283,7 +334,11 @@ fn unique_match(
     now: Timestamp,
 ) -> Result<Option<Job>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job WHERE unique_key = ?1 ORDER BY id DESC"))
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job WHERE unique_key = ?1 ORDER BY id DESC"
+        ))
         .map_err(db_err("preparing unique-key lookup"))?;
     let jobs = stmt
         .query_map([key], job_from_row)
@@ -331,10 +386,14 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
     // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
     let mut stmt = conn
-        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job \
              WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
                AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
-             ORDER BY priority, run_at, id LIMIT ?4"))
+             ORDER BY priority, run_at, id LIMIT ?4"
+        ))
         .map_err(db_err("preparing claim"))?;
     let mut candidates = Vec::new();
     for queue in &open_queues {
@@ -358,7 +417,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
             lease_for: p.lease,
         };
         let next = transition(&job, event, p.now)?;
-        save_job(conn, &next)?;
+        save_job(conn, &job, &next)?;
         claimed.push(next);
     }
     Ok(claimed)
@@ -400,9 +459,13 @@ pub fn lease_rescue_expired(
     p: LeaseRescueParams,
 ) -> Result<RescueReport, StoreError> {
     let mut stmt = conn
-        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job \
              WHERE state = 'running' AND lease_expires_at <= ?1 \
-             ORDER BY lease_expires_at LIMIT ?2"))
+             ORDER BY lease_expires_at LIMIT ?2"
+        ))
         .map_err(db_err("preparing rescue"))?;
     let expired = stmt
         .query_map(params![micros(p.now), p.limit as i64], job_from_row)
@@ -411,7 +474,7 @@ pub fn lease_rescue_expired(
     let mut report = RescueReport::default();
     for job in expired {
         let next = transition(&job, Event::LeaseExpired, p.now)?;
-        save_job(conn, &next)?;
+        save_job(conn, &job, &next)?;
         match next.state {
             JobState::Dead => report.dead.push(next.id),
             JobState::Cancelled => report.cancelled.push(next.id),
@@ -455,7 +518,10 @@ pub fn job_list(
     let list = |v: &[String]| (!v.is_empty()).then(|| json(&v));
     let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
     let mut stmt = conn
-        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM job \
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job \
              WHERE (?1 IS NULL OR queue IN (SELECT value FROM json_each(?1))) \
                AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2))) \
                AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
@@ -463,7 +529,8 @@ pub fn job_list(
                AND (?5 IS NULL OR created_at >= ?5) \
                AND (?6 IS NULL OR created_at < ?6) \
                AND (?7 IS NULL OR id < ?7) \
-             ORDER BY id DESC LIMIT ?8"))
+             ORDER BY id DESC LIMIT ?8"
+        ))
         .map_err(db_err("preparing job list"))?;
     let rows = stmt
         .query_map(
