@@ -5,6 +5,7 @@
 //!
 //! - `lifecycle`: enqueue a batch, claim it, complete it (one store call each), per batch
 //!   size, FULL and NORMAL durability.
+//! - `lifecycle_full_4_clients`: four such clients at batch 100 at once.
 //! - `concurrent_single_inserts`: 64 tasks each enqueueing one job per call (group commit).
 
 use std::sync::{Arc, LazyLock};
@@ -99,6 +100,26 @@ fn lifecycle_full(bencher: Bencher<'_, '_>, batch: usize) {
 #[divan::bench(args = [1, 10, 100])]
 fn lifecycle_normal(bencher: Bencher<'_, '_>, batch: usize) {
     lifecycle(bencher, Durability::Normal, batch);
+}
+
+/// Four clients each running the batch-100 lifecycle at once: group commit folds their
+/// commits together (not one of the figures; shows what concurrency buys).
+#[divan::bench(sample_count = 50)]
+fn lifecycle_full_4_clients(bencher: Bencher<'_, '_>) {
+    let (_dir, store) = open(Durability::Full);
+    bencher.counter(ItemsCount::new(400usize)).bench_local(|| {
+        RUNTIME.block_on(async {
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { lifecycle_once(&store, 100).await })
+                })
+                .collect();
+            for c in clients {
+                c.await.unwrap();
+            }
+        })
+    });
 }
 
 const TASKS: usize = 64;

@@ -66,7 +66,7 @@ macro_rules! job_columns {
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let id: [u8; 16] = row.get(0)?;
-    let state: String = row.get(5)?;
+    let state = text(row, 5)?;
     let state: JobState = state.parse().map_err(|e: rota_core::UnknownState| {
         rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
     })?;
@@ -81,30 +81,28 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         }),
         _ => None,
     };
-    let optional_json = |idx: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-        row.get::<_, Option<String>>(idx)?
-            .map(|text| from_json(idx, &text))
-            .transpose()
-    };
-    let progress: Option<String> = row.get(12)?;
     Ok(Job {
         id: JobId::from_bytes(id),
         queue: row.get(1)?,
         kind: row.get(2)?,
-        args: from_json(3, &row.get::<_, String>(3)?)?,
+        args: from_json(3, text(row, 3)?)?,
         priority: row.get(4)?,
         state,
         attempt: row.get(6)?,
         max_attempts: row.get(7)?,
-        backoff: from_json(8, &row.get::<_, String>(8)?)?,
+        backoff: backoff_from_text(text(row, 8)?)?,
         timeout: row
             .get::<_, Option<i64>>(9)?
             .map(|ms| Duration::from_millis(ms as u64)),
         unique_key: row.get(10)?,
-        tags: from_json(11, &row.get::<_, String>(11)?)?,
-        progress: progress.map(|text| from_json(12, &text)).transpose()?,
-        result: optional_json(13)?,
-        errors: from_json(14, &row.get::<_, String>(14)?)?,
+        tags: from_json(11, text(row, 11)?)?,
+        progress: optional_text(row, 12)?
+            .map(|t| from_json(12, t))
+            .transpose()?,
+        result: optional_text(row, 13)?
+            .map(|t| from_json(13, t))
+            .transpose()?,
+        errors: from_json(14, text(row, 14)?)?,
         lease,
         lease_token: lease_token as u64,
         cancel_requested: row.get(18)?,
@@ -118,6 +116,38 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             .get::<_, Option<i64>>(22)?
             .map(from_micros)
             .transpose()?,
+    })
+}
+
+/// A TEXT column, borrowed from the row (no allocation).
+fn text<'r>(row: &'r Row<'_>, idx: usize) -> rusqlite::Result<&'r str> {
+    Ok(row.get_ref(idx)?.as_str()?)
+}
+
+/// A nullable TEXT column, borrowed from the row.
+fn optional_text<'r>(row: &'r Row<'_>, idx: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(row.get_ref(idx)?.as_str_or_null()?)
+}
+
+/// Parses a stored backoff, remembering recent ones: jobs share a handful of policies, and
+/// reading one back is otherwise a JSON parse plus a duration parse per row.
+fn backoff_from_text(raw: &str) -> rusqlite::Result<rota_core::Backoff> {
+    use std::cell::RefCell;
+    const REMEMBERED: usize = 64;
+    thread_local! {
+        static SEEN: RefCell<HashMap<String, rota_core::Backoff>> = RefCell::new(HashMap::new());
+    }
+    SEEN.with(|seen| {
+        if let Some(backoff) = seen.borrow().get(raw) {
+            return Ok(backoff.clone());
+        }
+        let backoff: rota_core::Backoff = from_json(8, raw)?;
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(raw.to_owned(), backoff.clone());
+        Ok(backoff)
     })
 }
 

@@ -25,8 +25,9 @@ const QUEUE_DEPTH: usize = 8192;
 
 /// Called after the commit with its outcome; sends the request's answer.
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// A write request: runs inside the transaction and returns how to answer.
-type Work = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write request: runs inside the transaction (or, if the transaction could not start,
+/// is given that error instead) and returns how to answer.
+type Work = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Reply + Send>;
 
 /// Counters of the writer's work, for tests and metrics.
 #[derive(Debug, Default)]
@@ -77,7 +78,10 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel();
         let work: Work = Box::new(move |conn| {
-            let outcome = in_savepoint(conn, op);
+            let outcome = match conn {
+                Ok(conn) => in_savepoint(conn, op),
+                Err(err) => Err(err.clone()),
+            };
             Box::new(move |commit_error: Option<&StoreError>| {
                 let answer = match commit_error {
                     Some(err) => Err(err.clone()),
@@ -153,12 +157,11 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCo
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
             let err = crate::sql::classify("starting a write transaction", err);
             for work in group.drain(..) {
-                // Dropping the work drops its answer channel; answer with the cause instead.
-                work_failed(work, &conn, &err);
+                work(Err(&err))(None);
             }
             continue;
         }
-        let replies: Vec<Reply> = group.drain(..).map(|work| work(&conn)).collect();
+        let replies: Vec<Reply> = group.drain(..).map(|work| work(Ok(&conn))).collect();
         let commit_error = conn
             .execute_batch("COMMIT")
             .err()
@@ -169,16 +172,5 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCo
         for reply in replies {
             reply(commit_error.as_ref());
         }
-    }
-}
-
-/// Answers a request that could not run because its transaction could not start.
-fn work_failed(work: Work, conn: &Connection, err: &StoreError) {
-    // Running the work outside a transaction would write unprotected; instead run it inside
-    // a transaction that is rolled back, and answer with the error.
-    if conn.execute_batch("BEGIN DEFERRED").is_ok() {
-        let reply = work(conn);
-        let _ = conn.execute_batch("ROLLBACK");
-        reply(Some(err));
     }
 }

@@ -241,3 +241,47 @@ pub async fn invalid_jobs_are_rejected_naming_the_field(s: Subject) {
         );
     }
 }
+
+/// Concurrent batches succeed or fail alone: a rejected batch takes nothing else with it.
+pub async fn concurrent_batches_fail_alone(s: Subject) {
+    let now = t0();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = s.store.clone();
+            tokio::spawn(async move {
+                let queue = if i % 5 == 0 { "missing" } else { "default" };
+                let jobs = vec![new_job("a"), NewJob::new(queue, "b", json!({ "i": i }))];
+                store
+                    .job_insert_many(JobInsertManyParams {
+                        jobs,
+                        defaults: Arc::default(),
+                        now,
+                    })
+                    .await
+                    .map(|inserted| inserted.len())
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(n) => {
+                assert_ne!(i % 5, 0, "batch {i} should have been rejected");
+                stored += n;
+            }
+            Err(err) => {
+                assert_eq!(i % 5, 0, "batch {i} failed: {err}");
+                assert_eq!(err.kind(), ErrorKind::NotFound);
+            }
+        }
+    }
+    let page = s
+        .store
+        .job_list(JobListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((stored, page.jobs.len()), (64, 64));
+}
