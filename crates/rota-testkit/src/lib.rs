@@ -51,3 +51,8 @@ pub async fn sqlite_subject() -> Subject {
         guard: Box::new(temp),
     }
 }
+
+/// The README's Rust example, compiled as a doc test so that the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
