@@ -1,0 +1,95 @@
+//! Queues and workers on the wire.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use rota_core::RetryOverride;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Declare a queue, or update its settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDeclareRequest {
+    /// Queue-level attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Queue-level backoff (same shapes as on a job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub backoff: Option<rota_core::Backoff>,
+    /// Lease length for jobs fetched from it, such as `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// Default per-attempt time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl QueueDeclareRequest {
+    /// The queue-level retry layer.
+    pub fn retry(&self) -> RetryOverride {
+        RetryOverride {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff.clone(),
+        }
+    }
+}
+
+/// A queue and what is on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    /// Its name.
+    pub name: String,
+    /// Paused queues hand out no jobs.
+    pub paused: bool,
+    /// Jobs per state.
+    pub counts: BTreeMap<String, u64>,
+    /// Seconds the oldest ready job has waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ready_age_seconds: Option<f64>,
+    /// Queue-level attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Lease length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+/// Every queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    /// The queues, by name.
+    pub queues: Vec<QueueView>,
+}
+
+/// A known worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    /// Its id.
+    pub id: String,
+    /// Queues it polls.
+    pub queues: Vec<String>,
+    /// Kinds it handles (empty: any).
+    pub kinds: Vec<String>,
+    /// First seen.
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    /// Last fetch or heartbeat.
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: Timestamp,
+}
+
+/// Every known worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    /// The workers, most recently seen first.
+    pub workers: Vec<WorkerView>,
+}
+
+/// How many jobs an operation touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Count {
+    /// The number.
+    pub count: u64,
+}

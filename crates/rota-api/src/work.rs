@@ -1,0 +1,151 @@
+//! The worker protocol: fetch (long poll), heartbeat, complete, fail.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::JobView;
+
+/// Lease jobs. Returns as soon as at least one job is ready, or when `wait` elapses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    /// The worker's id (unique per process), recorded on each lease.
+    pub worker: String,
+    /// Queues to take from.
+    pub queues: Vec<String>,
+    /// Kinds this worker handles; empty means every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// At most this many jobs (1..=1000; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// How long to wait for a job, such as `30s` (default 0: answer at once; at most 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+}
+
+/// Leased jobs; each carries its `lease_token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FetchResponse {
+    /// The jobs (possibly none, when `wait` elapsed).
+    pub jobs: Vec<JobView>,
+    /// The lease length granted, such as `30s`: heartbeat well within it.
+    pub lease: String,
+}
+
+/// A job and the lease token it was fetched with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseToken {
+    /// The job id.
+    #[schema(value_type = String)]
+    pub job: rota_core::JobId,
+    /// The fencing token from the fetch.
+    pub token: u64,
+}
+
+/// Extend leases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The worker's id.
+    pub worker: String,
+    /// The leases held.
+    pub leases: Vec<LeaseToken>,
+}
+
+/// One heartbeat answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatOutcome {
+    /// The job.
+    pub job: String,
+    /// Whether the lease is still held (false: stop working on it).
+    pub held: bool,
+    /// Someone asked to cancel the job: stop and report failure.
+    pub cancel_requested: bool,
+    /// Why the lease is not held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::Problem>,
+}
+
+/// Heartbeat answers, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    /// One per lease.
+    pub results: Vec<HeartbeatOutcome>,
+}
+
+/// One successful attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    /// The job id.
+    #[schema(value_type = String)]
+    pub job: rota_core::JobId,
+    /// The fencing token from the fetch.
+    pub token: u64,
+    /// The handler's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+}
+
+/// Record successful attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The completions.
+    pub completions: Vec<CompletionRequest>,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRequest {
+    /// The job id.
+    #[schema(value_type = String)]
+    pub job: rota_core::JobId,
+    /// The fencing token from the fetch.
+    pub token: u64,
+    /// The error message.
+    pub message: String,
+    /// The backtrace, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<String>,
+    /// Do not retry: the job goes to dead.
+    #[serde(default)]
+    pub discard: bool,
+    /// Instead of failing, run again after this long without using an attempt (snooze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snooze: Option<String>,
+}
+
+/// Record failed attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The failures.
+    pub failures: Vec<FailureRequest>,
+}
+
+/// Give leases back unrun (graceful shutdown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandBackRequest {
+    /// The leases.
+    pub leases: Vec<LeaseToken>,
+}
+
+/// Report progress on a running job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// The fencing token from the fetch.
+    pub token: u64,
+    /// 0..=100.
+    pub percent: u8,
+    /// What the handler is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

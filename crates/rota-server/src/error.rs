@@ -1,0 +1,139 @@
+//! One error type for every handler, rendered as `application/problem+json`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rota_api::Problem;
+use rota_store::{ErrorKind, StoreError};
+
+/// An API error: a problem with a stable code. 5xx answers say "internal error" and log the
+/// real cause; user-input errors are not logged.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub Box<Problem>);
+
+impl ApiError {
+    /// 422 about `field`.
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        Self(Box::new(
+            Problem::new(422, "invalid_field", "Invalid field", detail).with_field(field),
+        ))
+    }
+
+    /// 404 for something that does not exist.
+    pub fn not_found(code: &str, detail: impl Into<String>) -> Self {
+        Self(Box::new(Problem::new(404, code, "Not found", detail)))
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self(Box::new(problem))
+    }
+}
+
+impl From<rota_core::ValidationError> for ApiError {
+    fn from(err: rota_core::ValidationError) -> Self {
+        Self::invalid(&err.field, err.to_string())
+    }
+}
+
+/// The problem for a store error (also used for per-item errors in batch answers).
+pub fn store_problem(err: &StoreError) -> Problem {
+    match (err.kind(), err) {
+        (_, StoreError::QueueNotDeclared { .. }) => Problem::new(
+            404,
+            "queue_not_declared",
+            "Queue not declared",
+            err.to_string(),
+        )
+        .with_field("queue"),
+        (_, StoreError::Invalid(v)) => {
+            Problem::new(422, "invalid_field", "Invalid field", err.to_string())
+                .with_field(v.field.clone())
+        }
+        (ErrorKind::NotFound, _) => {
+            Problem::new(404, "job_not_found", "Not found", err.to_string())
+        }
+        (ErrorKind::LeaseLost, _) => Problem::new(409, "lease_lost", "Lease lost", err.to_string()),
+        (ErrorKind::Conflict, _) => Problem::new(409, "conflict", "Conflict", err.to_string()),
+        (ErrorKind::Busy, _) => {
+            Problem::new(503, "busy", "Busy", "the database is busy; retry shortly")
+        }
+        (ErrorKind::Unavailable | ErrorKind::SchemaMismatch, _) => {
+            tracing::error!(error = %err, "store unavailable");
+            Problem::new(
+                503,
+                "unavailable",
+                "Unavailable",
+                "the database is unavailable",
+            )
+        }
+        _ => {
+            tracing::error!(error = %err, "internal error");
+            Problem::new(500, "internal", "Internal error", "internal error")
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self(Box::new(store_problem(&err)))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let (code, title) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "Payload too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("unsupported_media_type", "Unsupported media type")
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => ("invalid_body", "Invalid body"),
+            _ => ("malformed_json", "Malformed JSON"),
+        };
+        let detail = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "send the body as JSON with `content-type: application/json`".to_owned()
+            }
+            _ => rejection.body_text(),
+        };
+        Self(Box::new(Problem::new(status.as_u16(), code, title, detail)))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::from(Problem::new(
+            400,
+            "invalid_path",
+            "Invalid path",
+            rejection.body_text(),
+        ))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::from(Problem::new(
+            400,
+            "invalid_query",
+            "Invalid query",
+            rejection.body_text(),
+        ))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&*self.0).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,97 @@
+//! Rota's HTTP server: the `/v1` API over an `Arc<dyn Store>`.
+//!
+//! [`app`] builds the axum `Router` from [`AppState`] (tests call it directly with
+//! `oneshot`); [`serve`] runs it on a listener until a shutdown future resolves. Every
+//! handler lives in [`routes`], annotated with `#[utoipa::path]`, which is both its route and
+//! its entry in the OpenAPI document served at `/v1/openapi.json`. Errors are [`ApiError`],
+//! rendered as `application/problem+json` with a stable `code`; request bodies, paths and
+//! queries are read through extractors ([`extract`]) whose rejections are problems too.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+pub use state::{AppState, ServerConfig};
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Rota",
+    description = "Durable background jobs: the /v1 HTTP API."
+))]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    use routes::{jobs, queues, work};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::enqueue, jobs::list_jobs))
+        .routes(routes!(jobs::enqueue_many))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::progress))
+        .routes(routes!(jobs::list_dead))
+        .routes(routes!(jobs::retry_dead))
+        .routes(routes!(work::fetch))
+        .routes(routes!(work::heartbeat))
+        .routes(routes!(work::complete))
+        .routes(routes!(work::fail))
+        .routes(routes!(work::hand_back))
+        .routes(routes!(queues::list_queues))
+        .routes(routes!(queues::declare_queue))
+        .routes(routes!(queues::pause_queue))
+        .routes(routes!(queues::resume_queue))
+        .routes(routes!(queues::list_workers))
+}
+
+/// The OpenAPI document of every `/v1` route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The application: every `/v1` route, the OpenAPI document, problem+json for unknown
+/// routes, and the body limit.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let (router, api) = api_router().split_for_parts();
+    let document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json(document) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::from(rota_api::Problem::new(
+                404,
+                "no_route",
+                "Not found",
+                "no such route; see /v1/openapi.json",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

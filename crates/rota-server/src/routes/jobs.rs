@@ -1,0 +1,352 @@
+//! Jobs: enqueue, read, list, wait, cancel, retry, dead jobs.
+
+use axum::extract::State;
+use rota_api::*;
+use rota_core::{JobId, JobState};
+use rota_store::*;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{job_id, wait_param};
+use crate::error::{store_problem, ApiError};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::{AppState, WAIT_MAX};
+
+async fn enqueue_all(
+    state: &AppState,
+    requests: Vec<NewJobRequest>,
+) -> Result<Vec<Enqueued>, ApiError> {
+    let now = state.clock.now();
+    let mut jobs = Vec::with_capacity(requests.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        jobs.push(request.into_new_job(now).map_err(|e| {
+            let field = format!("jobs[{i}].{}", e.field);
+            ApiError::invalid(&field, format!("{field}: {}", e.message))
+        })?);
+    }
+    let inserted = state
+        .store
+        .job_insert_many(JobInsertManyParams {
+            jobs,
+            defaults: state.config.defaults.clone(),
+            now,
+        })
+        .await?;
+    for i in &inserted {
+        if !i.duplicate && i.job.state == JobState::Available {
+            state.wake.notify(&i.job.queue);
+        }
+    }
+    Ok(inserted
+        .into_iter()
+        .map(|i| Enqueued {
+            job: i.job.into(),
+            duplicate: i.duplicate,
+        })
+        .collect())
+}
+
+/// Enqueue one job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = NewJobRequest,
+    responses((status = 200, body = Enqueued), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn enqueue(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<NewJobRequest>,
+) -> Result<ApiJson<Enqueued>, ApiError> {
+    Ok(ApiJson(enqueue_all(&state, vec![request]).await?.remove(0)))
+}
+
+/// Enqueue many jobs: all are stored, or none.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = EnqueueManyRequest,
+    responses((status = 200, body = EnqueueManyResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn enqueue_many(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EnqueueManyRequest>,
+) -> Result<ApiJson<EnqueueManyResponse>, ApiError> {
+    if request.jobs.is_empty() {
+        return Err(ApiError::invalid("jobs", "jobs: give at least one job"));
+    }
+    Ok(ApiJson(EnqueueManyResponse {
+        jobs: enqueue_all(&state, request.jobs).await?,
+    }))
+}
+
+/// Options of a job read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GetJobQuery {
+    /// Wait up to this long (such as `30s`, at most `60s`) for the job to finish.
+    pub wait: Option<String>,
+}
+
+/// One job; with `wait`, answers when it reaches a final state or the wait elapses.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "job id"), GetJobQuery),
+    responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<GetJobQuery>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    let id = job_id("id", &id)?;
+    let wait = wait_param("wait", query.wait.as_deref(), WAIT_MAX)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so a finish between the read and the wait is not missed.
+    let finished = state.wake.subscribe(&[AppState::job_key(&id)]);
+    loop {
+        let job = state.store.job_get(id).await?;
+        if job.state.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(ApiJson(job.into()));
+        }
+        tokio::select! {
+            _ = finished.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Filters of a job listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only jobs with this tag.
+    pub tag: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub created_after: Option<String>,
+    /// Created before (RFC 3339).
+    pub created_before: Option<String>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+fn time_param(field: &str, raw: &Option<String>) -> Result<Option<jiff::Timestamp>, ApiError> {
+    raw.as_deref()
+        .map(|t| {
+            t.parse().map_err(|e| {
+                ApiError::invalid(
+                    field,
+                    format!("{field}: {t:?} is not an RFC 3339 time: {e}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn list_params(
+    query: ListQuery,
+    forced_state: Option<JobState>,
+) -> Result<JobListParams, ApiError> {
+    let states = match (forced_state, &query.state) {
+        (Some(state), _) => vec![state],
+        (None, Some(raw)) => vec![raw.parse().map_err(|e: rota_core::UnknownState| {
+            ApiError::invalid("state", format!("state: {e}"))
+        })?],
+        (None, None) => vec![],
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit: must be between 1 and 1000, got {limit}"),
+        ));
+    }
+    Ok(JobListParams {
+        filter: JobFilter {
+            queues: query.queue.into_iter().collect(),
+            kinds: query.kind.into_iter().collect(),
+            states,
+            tag: query.tag,
+            created_after: time_param("created_after", &query.created_after)?,
+            created_before: time_param("created_before", &query.created_before)?,
+        },
+        after: query
+            .after
+            .as_deref()
+            .map(|a| job_id("after", a))
+            .transpose()?,
+        limit,
+    })
+}
+
+async fn list(state: &AppState, params: JobListParams) -> Result<JobPageView, ApiError> {
+    let page = state.store.job_list(params).await?;
+    Ok(JobPageView {
+        jobs: page.jobs.into_iter().map(Into::into).collect(),
+        next: page.next.map(|id| id.to_string()),
+    })
+}
+
+/// Jobs matching filters, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobPageView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<ApiJson<JobPageView>, ApiError> {
+    Ok(ApiJson(list(&state, list_params(query, None)?).await?))
+}
+
+/// Dead jobs, newest first.
+#[utoipa::path(get, path = "/v1/dead", tag = "dead", params(ListQuery),
+    responses((status = 200, body = JobPageView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_dead(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<ApiJson<JobPageView>, ApiError> {
+    Ok(ApiJson(
+        list(&state, list_params(query, Some(JobState::Dead))?).await?,
+    ))
+}
+
+pub(crate) fn outcomes(
+    ids: &[JobId],
+    results: Vec<Result<rota_core::Job, StoreError>>,
+) -> ItemOutcomes {
+    ItemOutcomes {
+        results: ids
+            .iter()
+            .zip(results)
+            .map(|(id, r)| match r {
+                Ok(job) => ItemOutcome {
+                    job: id.to_string(),
+                    state: Some(job.state.as_str().into()),
+                    error: None,
+                },
+                Err(err) => ItemOutcome {
+                    job: id.to_string(),
+                    state: None,
+                    error: Some(store_problem(&err)),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn single(outcome: Result<rota_core::Job, StoreError>) -> Result<ApiJson<JobView>, ApiError> {
+    Ok(ApiJson(outcome?.into()))
+}
+
+/// Cancel a job: at once if waiting; if running, by request (its worker sees it on its
+/// next heartbeat).
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    let id = job_id("id", &id)?;
+    let mut out = state
+        .store
+        .job_cancel_many(JobCancelManyParams {
+            ids: vec![id],
+            now: state.clock.now(),
+        })
+        .await?;
+    if out
+        .first()
+        .is_some_and(|r| r.as_ref().is_ok_and(|j| j.state.is_final()))
+    {
+        state.wake.notify(&AppState::job_key(&id));
+    }
+    single(out.remove(0))
+}
+
+/// Retry a dead or cancelled job now, keeping its history.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    let id = job_id("id", &id)?;
+    let mut out = state
+        .store
+        .job_retry_many(JobRetryManyParams {
+            selector: JobSelector::Ids(vec![id]),
+            now: state.clock.now(),
+        })
+        .await?;
+    if let Some(Ok(job)) = out.first() {
+        state.wake.notify(&job.queue);
+    }
+    single(out.remove(0))
+}
+
+/// Retry dead jobs by id or by filter (queues, kinds), keeping their history.
+#[utoipa::path(post, path = "/v1/dead/retry", tag = "dead", request_body = JobSelection,
+    responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn retry_dead(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<JobSelection>,
+) -> Result<ApiJson<ItemOutcomes>, ApiError> {
+    let requested: Vec<JobId> = selection
+        .ids
+        .iter()
+        .map(|id| job_id("ids", id))
+        .collect::<Result<_, _>>()?;
+    let selector = if !requested.is_empty() {
+        JobSelector::Ids(requested.clone())
+    } else if !selection.queues.is_empty() || !selection.kinds.is_empty() {
+        JobSelector::Filter(JobFilter {
+            queues: selection.queues,
+            kinds: selection.kinds,
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        })
+    } else {
+        return Err(ApiError::invalid(
+            "ids",
+            "give ids, or queues and/or kinds to select dead jobs",
+        ));
+    };
+    let results = state
+        .store
+        .job_retry_many(JobRetryManyParams {
+            selector,
+            now: state.clock.now(),
+        })
+        .await?;
+    // By filter, every matched job is dead and retries; by ids, answers follow the ids.
+    let ids: Vec<JobId> = if requested.is_empty() {
+        results.iter().flatten().map(|j| j.id).collect()
+    } else {
+        requested
+    };
+    for job in results.iter().flatten() {
+        state.wake.notify(&job.queue);
+    }
+    Ok(ApiJson(outcomes(&ids, results)))
+}
+
+/// Report progress on a running job (with its lease token).
+#[utoipa::path(post, path = "/v1/jobs/{id}/progress", tag = "work", params(("id" = String, Path, description = "job id")), request_body = ProgressRequest,
+    responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn progress(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<ProgressRequest>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    let id = job_id("id", &id)?;
+    let job = state
+        .store
+        .job_progress(JobProgressParams {
+            lease: LeaseRef {
+                job: id,
+                token: request.token,
+            },
+            progress: rota_core::Progress {
+                percent: request.percent,
+                message: request.message,
+            },
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(ApiJson(job.into()))
+}

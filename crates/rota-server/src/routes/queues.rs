@@ -1,0 +1,152 @@
+//! Queues and workers.
+
+use axum::extract::State;
+use rota_api::*;
+use rota_store::*;
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+
+fn queue_view(stats: QueueStats) -> QueueView {
+    QueueView {
+        name: stats.queue.name,
+        paused: stats.queue.paused,
+        counts: stats
+            .counts
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_owned(), n))
+            .collect(),
+        oldest_ready_age_seconds: stats.oldest_ready_age.map(|d| d.as_secs_f64()),
+        max_attempts: stats.queue.config.retry.max_attempts,
+        lease: stats.queue.config.lease.map(rota_core::format_duration),
+    }
+}
+
+async fn view_of(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
+    let all = state
+        .store
+        .queue_list(QueueListParams {
+            now: state.clock.now(),
+        })
+        .await?;
+    all.into_iter()
+        .find(|q| q.queue.name == name)
+        .map(queue_view)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "queue_not_declared",
+                format!("queue {name:?} is not declared"),
+            )
+        })
+}
+
+/// Every queue, with job counts per state and the age of its oldest ready job.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = QueueList)))]
+pub async fn list_queues(State(state): State<AppState>) -> Result<ApiJson<QueueList>, ApiError> {
+    let all = state
+        .store
+        .queue_list(QueueListParams {
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(ApiJson(QueueList {
+        queues: all.into_iter().map(queue_view).collect(),
+    }))
+}
+
+fn duration_field(
+    field: &str,
+    raw: &Option<String>,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    raw.as_deref()
+        .map(|t| {
+            rota_core::parse_duration(t)
+                .map_err(|e| ApiError::invalid(field, format!("{field}: {e}")))
+        })
+        .transpose()
+}
+
+/// Declare a queue, or update its settings.
+#[utoipa::path(put, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path, description = "queue name")), request_body = QueueDeclareRequest,
+    responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn declare_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<QueueDeclareRequest>,
+) -> Result<ApiJson<QueueView>, ApiError> {
+    let config = QueueConfig {
+        retry: request.retry(),
+        lease: duration_field("lease", &request.lease)?,
+        timeout: duration_field("timeout", &request.timeout)?,
+        concurrency: None,
+    };
+    state
+        .store
+        .queue_declare(QueueDeclareParams {
+            name: name.clone(),
+            config,
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(ApiJson(view_of(&state, &name).await?))
+}
+
+async fn set_paused(
+    state: &AppState,
+    name: String,
+    paused: bool,
+) -> Result<ApiJson<QueueView>, ApiError> {
+    state
+        .store
+        .queue_set_paused(QueueSetPausedParams {
+            name: name.clone(),
+            paused,
+            now: state.clock.now(),
+        })
+        .await?;
+    if !paused {
+        state.wake.notify(&name);
+    }
+    Ok(ApiJson(view_of(state, &name).await?))
+}
+
+/// Pause a queue: it hands out no jobs until resumed.
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn pause_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<QueueView>, ApiError> {
+    set_paused(&state, name, true).await
+}
+
+/// Resume a paused queue.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn resume_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<QueueView>, ApiError> {
+    set_paused(&state, name, false).await
+}
+
+/// Every known worker, most recently seen first.
+#[utoipa::path(get, path = "/v1/workers", tag = "workers",
+    responses((status = 200, body = WorkerList)))]
+pub async fn list_workers(State(state): State<AppState>) -> Result<ApiJson<WorkerList>, ApiError> {
+    let workers = state.store.worker_list().await?;
+    Ok(ApiJson(WorkerList {
+        workers: workers
+            .into_iter()
+            .map(|w| WorkerView {
+                id: w.info.id,
+                queues: w.info.queues,
+                kinds: w.info.kinds,
+                started_at: w.started_at,
+                last_seen: w.last_seen,
+            })
+            .collect(),
+    }))
+}

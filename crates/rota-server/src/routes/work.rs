@@ -1,0 +1,277 @@
+//! The worker protocol: fetch (long poll), heartbeat, complete, fail, hand back.
+
+use axum::extract::State;
+use rota_api::*;
+use rota_core::{ErrorReport, JobId, JobState};
+use rota_store::*;
+
+use super::jobs::outcomes;
+use super::wait_param;
+use crate::error::{store_problem, ApiError};
+use crate::extract::ApiJson;
+use crate::state::{AppState, WAIT_MAX};
+
+/// Most jobs one fetch may lease.
+pub const FETCH_MAX: u32 = 1000;
+
+/// Lease jobs; waits (up to `wait`) until one is ready.
+#[utoipa::path(post, path = "/v1/fetch", tag = "work", request_body = FetchRequest,
+    responses((status = 200, body = FetchResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<FetchRequest>,
+) -> Result<ApiJson<FetchResponse>, ApiError> {
+    if request.worker.trim().is_empty() {
+        return Err(ApiError::invalid("worker", "worker: give this worker's id"));
+    }
+    if request.queues.is_empty() {
+        return Err(ApiError::invalid(
+            "queues",
+            "queues: name at least one queue",
+        ));
+    }
+    let max = request.max.unwrap_or(1);
+    if !(1..=FETCH_MAX).contains(&max) {
+        return Err(ApiError::invalid(
+            "max",
+            format!("max: must be between 1 and {FETCH_MAX}, got {max}"),
+        ));
+    }
+    let wait = wait_param("wait", request.wait.as_deref(), WAIT_MAX)?;
+    register_once(&state, &request).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before claiming: a job enqueued between an empty claim and the wait still
+    // wakes this fetch.
+    let ready = state.wake.subscribe(&request.queues);
+    loop {
+        let jobs = state
+            .store
+            .job_claim_many(JobClaimManyParams {
+                worker: request.worker.clone(),
+                queues: request.queues.clone(),
+                kinds: request.kinds.clone(),
+                max: max as usize,
+                lease: state.config.lease,
+                now: state.clock.now(),
+            })
+            .await?;
+        let now = tokio::time::Instant::now();
+        if !jobs.is_empty() || now >= deadline {
+            return Ok(ApiJson(FetchResponse {
+                jobs: jobs.into_iter().map(Into::into).collect(),
+                lease: rota_core::format_duration(state.config.lease),
+            }));
+        }
+        // Enqueues wake this at once. Jobs that become due by time (delays, backoffs) are
+        // picked up by a re-check each second until the scheduler issue wakes at due times.
+        tokio::select! {
+            _ = ready.notified() => {}
+            _ = tokio::time::sleep_until(deadline.min(now + std::time::Duration::from_secs(1))) => {}
+        }
+    }
+}
+
+async fn register_once(state: &AppState, request: &FetchRequest) -> Result<(), ApiError> {
+    if state
+        .registered
+        .lock()
+        .expect("registry poisoned")
+        .contains(&request.worker)
+    {
+        return Ok(());
+    }
+    let worker = WorkerInfo {
+        id: request.worker.clone(),
+        queues: request.queues.clone(),
+        kinds: request.kinds.clone(),
+        ..WorkerInfo::default()
+    };
+    state
+        .store
+        .worker_register(WorkerRegisterParams {
+            worker,
+            now: state.clock.now(),
+        })
+        .await?;
+    state
+        .registered
+        .lock()
+        .expect("registry poisoned")
+        .insert(request.worker.clone());
+    Ok(())
+}
+
+/// Extend leases; answers carry cancel requests.
+#[utoipa::path(post, path = "/v1/heartbeat", tag = "work", request_body = HeartbeatRequest,
+    responses((status = 200, body = HeartbeatResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<HeartbeatRequest>,
+) -> Result<ApiJson<HeartbeatResponse>, ApiError> {
+    let leases: Vec<LeaseRef> = request
+        .leases
+        .iter()
+        .map(|l| LeaseRef {
+            job: l.job,
+            token: l.token,
+        })
+        .collect();
+    let results = state
+        .store
+        .lease_extend_many(LeaseExtendManyParams {
+            worker: request.worker,
+            leases: leases.clone(),
+            lease: state.config.lease,
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(ApiJson(HeartbeatResponse {
+        results: leases
+            .iter()
+            .zip(results)
+            .map(|(lease, r)| match r {
+                Ok(ext) => HeartbeatOutcome {
+                    job: lease.job.to_string(),
+                    held: true,
+                    cancel_requested: ext.cancel_requested,
+                    error: None,
+                },
+                Err(err) => HeartbeatOutcome {
+                    job: lease.job.to_string(),
+                    held: false,
+                    cancel_requested: false,
+                    error: Some(store_problem(&err)),
+                },
+            })
+            .collect(),
+    }))
+}
+
+fn notify_finished(state: &AppState, results: &[Result<rota_core::Job, StoreError>]) {
+    for job in results.iter().flatten() {
+        if job.state.is_final() {
+            state.wake.notify(&AppState::job_key(&job.id));
+        }
+        if job.state == JobState::Available {
+            state.wake.notify(&job.queue);
+        }
+    }
+}
+
+/// Record successful attempts.
+#[utoipa::path(post, path = "/v1/complete", tag = "work", request_body = CompleteRequest,
+    responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn complete(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CompleteRequest>,
+) -> Result<ApiJson<ItemOutcomes>, ApiError> {
+    let ids: Vec<JobId> = request.completions.iter().map(|c| c.job).collect();
+    let completions = request
+        .completions
+        .into_iter()
+        .map(|c| Completion {
+            lease: LeaseRef {
+                job: c.job,
+                token: c.token,
+            },
+            result: c.result,
+        })
+        .collect();
+    let results = state
+        .store
+        .job_complete_many(JobCompleteManyParams {
+            completions,
+            now: state.clock.now(),
+        })
+        .await?;
+    notify_finished(&state, &results);
+    Ok(ApiJson(outcomes(&ids, results)))
+}
+
+/// Record failed attempts (retried after the job's backoff, or dead); a failure with
+/// `snooze` reschedules the job instead, without using an attempt.
+#[utoipa::path(post, path = "/v1/fail", tag = "work", request_body = FailRequest,
+    responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn fail(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<FailRequest>,
+) -> Result<ApiJson<ItemOutcomes>, ApiError> {
+    let now = state.clock.now();
+    let ids: Vec<JobId> = request.failures.iter().map(|f| f.job).collect();
+    let mut failures = Vec::new();
+    let mut snoozes = Vec::new();
+    for (i, f) in request.failures.into_iter().enumerate() {
+        let lease = LeaseRef {
+            job: f.job,
+            token: f.token,
+        };
+        match f.snooze {
+            Some(raw) => {
+                let field = format!("failures[{i}].snooze");
+                let delay = rota_core::parse_duration(&raw)
+                    .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
+                snoozes.push((i, JobSnoozeParams { lease, delay, now }));
+            }
+            None => failures.push((
+                i,
+                Failure {
+                    lease,
+                    error: ErrorReport {
+                        message: f.message,
+                        backtrace: f.backtrace,
+                    },
+                    discard: f.discard,
+                },
+            )),
+        }
+    }
+    let (order, failures): (Vec<usize>, Vec<Failure>) = failures.into_iter().unzip();
+    let mut results: Vec<Option<Result<rota_core::Job, StoreError>>> =
+        (0..ids.len()).map(|_| None).collect();
+    if !failures.is_empty() {
+        let out = state
+            .store
+            .job_fail_many(JobFailManyParams { failures, now })
+            .await?;
+        for (i, r) in order.into_iter().zip(out) {
+            results[i] = Some(r);
+        }
+    }
+    for (i, snooze) in snoozes {
+        results[i] = Some(state.store.job_snooze(snooze).await);
+    }
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every failure answered"))
+        .collect();
+    notify_finished(&state, &results);
+    Ok(ApiJson(outcomes(&ids, results)))
+}
+
+/// Give leases back unrun (graceful shutdown): the jobs are available again at once, without
+/// using an attempt.
+#[utoipa::path(post, path = "/v1/hand-back", tag = "work", request_body = HandBackRequest,
+    responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn hand_back(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<HandBackRequest>,
+) -> Result<ApiJson<ItemOutcomes>, ApiError> {
+    let ids: Vec<JobId> = request.leases.iter().map(|l| l.job).collect();
+    let leases = request
+        .leases
+        .iter()
+        .map(|l| LeaseRef {
+            job: l.job,
+            token: l.token,
+        })
+        .collect();
+    let results = state
+        .store
+        .lease_hand_back_many(LeaseHandBackManyParams {
+            leases,
+            now: state.clock.now(),
+        })
+        .await?;
+    notify_finished(&state, &results);
+    Ok(ApiJson(outcomes(&ids, results)))
+}

@@ -1,0 +1,70 @@
+//! What every handler shares.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rota_core::Clock;
+use rota_engine::WakeHub;
+use rota_store::{PolicyDefaults, Store};
+
+/// Largest request body unless configured otherwise.
+pub const BODY_LIMIT_DEFAULT: usize = 1024 * 1024;
+/// Lease length for fetched jobs unless their queue sets one.
+pub const LEASE_DEFAULT: Duration = Duration::from_secs(30);
+/// Longest a fetch or a job wait may hold a request open.
+pub const WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Server settings (resolved: defaults applied).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Default lease length.
+    pub lease: Duration,
+    /// Retry-policy layers and payload limits.
+    pub defaults: Arc<PolicyDefaults>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: BODY_LIMIT_DEFAULT,
+            lease: LEASE_DEFAULT,
+            defaults: Arc::default(),
+        }
+    }
+}
+
+/// The state handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Wake-ups for long polls: queue names for fetches, `job:<id>` for job waits.
+    pub wake: WakeHub,
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+    /// Workers already registered by this process (registration is once per worker).
+    pub registered: Arc<Mutex<HashSet<String>>>,
+}
+
+impl AppState {
+    /// State over `store` with `config`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        Self {
+            store,
+            clock,
+            wake: WakeHub::new(),
+            config: Arc::new(config),
+            registered: Arc::default(),
+        }
+    }
+
+    /// The wake-up key of one job's final state.
+    pub fn job_key(id: &rota_core::JobId) -> String {
+        format!("job:{id}")
+    }
+}

@@ -1,0 +1,423 @@
+//! The /v1 API through `app(state)` with `oneshot`, on a real SQLite store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use rota_core::SystemClock;
+use rota_server::{app, AppState, ServerConfig};
+use rota_testkit::TempSqlite;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Api {
+    state: AppState,
+    _db: TempSqlite,
+}
+
+impl Api {
+    fn new() -> Self {
+        Self::with_config(ServerConfig::default())
+    }
+
+    fn with_config(config: ServerConfig) -> Self {
+        let db = TempSqlite::new();
+        let state = AppState::new(db.store.clone(), Arc::new(SystemClock), config);
+        Self { state, _db: db }
+    }
+
+    async fn raw(&self, request: Request<Body>) -> (StatusCode, String, Value) {
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, content_type, body)
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let builder = Request::builder().method(method).uri(uri);
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => builder.body(Body::empty()).unwrap(),
+        };
+        let (status, _, body) = self.raw(request).await;
+        (status, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_goes_from_enqueue_to_completed_and_a_waiting_read_sees_it() {
+    let api = Api::new();
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "email.send", "args": {"to": "ada"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["job"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["job"]["state"], "available");
+
+    // A reader waits for the job to finish.
+    let waiter = {
+        let api_state = api.state.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let request = Request::get(format!("/v1/jobs/{id}?wait=20s"))
+                .body(Body::empty())
+                .unwrap();
+            let response = app(api_state).oneshot(request).await.unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        })
+    };
+
+    let (status, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w1", "queues": ["default"], "kinds": ["email.send"], "max": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let job = &fetched["jobs"][0];
+    assert_eq!(
+        (job["id"].as_str().unwrap(), job["state"].as_str().unwrap()),
+        (id.as_str(), "running")
+    );
+    let token = job["lease_token"].as_u64().unwrap();
+
+    let (status, done) = api
+        .call(
+            "POST",
+            "/v1/complete",
+            Some(json!({"completions": [{"job": id, "token": token, "result": {"sent": true}}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["results"][0]["state"], "completed");
+
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen["state"], "completed");
+    assert_eq!(seen["result"], json!({"sent": true}));
+
+    // A second completion with the same token is a conflict, reported per item.
+    let (_, again) = api
+        .call(
+            "POST",
+            "/v1/complete",
+            Some(json!({"completions": [{"job": id, "token": token}]})),
+        )
+        .await;
+    assert_eq!(again["results"][0]["error"]["code"], "lease_lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_returns_as_soon_as_a_job_is_enqueued() {
+    let api = Api::new();
+    let fetch = {
+        let state = api.state.clone();
+        tokio::spawn(async move {
+            let body = json!({"worker": "w", "queues": ["default"], "wait": "30s"}).to_string();
+            let request = Request::post("/v1/fetch")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            let started = std::time::Instant::now();
+            let response = app(state).oneshot(request).await.unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                started.elapsed(),
+                serde_json::from_slice::<Value>(&bytes).unwrap(),
+            )
+        })
+    };
+    // Let the fetch find the queue empty and start waiting.
+    while api.state.wake.subscribers("default") == 0 {
+        tokio::task::yield_now().await;
+    }
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "default", "kind": "k"})),
+    )
+    .await;
+    let (elapsed, body) = fetch.await.unwrap();
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 1, "{body}");
+    assert!(
+        elapsed < Duration::from_secs(25),
+        "woken by the enqueue, not the timeout: {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_to_an_undeclared_queue_is_a_404_problem_naming_the_closest_queue() {
+    let api = Api::new();
+    api.call("PUT", "/v1/queues/emails", Some(json!({}))).await;
+    let request = Request::post("/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"queue": "email", "kind": "send"}).to_string(),
+        ))
+        .unwrap();
+    let (status, content_type, body) = api.raw(request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["code"], "queue_not_declared");
+    assert_eq!(body["field"], "queue");
+    assert!(
+        body["detail"].as_str().unwrap().contains("\"emails\""),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_can_be_declared_paused_and_resumed_and_show_counts() {
+    let api = Api::new();
+    let (status, q) = api
+        .call(
+            "PUT",
+            "/v1/queues/reports",
+            Some(json!({"max_attempts": 3, "lease": "1m"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(
+        (q["max_attempts"].as_u64(), q["lease"].as_str()),
+        (Some(3), Some("1m"))
+    );
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "reports", "kind": "build"})),
+    )
+    .await;
+    let (_, paused) = api.call("POST", "/v1/queues/reports/pause", None).await;
+    assert_eq!(paused["paused"], true);
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["reports"]})),
+        )
+        .await;
+    assert_eq!(fetched["jobs"].as_array().unwrap().len(), 0);
+    api.call("POST", "/v1/queues/reports/resume", None).await;
+    let (_, list) = api.call("GET", "/v1/queues", None).await;
+    let reports = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "reports")
+        .unwrap()
+        .clone();
+    assert_eq!(reports["counts"]["available"], 1);
+    let (_, workers) = api.call("GET", "/v1/workers", None).await;
+    assert_eq!(workers["workers"][0]["id"], "w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_dead_after_its_attempts_and_retried_from_dead() {
+    let api = Api::new();
+    let (_, enq) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "k", "max_attempts": 1})),
+        )
+        .await;
+    let id = enq["job"]["id"].as_str().unwrap().to_owned();
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"]})),
+        )
+        .await;
+    let token = fetched["jobs"][0]["lease_token"].as_u64().unwrap();
+    let (_, failed) = api
+        .call("POST", "/v1/fail", Some(json!({"failures": [{"job": id, "token": token, "message": "boom", "backtrace": "at x"}]})))
+        .await;
+    assert_eq!(failed["results"][0]["state"], "dead");
+    let (_, dead) = api.call("GET", "/v1/dead", None).await;
+    assert_eq!(dead["jobs"][0]["errors"][0]["message"], "boom");
+    let (_, retried) = api
+        .call("POST", "/v1/dead/retry", Some(json!({"kinds": ["k"]})))
+        .await;
+    assert_eq!(retried["results"][0]["state"], "available", "{retried}");
+    let (_, job) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(
+        (
+            job["state"].as_str(),
+            job["errors"].as_array().unwrap().len()
+        ),
+        (Some("available"), 1)
+    );
+}
+
+/// method, uri, content type, body, expected status, expected problem code.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_their_documented_4xx_as_problem_json() {
+    let api = Api::with_config(ServerConfig {
+        body_limit: 64 * 1024,
+        ..ServerConfig::default()
+    });
+    let json_type = Some("application/json");
+    let huge = format!(
+        r#"{{"queue":"default","kind":"k","args":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let deep = format!(
+        r#"{{"queue":"default","kind":"k","args":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let cases: Vec<Case> = vec![
+        ("POST", "/v1/jobs", json_type, b"{".to_vec(), 400, "malformed_json"),
+        ("POST", "/v1/jobs", json_type, b"not json".to_vec(), 400, "malformed_json"),
+        ("POST", "/v1/jobs", json_type, b"".to_vec(), 400, "malformed_json"),
+        ("POST", "/v1/jobs", None, br#"{"queue":"default","kind":"k"}"#.to_vec(), 415, "unsupported_media_type"),
+        ("POST", "/v1/jobs", Some("text/plain"), br#"{"queue":"default","kind":"k"}"#.to_vec(), 415, "unsupported_media_type"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":5,"kind":"k"}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"kind":"k"}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","priority":-1}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","priority":10}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","priority":"high"}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","priorty":1}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"nope","kind":"k"}"#.to_vec(), 404, "queue_not_declared"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"Bad Queue","kind":"k"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":""}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","delay":"soon"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","delay":"-5s"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","timeout":"5 parsecs"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","max_attempts":0}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","run_at":"yesterday"}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","backoff":{"intervals":[]}}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs", json_type, br#"{"queue":"default","kind":"k","backoff":{"linear":1}}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/jobs", json_type, huge.into_bytes(), 413, "payload_too_large"),
+        ("POST", "/v1/jobs", json_type, deep.into_bytes(), 400, "malformed_json"),
+        ("POST", "/v1/jobs", json_type, b"{\"queue\":\"default\",\"kind\":\"\xff\xfe\"}".to_vec(), 400, "malformed_json"),
+        ("POST", "/v1/jobs/batch", json_type, br#"{"jobs":[]}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/jobs/batch", json_type, br#"{"jobs":{}}"#.to_vec(), 422, "invalid_body"),
+        ("GET", "/v1/jobs/not-a-uuid", None, vec![], 422, "invalid_field"),
+        ("GET", "/v1/jobs/0190a000-0000-7000-8000-000000000000", None, vec![], 404, "job_not_found"),
+        ("GET", "/v1/jobs/0190a000-0000-7000-8000-000000000000?wait=forever", None, vec![], 422, "invalid_field"),
+        ("GET", "/v1/jobs/0190a000-0000-7000-8000-000000000000?wait=2h", None, vec![], 422, "invalid_field"),
+        ("GET", "/v1/jobs?limit=0", None, vec![], 422, "invalid_field"),
+        ("GET", "/v1/jobs?limit=many", None, vec![], 400, "invalid_query"),
+        ("GET", "/v1/jobs?state=done", None, vec![], 422, "invalid_field"),
+        ("GET", "/v1/jobs?colour=red", None, vec![], 400, "invalid_query"),
+        ("GET", "/v1/jobs?created_after=monday", None, vec![], 422, "invalid_field"),
+        ("POST", "/v1/fetch", json_type, br#"{"worker":"w","queues":[]}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/fetch", json_type, br#"{"worker":"","queues":["default"]}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/fetch", json_type, br#"{"worker":"w","queues":["default"],"max":0}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/fetch", json_type, br#"{"worker":"w","queues":["default"],"wait":"10m"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/fetch", json_type, br#"{"worker":"w","queues":["defualt"]}"#.to_vec(), 404, "queue_not_declared"),
+        ("POST", "/v1/complete", json_type, br#"{"completions":[{"job":"nope","token":1}]}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/complete", json_type, br#"{"completions":[{"job":"0190a000-0000-7000-8000-000000000000","token":-1}]}"#.to_vec(), 422, "invalid_body"),
+        ("POST", "/v1/fail", json_type, br#"{"failures":[{"job":"0190a000-0000-7000-8000-000000000000","token":1,"message":"x","snooze":"later"}]}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/dead/retry", json_type, br#"{}"#.to_vec(), 422, "invalid_field"),
+        ("PUT", "/v1/queues/Bad%20Name", json_type, br#"{}"#.to_vec(), 422, "invalid_field"),
+        ("PUT", "/v1/queues/q", json_type, br#"{"lease":"forever"}"#.to_vec(), 422, "invalid_field"),
+        ("POST", "/v1/queues/ghost/pause", None, vec![], 404, "queue_not_declared"),
+        ("GET", "/v1/nothing-here", None, vec![], 404, "no_route"),
+    ];
+    assert!(cases.len() >= 30);
+    for (method, uri, content_type, body, status, code) in cases {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
+        let (got, got_type, problem) = api.raw(request.body(Body::from(body)).unwrap()).await;
+        assert_eq!(got.as_u16(), status, "{method} {uri} {shown}: {problem}");
+        assert_eq!(
+            got_type, "application/problem+json",
+            "{method} {uri} {shown}"
+        );
+        assert_eq!(problem["code"], code, "{method} {uri} {shown}: {problem}");
+        assert_eq!(problem["status"], status);
+        assert!(!problem["detail"].as_str().unwrap_or("").is_empty());
+    }
+}
+
+#[test]
+fn the_openapi_document_is_valid_and_lists_every_route() {
+    let doc = serde_json::to_value(rota_server::openapi()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let expected = [
+        ("post", "/v1/jobs"),
+        ("get", "/v1/jobs"),
+        ("post", "/v1/jobs/batch"),
+        ("get", "/v1/jobs/{id}"),
+        ("post", "/v1/jobs/{id}/cancel"),
+        ("post", "/v1/jobs/{id}/retry"),
+        ("post", "/v1/jobs/{id}/progress"),
+        ("get", "/v1/dead"),
+        ("post", "/v1/dead/retry"),
+        ("post", "/v1/fetch"),
+        ("post", "/v1/heartbeat"),
+        ("post", "/v1/complete"),
+        ("post", "/v1/fail"),
+        ("post", "/v1/hand-back"),
+        ("get", "/v1/queues"),
+        ("put", "/v1/queues/{name}"),
+        ("post", "/v1/queues/{name}/pause"),
+        ("post", "/v1/queues/{name}/resume"),
+        ("get", "/v1/workers"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let listed: usize = paths
+        .values()
+        .map(|ops| ops.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        listed,
+        expected.len(),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in expected {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        assert!(
+            op["responses"]["200"].is_object(),
+            "{method} {path} has no 200 response"
+        );
+    }
+    // Every referenced schema is defined.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "schema {name} is referenced but not defined"
+        );
+    }
+}
