@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod maintenance;
 pub mod routes;
 pub mod state;
 

@@ -1,0 +1,239 @@
+//! The command line, defined once with clap's derive: help text and suggestions for mistyped
+//! flags and commands come from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Rota: durable background jobs.
+#[derive(Debug, Parser)]
+#[command(name = "rota", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "ROTA_URL",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub url: String,
+    /// Bearer token for the server.
+    #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (embedded SQLite by default).
+    Serve(ServeArgs),
+    /// Enqueue a job.
+    Enqueue(EnqueueArgs),
+    /// Inspect and manage jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Dead jobs: list and retry.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+    /// Queues: list, declare, pause, resume.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+    /// Workers the server has seen.
+    Workers,
+    /// Run jobs by executing a command for each (any language).
+    Worker(WorkerArgs),
+}
+
+/// `rota serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The database: a SQLite file path (created if missing) or sqlite://PATH.
+    #[arg(long, env = "ROTA_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "ROTA_BIND")]
+    pub bind: Option<String>,
+    /// The configuration file.
+    #[arg(long, env = "ROTA_CONFIG", default_value = "rota.toml")]
+    pub config: PathBuf,
+    /// Commit durability: full (survives power loss) or normal (survives a crash).
+    #[arg(long, env = "ROTA_DURABILITY")]
+    pub durability: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "ROTA_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Allow listening on a non-loopback address without auth tokens.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// `rota enqueue`.
+#[derive(Debug, Clone, Args)]
+pub struct EnqueueArgs {
+    /// The job's kind (handler name), such as email.send.
+    pub kind: String,
+    /// The declared queue.
+    #[arg(long, short, default_value = "default")]
+    pub queue: String,
+    /// The job's arguments, as JSON.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Run after this long, such as 5m.
+    #[arg(long, conflicts_with = "at")]
+    pub delay: Option<String>,
+    /// Run at this RFC 3339 time.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// 0..=9, lower runs first.
+    #[arg(long)]
+    pub priority: Option<u8>,
+    /// Deduplication key.
+    #[arg(long)]
+    pub unique: Option<String>,
+    /// Attempts, the first included.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Delays between attempts, such as 30s,60s,120s.
+    #[arg(long)]
+    pub backoff: Option<String>,
+    /// Per-attempt time limit, such as 10m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Labels (repeatable).
+    #[arg(long)]
+    pub tag: Vec<String>,
+}
+
+/// Filters shared by job listings.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only this queue.
+    #[arg(long, short)]
+    pub queue: Option<String>,
+    /// Only this kind.
+    #[arg(long, short)]
+    pub kind: Option<String>,
+    /// Page size.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Continue after this job id (the previous page's last).
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[command(flatten)]
+        filter: ListArgs,
+        /// Only this state.
+        #[arg(long, short)]
+        state: Option<String>,
+    },
+    /// Show one job with its errors.
+    Show {
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Retry a dead or cancelled job.
+    Retry {
+        /// The job id.
+        id: String,
+    },
+    /// Wait for a job to finish, then show it.
+    Wait {
+        /// The job id.
+        id: String,
+        /// Give up after this long (at most 60s per request; repeated until then).
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead jobs, newest first.
+    List {
+        #[command(flatten)]
+        filter: ListArgs,
+    },
+    /// Retry dead jobs by id, or every dead job of a queue and/or kind.
+    Retry {
+        /// Job ids.
+        ids: Vec<String>,
+        /// Every dead job on this queue.
+        #[arg(long, short)]
+        queue: Option<String>,
+        /// Every dead job of this kind.
+        #[arg(long, short)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Every queue with its counts.
+    List,
+    /// Declare a queue (or update it).
+    Declare {
+        /// The queue name.
+        name: String,
+        /// Queue-level attempts.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Lease length for its jobs, such as 1m.
+        #[arg(long)]
+        lease: Option<String>,
+    },
+    /// Pause a queue.
+    Pause {
+        /// The queue name.
+        name: String,
+    },
+    /// Resume a queue.
+    Resume {
+        /// The queue name.
+        name: String,
+    },
+}
+
+/// `rota worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Queues to take jobs from (repeatable).
+    #[arg(long, short, required = true)]
+    pub queue: Vec<String>,
+    /// Kinds to handle (repeatable; default: every kind).
+    #[arg(long, short)]
+    pub kind: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, short, default_value_t = 1)]
+    pub concurrency: usize,
+    /// The command to run for each job (through `sh -c`): args JSON on stdin; exit 0 =
+    /// completed (stdout, if JSON, is the result), 75 = snooze, anything else = failed.
+    #[arg(long)]
+    pub exec: String,
+    /// On SIGTERM, how long running jobs may finish before their leases are handed back.
+    #[arg(long, default_value = "10s")]
+    pub grace: String,
+    /// This worker's id (default: host:pid).
+    #[arg(long)]
+    pub id: Option<String>,
+}

@@ -1,0 +1,216 @@
+//! The commands that talk to a server over HTTP.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rota::api::*;
+use rota::Client;
+
+use crate::cli::{
+    ClientArgs, Command, DeadCommand, EnqueueArgs, JobsCommand, ListArgs, QueuesCommand,
+};
+use crate::output::{self, print};
+
+/// The client for `--url` and `--token`.
+pub fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    Ok(Client::new(&args.url)?.with_token(args.token.clone()))
+}
+
+/// Runs a client command.
+pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let client = client(args)?;
+    let json = args.json;
+    match command {
+        Command::Enqueue(e) => {
+            let enqueued = client.enqueue(&new_job(e)?).await?;
+            print(json, &enqueued, |e| {
+                format!(
+                    "{} {} ({}{})\n",
+                    e.job.id,
+                    e.job.kind,
+                    e.job.state,
+                    if e.duplicate {
+                        ", duplicate of an unfinished job"
+                    } else {
+                        ""
+                    }
+                )
+            });
+        }
+        Command::Jobs(JobsCommand::List { filter, state }) => {
+            let mut query = list_query(&filter);
+            query.extend(state.map(|s| ("state", s)));
+            let page = client.jobs(&query).await?;
+            print(json, &page, |p| output::jobs_table(&p.jobs));
+        }
+        Command::Jobs(JobsCommand::Show { id }) => {
+            print(json, &client.job(&id).await?, output::job_detail)
+        }
+        Command::Jobs(JobsCommand::Cancel { id }) => {
+            print(json, &client.cancel(&id).await?, output::job_detail)
+        }
+        Command::Jobs(JobsCommand::Retry { id }) => {
+            print(json, &client.retry(&id).await?, output::job_detail)
+        }
+        Command::Jobs(JobsCommand::Wait { id, timeout }) => {
+            let limit = rota_core::parse_duration(&timeout).context("--timeout")?;
+            let started = Instant::now();
+            let job = loop {
+                let left = limit
+                    .saturating_sub(started.elapsed())
+                    .min(Duration::from_secs(60));
+                let job = client
+                    .job_wait(&id, &rota_core::format_duration(left))
+                    .await?;
+                if is_final(&job.state) || started.elapsed() >= limit {
+                    break job;
+                }
+            };
+            print(json, &job, output::job_detail);
+            if !is_final(&job.state) {
+                eprintln!("rota: job {id} is still {} after {timeout}", job.state);
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Dead(DeadCommand::List { filter }) => {
+            let page = client.dead(&list_query(&filter)).await?;
+            print(json, &page, |p| output::jobs_table(&p.jobs));
+        }
+        Command::Dead(DeadCommand::Retry { ids, queue, kind }) => {
+            if ids.is_empty() && queue.is_none() && kind.is_none() {
+                bail!("give job ids, or --queue and/or --kind to retry every matching dead job");
+            }
+            let selection = JobSelection {
+                ids,
+                queues: queue.into_iter().collect(),
+                kinds: kind.into_iter().collect(),
+            };
+            let outcomes = client.retry_dead(&selection).await?;
+            print(json, &outcomes, |o| {
+                let done = o.results.iter().filter(|r| r.error.is_none()).count();
+                let mut text = format!("retried {done} dead job(s)\n");
+                for r in o.results.iter().filter(|r| r.error.is_some()) {
+                    text.push_str(&format!(
+                        "{}: {}\n",
+                        r.job,
+                        r.error.as_ref().map(|e| e.detail.as_str()).unwrap_or("")
+                    ));
+                }
+                text
+            });
+        }
+        Command::Queues(QueuesCommand::List) => print(json, &client.queues().await?, |q| {
+            output::queues_table(&q.queues)
+        }),
+        Command::Queues(QueuesCommand::Declare {
+            name,
+            max_attempts,
+            lease,
+        }) => {
+            let queue = client
+                .declare_queue(
+                    &name,
+                    &QueueDeclareRequest {
+                        max_attempts,
+                        lease,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            print(json, &queue, |q| {
+                output::queues_table(std::slice::from_ref(q))
+            });
+        }
+        Command::Queues(QueuesCommand::Pause { name }) => {
+            print(json, &client.pause_queue(&name).await?, |q| {
+                format!("queue {} paused\n", q.name)
+            })
+        }
+        Command::Queues(QueuesCommand::Resume { name }) => {
+            print(json, &client.resume_queue(&name).await?, |q| {
+                format!("queue {} resumed\n", q.name)
+            })
+        }
+        Command::Workers => {
+            let workers = client.workers().await?;
+            print(json, &workers, |w| {
+                output::table(
+                    &["id", "queues", "kinds", "last_seen"],
+                    w.workers
+                        .iter()
+                        .map(|w| {
+                            vec![
+                                w.id.clone(),
+                                w.queues.join(","),
+                                if w.kinds.is_empty() {
+                                    "*".into()
+                                } else {
+                                    w.kinds.join(",")
+                                },
+                                w.last_seen.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        Command::Serve(_) | Command::Worker(_) => unreachable!("dispatched in main"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_final(state: &str) -> bool {
+    matches!(state, "completed" | "dead" | "cancelled")
+}
+
+fn list_query(filter: &ListArgs) -> Vec<(&'static str, String)> {
+    let mut query = vec![("limit", filter.limit.to_string())];
+    query.extend(filter.queue.clone().map(|q| ("queue", q)));
+    query.extend(filter.kind.clone().map(|k| ("kind", k)));
+    query.extend(filter.after.clone().map(|a| ("after", a)));
+    query
+}
+
+fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
+    let args = serde_json::from_str(&e.args).map_err(|err| {
+        anyhow::anyhow!(
+            "--args: not valid JSON ({err}); quote it, such as --args '{{\"to\": \"ada\"}}'"
+        )
+    })?;
+    let backoff = e
+        .backoff
+        .map(|list| {
+            list.split(',')
+                .map(|d| rota_core::parse_duration(d.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(rota_core::Backoff::Intervals)
+                .map_err(|err| {
+                    anyhow::anyhow!("--backoff: {err}; give delays such as 30s,60s,120s")
+                })
+        })
+        .transpose()?;
+    let run_at =
+        e.at.map(|t| {
+            t.parse().map_err(|err| {
+                anyhow::anyhow!(
+                    "--at: {t:?} is not an RFC 3339 time such as 2026-11-23T09:00:00Z ({err})"
+                )
+            })
+        })
+        .transpose()?;
+    Ok(NewJobRequest {
+        queue: e.queue,
+        kind: e.kind,
+        args,
+        priority: e.priority,
+        run_at,
+        delay: e.delay,
+        max_attempts: e.max_attempts,
+        backoff,
+        timeout: e.timeout,
+        unique_key: e.unique,
+        unique_for: None,
+        tags: e.tag,
+    })
+}

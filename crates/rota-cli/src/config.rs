@@ -1,0 +1,308 @@
+//! Configuration in two stages: raw (flags, `ROTA_*` environment, `rota.toml`, all optional)
+//! then one validated [`ServeConfig`] with defaults applied. Precedence: flag > environment
+//! > file > default (clap merges the first two; this module adds the file and defaults).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rota_core::validation::nearest_name;
+use rota_core::{Backoff, RetryOverride};
+use rota_sqlite::Durability;
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// The default listen address.
+pub const BIND_DEFAULT: &str = "127.0.0.1:7700";
+/// The default database file.
+pub const DATABASE_DEFAULT: &str = "rota.db";
+
+/// `rota.toml`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    database: Option<String>,
+    bind: Option<String>,
+    durability: Option<String>,
+    body_limit: Option<usize>,
+    lease: Option<String>,
+    #[serde(default)]
+    retry: Option<RetryFile>,
+    #[serde(default)]
+    queues: BTreeMap<String, QueueFile>,
+    #[serde(default)]
+    kinds: BTreeMap<String, RetryFile>,
+}
+
+/// A retry layer in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    max_attempts: Option<u32>,
+    backoff: Option<Backoff>,
+}
+
+/// A queue in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    max_attempts: Option<u32>,
+    backoff: Option<Backoff>,
+    lease: Option<String>,
+    timeout: Option<String>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "database",
+    "bind",
+    "durability",
+    "body_limit",
+    "lease",
+    "retry",
+    "queues",
+    "kinds",
+];
+const QUEUE_KEYS: &[&str] = &["max_attempts", "backoff", "lease", "timeout"];
+const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
+
+/// Everything `rota serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The SQLite file.
+    pub database: PathBuf,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Default lease.
+    pub lease: Duration,
+    /// Server default retry layer.
+    pub retry: RetryOverride,
+    /// Queues to declare at start-up, with their settings.
+    pub queues: BTreeMap<String, rota_store::QueueConfig>,
+    /// Per-kind retry layers.
+    pub kinds: BTreeMap<String, RetryOverride>,
+    /// Allow a non-loopback bind without tokens.
+    pub insecure_no_auth: bool,
+}
+
+fn check_keys(
+    table: &toml::Table,
+    allowed: &[&str],
+    within: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    for key in table.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let hint = match nearest_name(key, allowed.iter().copied()) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None => format!("; valid keys: {}", allowed.join(", ")),
+            };
+            bail!("{}: unknown key `{within}{key}`{hint}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Reads `path`; a missing file is an empty configuration unless it was asked for by name.
+pub fn read_file(path: &Path, required: bool) -> anyhow::Result<FileConfig> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(FileConfig::default())
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot read config file {}", path.display()))
+        }
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+    check_keys(&table, TOP_KEYS, "", path)?;
+    for (section, keys) in [("queues", QUEUE_KEYS), ("kinds", RETRY_KEYS)] {
+        if let Some(toml::Value::Table(entries)) = table.get(section) {
+            for (name, entry) in entries {
+                if let toml::Value::Table(entry) = entry {
+                    check_keys(entry, keys, &format!("{section}.{name}."), path)?;
+                }
+            }
+        }
+    }
+    if let Some(toml::Value::Table(retry)) = table.get("retry") {
+        check_keys(retry, RETRY_KEYS, "retry.", path)?;
+    }
+    toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))
+}
+
+/// A TOML error as one line: file, line, column, message.
+fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let message = err.message().trim().replace('\n', "; ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            anyhow::anyhow!("{} line {line}, column {column}: {message}", path.display())
+        }
+        None => anyhow::anyhow!("{}: {message}", path.display()),
+    }
+}
+
+fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
+    rota_core::parse_duration(raw).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
+/// Resolves flags and environment (already merged by clap) over the file over defaults.
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    // A file named explicitly must exist; the default `rota.toml` is optional.
+    let explicit = args.config != Path::new("rota.toml");
+    let file = read_file(&args.config, explicit)?;
+    let database = args
+        .database
+        .clone()
+        .or(file.database)
+        .unwrap_or_else(|| DATABASE_DEFAULT.to_owned());
+    let database = database_path(&database)?;
+    let bind_raw = args
+        .bind
+        .clone()
+        .or(file.bind)
+        .unwrap_or_else(|| BIND_DEFAULT.to_owned());
+    let bind: SocketAddr = bind_raw.parse().map_err(|_| {
+        anyhow::anyhow!("bind: {bind_raw:?} is not an address such as 127.0.0.1:7700")
+    })?;
+    let durability = match args.durability.clone().or(file.durability).as_deref() {
+        None | Some("full") => Durability::Full,
+        Some("normal") => Durability::Normal,
+        Some(other) => bail!("durability: expected `full` or `normal`, got {other:?}"),
+    };
+    let lease = match file.lease {
+        Some(raw) => duration("lease", &raw)?,
+        None => rota_server::state::LEASE_DEFAULT,
+    };
+    let retry = file
+        .retry
+        .map(|r| RetryOverride {
+            max_attempts: r.max_attempts,
+            backoff: r.backoff,
+        })
+        .unwrap_or_default();
+    retry.validate().map_err(|e| anyhow::anyhow!("retry.{e}"))?;
+    let mut queues = BTreeMap::new();
+    for (name, q) in file.queues {
+        rota_core::validation::validate_queue_name(&name)
+            .map_err(|e| anyhow::anyhow!("queues.{name}: {e}"))?;
+        let config = rota_store::QueueConfig {
+            retry: RetryOverride {
+                max_attempts: q.max_attempts,
+                backoff: q.backoff,
+            },
+            lease: q
+                .lease
+                .as_deref()
+                .map(|raw| duration(&format!("queues.{name}.lease"), raw))
+                .transpose()?,
+            timeout: q
+                .timeout
+                .as_deref()
+                .map(|raw| duration(&format!("queues.{name}.timeout"), raw))
+                .transpose()?,
+            concurrency: None,
+        };
+        config
+            .retry
+            .validate()
+            .map_err(|e| anyhow::anyhow!("queues.{name}.{e}"))?;
+        queues.insert(name, config);
+    }
+    let mut kinds = BTreeMap::new();
+    for (name, k) in file.kinds {
+        let layer = RetryOverride {
+            max_attempts: k.max_attempts,
+            backoff: k.backoff,
+        };
+        layer
+            .validate()
+            .map_err(|e| anyhow::anyhow!("kinds.{name}.{e}"))?;
+        kinds.insert(name, layer);
+    }
+    Ok(ServeConfig {
+        database,
+        bind,
+        durability,
+        body_limit: args
+            .body_limit
+            .or(file.body_limit)
+            .unwrap_or(rota_server::state::BODY_LIMIT_DEFAULT),
+        lease,
+        retry,
+        queues,
+        kinds,
+        insecure_no_auth: args.insecure_no_auth,
+    })
+}
+
+/// The SQLite file a database setting names, or an error listing what is supported.
+pub fn database_path(raw: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = raw.strip_prefix("sqlite://") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some((scheme, _)) = raw.split_once("://") {
+        bail!(
+            "database: unsupported URL scheme `{scheme}://`; supported: a SQLite file path (such as rota.db) or sqlite://PATH{}",
+            if scheme.starts_with("postgres") { " (PostgreSQL support is not in this build yet)" } else { "" }
+        );
+    }
+    Ok(PathBuf::from(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_nearest_valid_one() {
+        let (_dir, path) = write("bnd = \"127.0.0.1:1\"\n");
+        let err = read_file(&path, true).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown key `bnd`") && err.contains("did you mean `bind`"),
+            "{err}"
+        );
+        let (_dir, path) = write("[queues.mail]\nmax_attemps = 3\n");
+        let err = read_file(&path, true).unwrap_err().to_string();
+        assert!(
+            err.contains("queues.mail.max_attemps") && err.contains("`max_attempts`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_toml_names_the_line() {
+        let (_dir, path) = write("bind = \n");
+        let err = read_file(&path, true).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_schemes_list_what_is_supported() {
+        let err = database_path("mysql://x").unwrap_err().to_string();
+        assert!(
+            err.contains("`mysql://`") && err.contains("sqlite://PATH"),
+            "{err}"
+        );
+        assert_eq!(
+            database_path("sqlite:///tmp/x.db").unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Human tables by default, JSON with `--json`.
+
+use rota::api::{JobView, QueueView};
+use serde::Serialize;
+
+/// Prints `value` as JSON, or the table `human` builds.
+pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("wire types serialize")
+        );
+    } else {
+        print!("{}", human(value));
+    }
+}
+
+/// A plain table: a header row and aligned columns.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// Jobs as a table.
+pub fn jobs_table(jobs: &[JobView]) -> String {
+    table(
+        &["id", "queue", "kind", "state", "attempt", "run_at"],
+        jobs.iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    j.queue.clone(),
+                    j.kind.clone(),
+                    j.state.clone(),
+                    format!("{}/{}", j.attempt, j.max_attempts),
+                    j.run_at.to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// One job in detail, errors included.
+pub fn job_detail(j: &JobView) -> String {
+    let mut out = format!(
+        "id:        {}\nqueue:     {}\nkind:      {}\nstate:     {}\nattempt:   {}/{}\nargs:      {}\nrun_at:    {}\ncreated:   {}\n",
+        j.id, j.queue, j.kind, j.state, j.attempt, j.max_attempts, j.args, j.run_at, j.created_at
+    );
+    if let Some(result) = &j.result {
+        out.push_str(&format!("result:    {result}\n"));
+    }
+    if let Some(p) = j.progress {
+        out.push_str(&format!(
+            "progress:  {p}% {}\n",
+            j.progress_message.clone().unwrap_or_default()
+        ));
+    }
+    for e in &j.errors {
+        out.push_str(&format!(
+            "error #{} at {} on {}: {}\n",
+            e.attempt, e.at, e.worker, e.message
+        ));
+        if let Some(bt) = &e.backtrace {
+            for line in bt.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Queues as a table.
+pub fn queues_table(queues: &[QueueView]) -> String {
+    let count = |q: &QueueView, s: &str| q.counts.get(s).copied().unwrap_or(0).to_string();
+    table(
+        &[
+            "queue",
+            "paused",
+            "available",
+            "scheduled",
+            "running",
+            "retryable",
+            "dead",
+            "oldest_ready",
+        ],
+        queues
+            .iter()
+            .map(|q| {
+                vec![
+                    q.name.clone(),
+                    q.paused.to_string(),
+                    count(q, "available"),
+                    count(q, "scheduled"),
+                    count(q, "running"),
+                    count(q, "retryable"),
+                    count(q, "dead"),
+                    q.oldest_ready_age_seconds
+                        .map(|s| format!("{s:.0}s"))
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect(),
+    )
+}

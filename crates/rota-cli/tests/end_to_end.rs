@@ -1,0 +1,313 @@
+//! The real `rota` binary, end to end: server and exec workers as processes, `kill -9`.
+
+mod support;
+
+use std::time::Duration;
+
+use rota::api::*;
+use serde_json::json;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_worker_completes_a_job_and_a_waiting_read_returns_its_result() {
+    let server = Server::start("");
+    let client = server.client();
+    let enqueued = client
+        .enqueue(&job("greet", json!({"name": "ada"})))
+        .await
+        .unwrap();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            r#"read args; echo "{\"greeting\": \"hello\", \"got\": $args}""#,
+        ],
+    );
+    let done = client.job_wait(&enqueued.job.id, "30s").await.unwrap();
+    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(
+        done.result,
+        Some(json!({"greeting": "hello", "got": {"name": "ada"}}))
+    );
+    assert_eq!(done.attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_is_retried_then_dead_with_its_stderr_and_can_be_retried_from_dead() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut request = job("broken", json!({}));
+    request.max_attempts = Some(2);
+    request.backoff = Some(rota_core::Backoff::Fixed {
+        interval: Duration::from_millis(100),
+    });
+    let id = client.enqueue(&request).await.unwrap().job.id;
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            "echo 'smtp: connection refused' >&2; exit 3",
+        ],
+    );
+    let dead = eventually(Duration::from_secs(30), "the job to die", async || {
+        let job = client.job(&id).await.unwrap();
+        (job.state == "dead").then_some(job)
+    })
+    .await;
+    assert_eq!(dead.errors.len(), 2);
+    assert!(
+        dead.errors[0]
+            .message
+            .contains("exited with status 3: smtp: connection refused"),
+        "{:?}",
+        dead.errors[0]
+    );
+    let out = server.rota(&["dead", "retry", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = client.job(&id).await.unwrap();
+    assert_eq!(again.errors.len(), 2, "history kept");
+    assert!(
+        matches!(
+            again.state.as_str(),
+            "available" | "running" | "retryable" | "dead"
+        ),
+        "{}",
+        again.state
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_it_to_a_second_worker_after_the_lease() {
+    let server = Server::start("lease = \"2s\"\n");
+    let client = server.client();
+    let id = client
+        .enqueue(&job("slow", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let marker = server.path().join("started");
+    let mut first = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            &format!("touch {}; sleep 60", marker.display()),
+        ],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the first worker to start the job",
+        async || marker.exists().then_some(()),
+    )
+    .await;
+    first.kill9();
+    let _second = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            "echo '{\"by\": \"second\"}'",
+        ],
+    );
+    let done = client.job_wait(&id, "60s").await.unwrap();
+    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.attempt, 2);
+    assert_eq!(done.result, Some(json!({"by": "second"})));
+    assert!(
+        done.errors[0].message.starts_with("lease expired: worker"),
+        "{:?}",
+        done.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
+    let server = Server::start("lease = \"60s\"\n");
+    let client = server.client();
+    let ids: Vec<String> = {
+        let jobs = (0..2).map(|i| job("long", json!({"i": i}))).collect();
+        client
+            .enqueue_many(&EnqueueManyRequest { jobs })
+            .await
+            .unwrap()
+            .jobs
+            .into_iter()
+            .map(|e| e.job.id)
+            .collect()
+    };
+    let mut first = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "2",
+            "--grace",
+            "500ms",
+            "--exec",
+            "sleep 60",
+        ],
+    );
+    eventually(Duration::from_secs(20), "both jobs running", async || {
+        let page = client.jobs(&[("state", "running".into())]).await.unwrap();
+        (page.jobs.len() == 2).then_some(())
+    })
+    .await;
+    let status = first.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    // Handed back, not left to expire (the lease is 60 s): available at once, attempt given back.
+    for id in &ids {
+        let job = client.job(id).await.unwrap();
+        assert_eq!(
+            (job.state.as_str(), job.attempt),
+            ("available", 0),
+            "{job:?}"
+        );
+    }
+    let _second = Worker::start(
+        &server,
+        &["--queue", "default", "--concurrency", "2", "--exec", "true"],
+    );
+    for id in &ids {
+        let done = client.job_wait(id, "30s").await.unwrap();
+        assert_eq!((done.state.as_str(), done.attempt), ("completed", 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_batches_survive_kill_9_of_the_server_whole() {
+    let mut server = Server::start("");
+    let mut acknowledged: Vec<Vec<String>> = Vec::new();
+    for round in 0..10 {
+        let client = server.client();
+        let jobs = (0..20)
+            .map(|i| job("batch", json!({"round": round, "i": i})))
+            .collect();
+        let response = client
+            .enqueue_many(&EnqueueManyRequest { jobs })
+            .await
+            .unwrap();
+        acknowledged.push(response.jobs.into_iter().map(|e| e.job.id).collect());
+        server.kill9();
+        server.restart();
+        let client = server.client();
+        for (n, batch) in acknowledged.iter().enumerate() {
+            let mut present = 0;
+            for id in batch {
+                if client.job(id).await.is_ok() {
+                    present += 1;
+                }
+            }
+            assert_eq!(
+                present,
+                batch.len(),
+                "round {round}: batch {n} lost jobs after kill -9"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_bind_without_tokens_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ROTA)
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--insecure-no-auth"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], config: &str| {
+        std::fs::write(dir.path().join("rota.toml"), config).unwrap();
+        let out = std::process::Command::new(ROTA)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = port.local_addr().unwrap().to_string();
+    for (args, config, expected) in [
+        (vec!["serve"], "bnd = 1\n", "did you mean `bind`"),
+        (vec!["serve"], "bind = \n", "line 1"),
+        (
+            vec!["serve", "--database", "postgres://x/y"],
+            "",
+            "unsupported URL scheme `postgres://`",
+        ),
+        (
+            vec!["serve", "--bind", taken.as_str()],
+            "",
+            "address is in use",
+        ),
+        (
+            vec!["serve", "--durability", "sometimes"],
+            "",
+            "durability: expected `full` or `normal`",
+        ),
+    ] {
+        let stderr = run(&args, config);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // A database written by a newer rota.
+    let db = dir.path().join("new.db");
+    drop(rota_sqlite::SqliteStore::open(rota_sqlite::SqliteOptions::new(&db)).unwrap());
+    rusqlite_bump(&db);
+    let stderr = run(&["serve", "--database", db.to_str().unwrap()], "");
+    assert!(
+        stderr.contains("newer than this binary supports"),
+        "{stderr}"
+    );
+    drop(port);
+}
+
+fn rusqlite_bump(db: &std::path::Path) {
+    // Through the store's own schema table, as a newer release would leave it.
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (999, 0)",
+            [],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_mistyped_flag_or_command_fails_once_with_a_suggestion() {
+    for (args, hint) in [
+        (vec!["enqueu", "x"], "enqueue"),
+        (vec!["enqueue", "x", "--queu", "q"], "--queue"),
+        (vec!["worker", "--queue", "q", "--exek", "true"], "--exec"),
+    ] {
+        let out = std::process::Command::new(ROTA)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(hint), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,192 @@
+//! Real processes for end-to-end tests: a `rota serve` on a free loopback port in a temp
+//! dir, and `rota worker` processes, all killed when dropped.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support"
+)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ROTA: &str = env!("CARGO_BIN_EXE_rota");
+
+/// A running `rota serve`.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a server with `config` as its rota.toml.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rota.toml"), config).unwrap();
+        let port = free_port();
+        let mut server = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same directory and port, and waits until it answers.
+    pub fn restart(&mut self) {
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("serve-{}.log", Instant::now().elapsed().as_nanos())),
+        )
+        .unwrap();
+        let child = Command::new(ROTA)
+            .args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "rota serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn client(&self) -> rota::Client {
+        rota::Client::new(&self.url).unwrap()
+    }
+
+    /// Runs a client command against this server.
+    pub fn rota(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ROTA)
+            .args(args)
+            .env("ROTA_URL", &self.url)
+            .current_dir(self.path())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A running `rota worker`.
+pub struct Worker {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn start(server: &Server, args: &[&str]) -> Self {
+        let log = server.path().join(format!("worker-{}.log", free_port()));
+        let child = Command::new(ROTA)
+            .arg("worker")
+            .args(args)
+            .env("ROTA_URL", &server.url)
+            .current_dir(server.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A job request on the default queue.
+pub fn job(kind: &str, args: serde_json::Value) -> rota::api::NewJobRequest {
+    rota::api::NewJobRequest {
+        queue: "default".into(),
+        kind: kind.into(),
+        args,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,325 @@
+//! The HTTP client.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use rota_api::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with a problem.
+    #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
+    Api(Box<Problem>),
+    /// The server could not be reached or the exchange failed.
+    #[error("cannot reach rota at {url}: {source}")]
+    Transport {
+        /// The server's base URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from rota ({status}): {detail}")]
+    Protocol {
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The base URL is not usable.
+    #[error("invalid server URL {0:?}: expected something like http://127.0.0.1:7700")]
+    Url(String),
+}
+
+impl ClientError {
+    /// The problem's stable code, when the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one Rota server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url`, such as `http://127.0.0.1:7700`.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Url(base_url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            // Long polls hold a request for up to 60 s.
+            .timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Self {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// Sends `token` as a bearer token on every call.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let transport = |source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                status: status.as_u16(),
+                detail: e.to_string(),
+            });
+        }
+        match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(problem) => Err(ClientError::Api(Box::new(problem))),
+            Err(_) => Err(ClientError::Protocol {
+                status: status.as_u16(),
+                detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(Method::GET, path, None).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Enqueues one job.
+    pub async fn enqueue(&self, job: &NewJobRequest) -> Result<Enqueued, ClientError> {
+        self.post("/v1/jobs", job).await
+    }
+
+    /// Enqueues many jobs, all or nothing.
+    pub async fn enqueue_many(
+        &self,
+        jobs: &EnqueueManyRequest,
+    ) -> Result<EnqueueManyResponse, ClientError> {
+        self.post("/v1/jobs/batch", jobs).await
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        self.get(&format!("/v1/jobs/{}", encode(id))).await
+    }
+
+    /// One job, waiting up to `wait` (such as `30s`) for it to finish.
+    pub async fn job_wait(&self, id: &str, wait: &str) -> Result<JobView, ClientError> {
+        self.get(&format!("/v1/jobs/{}?wait={}", encode(id), encode(wait)))
+            .await
+    }
+
+    /// Jobs matching `query` (`queue`, `kind`, `state`, `tag`, `after`, `limit` pairs).
+    pub async fn jobs(&self, query: &[(&str, String)]) -> Result<JobPageView, ClientError> {
+        self.get(&format!("/v1/jobs{}", query_string(query))).await
+    }
+
+    /// Dead jobs matching `query`.
+    pub async fn dead(&self, query: &[(&str, String)]) -> Result<JobPageView, ClientError> {
+        self.get(&format!("/v1/dead{}", query_string(query))).await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
+        self.post(
+            &format!("/v1/jobs/{}/cancel", encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Retries a dead or cancelled job.
+    pub async fn retry(&self, id: &str) -> Result<JobView, ClientError> {
+        self.post(
+            &format!("/v1/jobs/{}/retry", encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Retries dead jobs by id or filter.
+    pub async fn retry_dead(&self, selection: &JobSelection) -> Result<ItemOutcomes, ClientError> {
+        self.post("/v1/dead/retry", selection).await
+    }
+
+    /// Leases jobs, waiting as the request says.
+    pub async fn fetch(&self, request: &FetchRequest) -> Result<FetchResponse, ClientError> {
+        self.post("/v1/fetch", request).await
+    }
+
+    /// Extends leases.
+    pub async fn heartbeat(
+        &self,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.post("/v1/heartbeat", request).await
+    }
+
+    /// Records successful attempts.
+    pub async fn complete(&self, request: &CompleteRequest) -> Result<ItemOutcomes, ClientError> {
+        self.post("/v1/complete", request).await
+    }
+
+    /// Records failed attempts (or snoozes).
+    pub async fn fail(&self, request: &FailRequest) -> Result<ItemOutcomes, ClientError> {
+        self.post("/v1/fail", request).await
+    }
+
+    /// Gives leases back unrun.
+    pub async fn hand_back(&self, request: &HandBackRequest) -> Result<ItemOutcomes, ClientError> {
+        self.post("/v1/hand-back", request).await
+    }
+
+    /// Reports progress on a running job.
+    pub async fn progress(
+        &self,
+        id: &str,
+        request: &ProgressRequest,
+    ) -> Result<JobView, ClientError> {
+        self.post(&format!("/v1/jobs/{}/progress", encode(id)), request)
+            .await
+    }
+
+    /// Every queue with its counts.
+    pub async fn queues(&self) -> Result<QueueList, ClientError> {
+        self.get("/v1/queues").await
+    }
+
+    /// Declares a queue or updates it.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        request: &QueueDeclareRequest,
+    ) -> Result<QueueView, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/queues/{}", encode(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    /// Pauses a queue.
+    pub async fn pause_queue(&self, name: &str) -> Result<QueueView, ClientError> {
+        self.post(
+            &format!("/v1/queues/{}/pause", encode(name)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Resumes a queue.
+    pub async fn resume_queue(&self, name: &str) -> Result<QueueView, ClientError> {
+        self.post(
+            &format!("/v1/queues/{}/resume", encode(name)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Every known worker.
+    pub async fn workers(&self) -> Result<WorkerList, ClientError> {
+        self.get("/v1/workers").await
+    }
+
+    /// Whether the server answers at all (any HTTP answer counts).
+    pub async fn reachable(&self) -> bool {
+        matches!(self.http.get(format!("{}/v1/queues", self.base)).send().await, Ok(r) if r.status() != StatusCode::BAD_GATEWAY)
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn query_string(query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    format!("?{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_and_query_values_are_encoded() {
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(
+            query_string(&[("queue", "x y".into()), ("limit", "5".into())]),
+            "?queue=x%20y&limit=5"
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_refused() {
+        assert!(matches!(
+            Client::new("127.0.0.1:7700"),
+            Err(ClientError::Url(_))
+        ));
+    }
+}
