@@ -53,6 +53,22 @@ pub enum Command {
     Workers,
     /// Run jobs by executing a command for each (any language).
     Worker(WorkerArgs),
+    /// Bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new token; prints it once, and the line to add to rota.toml.
+    New {
+        /// What the token may do: produce, work or admin.
+        #[arg(long, value_parser = ["produce", "work", "admin"])]
+        scope: String,
+        /// A label for the token.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
 }
 
 /// `rota serve`.

@@ -155,7 +155,9 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Serve(_) | Command::Worker(_) => unreachable!("dispatched in main"),
+        Command::Serve(_) | Command::Worker(_) | Command::Token(_) => {
+            unreachable!("dispatched in main")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,17 @@ pub struct FileConfig {
     queues: BTreeMap<String, QueueFile>,
     #[serde(default)]
     kinds: BTreeMap<String, RetryFile>,
+    #[serde(default)]
+    token: Vec<TokenFile>,
+}
+
+/// A `[[token]]` in the file: its hash, never the token itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    name: String,
+    scope: String,
+    hash: String,
 }
 
 /// A retry layer in the file.
@@ -64,7 +75,9 @@ const TOP_KEYS: &[&str] = &[
     "retry",
     "queues",
     "kinds",
+    "token",
 ];
+const TOKEN_KEYS: &[&str] = &["name", "scope", "hash"];
 const QUEUE_KEYS: &[&str] = &["max_attempts", "backoff", "lease", "timeout"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 
@@ -89,6 +102,8 @@ pub struct ServeConfig {
     pub kinds: BTreeMap<String, RetryOverride>,
     /// Allow a non-loopback bind without tokens.
     pub insecure_no_auth: bool,
+    /// Accepted tokens.
+    pub auth: rota_server::auth::Auth,
 }
 
 fn check_keys(
@@ -128,6 +143,13 @@ pub fn read_file(path: &Path, required: bool) -> anyhow::Result<FileConfig> {
                 if let toml::Value::Table(entry) = entry {
                     check_keys(entry, keys, &format!("{section}.{name}."), path)?;
                 }
+            }
+        }
+    }
+    if let Some(toml::Value::Array(tokens)) = table.get("token") {
+        for token in tokens {
+            if let toml::Value::Table(token) = token {
+                check_keys(token, TOKEN_KEYS, "token.", path)?;
             }
         }
     }
@@ -229,7 +251,22 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .map_err(|e| anyhow::anyhow!("kinds.{name}.{e}"))?;
         kinds.insert(name, layer);
     }
+    let mut tokens = Vec::new();
+    for (i, t) in file.token.into_iter().enumerate() {
+        let scope = t
+            .scope
+            .parse()
+            .map_err(|e| anyhow::anyhow!("token[{i}] ({}).scope: {e}", t.name))?;
+        let hash = rota_server::auth::TokenEntry::parse_hash(&t.hash)
+            .map_err(|e| anyhow::anyhow!("token[{i}] ({}).hash: {e}", t.name))?;
+        tokens.push(rota_server::auth::TokenEntry {
+            name: t.name,
+            scope,
+            hash,
+        });
+    }
     Ok(ServeConfig {
+        auth: rota_server::auth::Auth { tokens },
         database,
         bind,
         durability,

@@ -37,6 +37,12 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Worker(args) => worker::run(args, &cli.client).await,
+        cli::Command::Token(cli::TokenCommand::New { scope, name }) => {
+            let (token, hash) = rota_server::auth::generate_token()?;
+            println!("{token}");
+            eprintln!("Keep the token above secret; it is shown once. Add this to rota.toml:\n\n[[token]]\nname = {name:?}\nscope = {scope:?}\nhash = {hash:?}");
+            Ok(ExitCode::SUCCESS)
+        }
         command => client_commands::run(command, &cli.client).await,
     }
 }

@@ -19,7 +19,7 @@ use crate::config;
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = config::resolve(&args)?;
-    if !config.bind.ip().is_loopback() && !config.insecure_no_auth {
+    if !config.bind.ip().is_loopback() && !config.auth.enabled() && !config.insecure_no_auth {
         bail!(
             "refusing to listen on {}: no auth tokens are configured, so anyone who can reach it could run jobs; bind a loopback address (127.0.0.1) or pass --insecure-no-auth",
             config.bind
@@ -71,6 +71,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         kinds: config.kinds.clone().into_iter().collect(),
         limits: rota_core::Limits::default(),
     };
+    if config.auth.enabled() {
+        info!(tokens = config.auth.tokens.len(), "bearer-token auth is on");
+    }
     let state = AppState::new(
         store.clone(),
         clock.clone(),
@@ -78,6 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             body_limit: config.body_limit,
             lease: config.lease,
             defaults: Arc::new(defaults),
+            auth: config.auth.clone(),
         },
     );
     let shutdown = CancellationToken::new();

@@ -7,6 +7,7 @@
 //! rendered as `application/problem+json` with a stable `code`; request bodies, paths and
 //! queries are read through extractors ([`extract`]) whose rejections are problems too.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod maintenance;
@@ -81,6 +82,10 @@ pub fn app(state: AppState) -> Router {
                 "no such route; see /v1/openapi.json",
             ))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

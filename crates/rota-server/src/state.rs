@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub lease: Duration,
     /// Retry-policy layers and payload limits.
     pub defaults: Arc<PolicyDefaults>,
+    /// Accepted bearer tokens (none: auth off, loopback only).
+    pub auth: crate::auth::Auth,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +34,7 @@ impl Default for ServerConfig {
             body_limit: BODY_LIMIT_DEFAULT,
             lease: LEASE_DEFAULT,
             defaults: Arc::default(),
+            auth: crate::auth::Auth::default(),
         }
     }
 }

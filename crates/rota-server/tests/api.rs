@@ -421,3 +421,99 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_required_and_checked_by_scope() {
+    use rota_server::auth::{generate_token, Auth, Scope, TokenEntry};
+    let mut tokens = Vec::new();
+    let mut entries = Vec::new();
+    for scope in [Scope::Produce, Scope::Work, Scope::Admin] {
+        let (token, hash) = generate_token().unwrap();
+        entries.push(TokenEntry {
+            name: scope.to_string(),
+            scope,
+            hash: TokenEntry::parse_hash(&hash).unwrap(),
+        });
+        tokens.push(token);
+    }
+    let (produce, work, admin) = (&tokens[0], &tokens[1], &tokens[2]);
+    let api = Api::with_config(ServerConfig {
+        auth: Auth { tokens: entries },
+        ..ServerConfig::default()
+    });
+    let send = |method: &str, uri: &str, token: Option<&str>, body: Value| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_string())).unwrap()
+    };
+    let job = json!({"queue": "default", "kind": "k"});
+    let fetch = json!({"worker": "w", "queues": ["default"]});
+
+    let (status, _, problem) = api.raw(send("POST", "/v1/jobs", None, job.clone())).await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _, problem) = api
+        .raw(send(
+            "POST",
+            "/v1/jobs",
+            Some("rota_not_a_real_token"),
+            job.clone(),
+        ))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _, problem) = api
+        .raw(send("POST", "/v1/jobs", Some(work), job.clone()))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (403, Some("forbidden")),
+        "a work token cannot enqueue"
+    );
+    let (status, _, problem) = api
+        .raw(send("POST", "/v1/fetch", Some(produce), fetch.clone()))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (403, Some("forbidden")),
+        "a produce token cannot fetch"
+    );
+    let (status, _, problem) = api
+        .raw(send("POST", "/v1/queues/q/pause", Some(produce), json!({})))
+        .await;
+    assert_eq!(status.as_u16(), 403, "{problem}");
+
+    let (status, _, body) = api
+        .raw(send("POST", "/v1/jobs", Some(produce), job.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = api
+        .raw(send("POST", "/v1/fetch", Some(work), fetch.clone()))
+        .await;
+    assert_eq!(
+        (status, body["jobs"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, _, _) = api
+        .raw(send("PUT", "/v1/queues/q", Some(admin), json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = api
+        .raw(
+            Request::get("/v1/queues")
+                .header(header::AUTHORIZATION, format!("Bearer {work}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "any token may read");
+}

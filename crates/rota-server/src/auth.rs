@@ -1,0 +1,270 @@
+//! Bearer tokens with scopes.
+//!
+//! Tokens are 32 random bytes, written `rota_<64 hex digits>`. The server stores only their
+//! SHA-256 hashes (from `rota.toml`), compares hashes in constant time, and never logs a
+//! token. A token's scope decides what it may do: `produce` enqueues and reads, `work` runs
+//! jobs (fetch, heartbeat, complete, fail, hand back, progress) and reads, `admin` does
+//! everything. With no tokens configured, auth is off and the server only binds loopback.
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rota_api::Problem;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Enqueue jobs and read.
+    Produce,
+    /// Run jobs and read.
+    Work,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Produce => "produce",
+            Scope::Work => "work",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "produce" => Ok(Scope::Produce),
+            "work" => Ok(Scope::Work),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!(
+                "unknown scope {other:?}: expected produce, work or admin"
+            )),
+        }
+    }
+}
+
+/// One configured token: its name, scope and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// A label for logs and configuration.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+}
+
+impl TokenEntry {
+    /// Reads `sha256:<64 hex digits>`.
+    pub fn parse_hash(raw: &str) -> Result<[u8; 32], String> {
+        let hex = raw.strip_prefix("sha256:").ok_or_else(|| {
+            format!("hash {raw:?} must look like sha256:<64 hex digits> (made by `rota token new`)")
+        })?;
+        let bytes = decode_hex(hex)
+            .ok_or_else(|| format!("hash {raw:?} must have 64 hex digits after sha256:"))?;
+        bytes
+            .try_into()
+            .map_err(|_| format!("hash {raw:?} must have 64 hex digits after sha256:"))
+    }
+}
+
+/// The tokens a server accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Configured tokens; empty means auth is off.
+    pub tokens: Vec<TokenEntry>,
+}
+
+impl Auth {
+    /// Whether any token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The entry matching `token`, comparing every hash in constant time.
+    pub fn find(&self, token: &str) -> Option<&TokenEntry> {
+        let hash = hash_token(token);
+        let mut found = None;
+        for entry in &self.tokens {
+            if constant_time_eq(&entry.hash, &hash) {
+                found = Some(entry);
+            }
+        }
+        found
+    }
+}
+
+/// SHA-256 of a token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh token and its configuration hash (`sha256:<hex>`).
+pub fn generate_token() -> Result<(String, String), getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let token = format!("rota_{}", encode_hex(&bytes));
+    let hash = format!("sha256:{}", encode_hex(&hash_token(&token)));
+    Ok((token, hash))
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The scope a request needs: reads need any token; running jobs needs `work`; enqueueing
+/// needs `produce`; everything else (cancel, retry, dead jobs, queue changes) needs `admin`.
+pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+    if method == Method::GET {
+        return None;
+    }
+    let work = [
+        "/v1/fetch",
+        "/v1/heartbeat",
+        "/v1/complete",
+        "/v1/fail",
+        "/v1/hand-back",
+    ];
+    if work.contains(&path) || (path.starts_with("/v1/jobs/") && path.ends_with("/progress")) {
+        return Some(Scope::Work);
+    }
+    if path == "/v1/jobs" || path == "/v1/jobs/batch" {
+        return Some(Scope::Produce);
+    }
+    Some(Scope::Admin)
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut response =
+        ApiError::from(Problem::new(401, "unauthorized", "Unauthorized", detail)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Middleware: checks the bearer token against the route's required scope.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let auth = &state.config.auth;
+    if !auth.enabled() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        return unauthorized(
+            "send a token as `Authorization: Bearer <token>` (make one with `rota token new`)",
+        );
+    };
+    let Some(entry) = auth.find(presented.trim()) else {
+        return unauthorized("the bearer token is not one this server accepts");
+    };
+    if let Some(needed) = required_scope(request.method(), request.uri().path()) {
+        if entry.scope != needed && entry.scope != Scope::Admin {
+            return ApiError::from(Problem::new(
+                403,
+                "forbidden",
+                "Forbidden",
+                format!(
+                    "token {:?} has scope {}; this needs a {needed} (or admin) token",
+                    entry.name, entry.scope
+                ),
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_match_their_hash_and_nothing_else() {
+        let (token, hash) = generate_token().unwrap();
+        let auth = Auth {
+            tokens: vec![TokenEntry {
+                name: "t".into(),
+                scope: Scope::Work,
+                hash: TokenEntry::parse_hash(&hash).unwrap(),
+            }],
+        };
+        assert_eq!(auth.find(&token).map(|e| e.scope), Some(Scope::Work));
+        assert!(auth.find("rota_00").is_none());
+        let (other, _) = generate_token().unwrap();
+        assert_ne!(token, other);
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused_with_the_expected_shape() {
+        for bad in ["abc", "sha256:zz", "sha256:00"] {
+            assert!(
+                TokenEntry::parse_hash(bad).unwrap_err().contains("sha256:"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_need_the_documented_scopes() {
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/jobs"),
+            Some(Scope::Produce)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/fetch"),
+            Some(Scope::Work)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/jobs/x/progress"),
+            Some(Scope::Work)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/dead/retry"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(required_scope(&Method::GET, "/v1/jobs"), None);
+    }
+}
