@@ -56,6 +56,25 @@ pub enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Database schema: status, or apply pending migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Show the database's schema version and this binary's.
+    Status {
+        /// The SQLite database.
+        #[arg(long, env = "ROTA_DATABASE_URL", default_value = "rota.db")]
+        database: String,
+    },
+    /// Apply pending migrations (serve does this at start-up too).
+    Up {
+        /// The SQLite database.
+        #[arg(long, env = "ROTA_DATABASE_URL", default_value = "rota.db")]
+        database: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +211,17 @@ pub enum DeadCommand {
     },
     /// Retry dead jobs by id, or every dead job of a queue and/or kind.
     Retry {
+        /// Job ids.
+        ids: Vec<String>,
+        /// Every dead job on this queue.
+        #[arg(long, short)]
+        queue: Option<String>,
+        /// Every dead job of this kind.
+        #[arg(long, short)]
+        kind: Option<String>,
+    },
+    /// Delete dead jobs by id, or every dead job of a queue and/or kind (a filter is required).
+    Purge {
         /// Job ids.
         ids: Vec<String>,
         /// Every dead job on this queue.

@@ -100,6 +100,22 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 text
             });
         }
+        Command::Dead(DeadCommand::Purge { ids, queue, kind }) => {
+            if ids.is_empty() && queue.is_none() && kind.is_none() {
+                bail!(
+                    "give job ids, or --queue and/or --kind: dead jobs are never purged wholesale"
+                );
+            }
+            let selection = JobSelection {
+                ids,
+                queues: queue.into_iter().collect(),
+                kinds: kind.into_iter().collect(),
+            };
+            let count = client.purge_dead(&selection).await?;
+            print(json, &count, |c| {
+                format!("purged {} dead job(s)\n", c.count)
+            });
+        }
         Command::Queues(QueuesCommand::List) => print(json, &client.queues().await?, |q| {
             output::queues_table(&q.queues)
         }),
@@ -155,7 +171,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Serve(_) | Command::Worker(_) | Command::Token(_) => {
+        Command::Serve(_) | Command::Worker(_) | Command::Token(_) | Command::Migrate(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod client_commands;
 mod config;
+mod migrate;
 mod output;
 mod serve;
 mod worker;
@@ -37,6 +38,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Worker(args) => worker::run(args, &cli.client).await,
+        cli::Command::Migrate(command) => migrate::run(command),
         cli::Command::Token(cli::TokenCommand::New { scope, name }) => {
             let (token, hash) = rota_server::auth::generate_token()?;
             println!("{token}");

@@ -311,3 +311,28 @@ fn a_mistyped_flag_or_command_fails_once_with_a_suggestion() {
         assert!(stderr.contains(hint), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn migrate_status_and_up_report_schema_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let rota = |args: &[&str]| {
+        let out = std::process::Command::new(ROTA)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, before) = rota(&["migrate", "status", "--database", "x.db"]);
+    assert!(ok && before.contains("no database yet"), "{before}");
+    let (ok, up) = rota(&["migrate", "up", "--database", "x.db"]);
+    assert!(ok && up.contains("schema 0 -> 1"), "{up}");
+    let (ok, after) = rota(&["migrate", "status", "--database", "x.db"]);
+    assert!(ok && after.contains("up to date"), "{after}");
+    rusqlite_bump(&dir.path().join("x.db"));
+    let (ok, newer) = rota(&["migrate", "status", "--database", "x.db"]);
+    assert!(!ok && newer.contains("newer rota"), "{newer}");
+}

@@ -306,6 +306,32 @@ impl Store for SqliteStore {
         self.writer.write(move |conn| sql::job_prune(conn, p)).await
     }
 
+    async fn job_purge(&self, p: JobPurgeParams) -> Result<u64, StoreError> {
+        let states: Vec<JobState> = p.states.into_iter().filter(|s| s.is_final()).collect();
+        if states.is_empty() {
+            return Ok(0);
+        }
+        self.writer
+            .write(move |conn| {
+                let ids = match p.selector {
+                    JobSelector::Ids(ids) => ids,
+                    JobSelector::Filter(filter) => {
+                        let params = JobListParams {
+                            filter,
+                            after: None,
+                            limit: 0,
+                        };
+                        sql::job_list(conn, &params, usize::MAX >> 1)?
+                            .into_iter()
+                            .map(|j| j.id)
+                            .collect()
+                    }
+                };
+                sql::job_delete(conn, &ids, &states)
+            })
+            .await
+    }
+
     async fn job_get(&self, id: JobId) -> Result<Job, StoreError> {
         self.readers.read(move |conn| sql::job_get(conn, id)).await
     }

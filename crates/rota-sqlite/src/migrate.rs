@@ -63,6 +63,31 @@ pub fn migrate(conn: &mut Connection, now: Timestamp) -> Result<MigrationReport,
     })
 }
 
+/// The schema version of the database at `path`, without changing it (0 when it has no
+/// Rota schema yet).
+pub fn current_version(path: &std::path::Path) -> Result<i64, StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+        })?;
+    let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err("reading the schema version"))?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_err("reading the schema version"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

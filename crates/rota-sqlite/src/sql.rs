@@ -538,6 +538,27 @@ pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, St
     })
 }
 
+/// Deletes the given jobs that are in one of `states`; returns how many went.
+pub fn job_delete(
+    conn: &Connection,
+    ids: &[JobId],
+    states: &[JobState],
+) -> Result<u64, StoreError> {
+    let states = json(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let mut stmt = conn
+        .prepare_cached(
+            "DELETE FROM job WHERE id = ?1 AND state IN (SELECT value FROM json_each(?2))",
+        )
+        .map_err(db_err("preparing purge"))?;
+    let mut deleted = 0;
+    for id in ids {
+        deleted += stmt
+            .execute(params![id.as_bytes(), states])
+            .map_err(|e| classify(&format!("purging job {id}"), e))? as u64;
+    }
+    Ok(deleted)
+}
+
 /// Jobs matching a filter, newest first, after the cursor.
 pub fn job_list(
     conn: &Connection,

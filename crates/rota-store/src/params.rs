@@ -177,6 +177,15 @@ pub struct JobRetryManyParams {
     pub now: Timestamp,
 }
 
+/// Delete finished jobs on an operator's request (dead-job purge).
+#[derive(Debug, Clone)]
+pub struct JobPurgeParams {
+    /// Which jobs; only jobs in `states` are deleted, whatever the selector says.
+    pub selector: JobSelector,
+    /// The states that may be deleted (final states only; others are ignored).
+    pub states: Vec<JobState>,
+}
+
 /// Rescue expired leases.
 #[derive(Debug, Clone)]
 pub struct LeaseRescueParams {

@@ -78,6 +78,10 @@ pub trait Store: Send + Sync + 'static {
     /// retention is set.
     async fn job_prune(&self, p: JobPruneParams) -> Result<PruneReport, StoreError>;
 
+    /// Deletes the selected jobs that are in one of `states` (final states only), and says
+    /// how many. Dead jobs leave only this way or by an explicit dead retention.
+    async fn job_purge(&self, p: JobPurgeParams) -> Result<u64, StoreError>;
+
     /// One job.
     async fn job_get(&self, id: JobId) -> Result<Job, StoreError>;
 

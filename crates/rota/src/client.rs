@@ -191,6 +191,11 @@ impl Client {
         self.post("/v1/dead/retry", selection).await
     }
 
+    /// Deletes dead jobs by id or filter; returns how many went.
+    pub async fn purge_dead(&self, selection: &JobSelection) -> Result<Count, ClientError> {
+        self.post("/v1/dead/purge", selection).await
+    }
+
     /// Leases jobs, waiting as the request says.
     pub async fn fetch(&self, request: &FetchRequest) -> Result<FetchResponse, ClientError> {
         self.post("/v1/fetch", request).await

@@ -325,6 +325,42 @@ pub async fn retry_dead(
     Ok(ApiJson(outcomes(&ids, results)))
 }
 
+/// Delete dead jobs by id or by filter (queues, kinds); says how many went. A filter is
+/// required: there is no "purge everything" by accident.
+#[utoipa::path(post, path = "/v1/dead/purge", tag = "dead", request_body = JobSelection,
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn purge_dead(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<JobSelection>,
+) -> Result<ApiJson<Count>, ApiError> {
+    let ids: Vec<JobId> = selection
+        .ids
+        .iter()
+        .map(|id| job_id("ids", id))
+        .collect::<Result<_, _>>()?;
+    let selector = if !ids.is_empty() {
+        JobSelector::Ids(ids)
+    } else if !selection.queues.is_empty() || !selection.kinds.is_empty() {
+        JobSelector::Filter(JobFilter {
+            queues: selection.queues,
+            kinds: selection.kinds,
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        })
+    } else {
+        return Err(ApiError::invalid("ids", "a purge needs ids, or queues and/or kinds: dead jobs are never purged wholesale by accident"));
+    };
+    let count = state
+        .store
+        .job_purge(JobPurgeParams {
+            selector,
+            states: vec![JobState::Dead],
+        })
+        .await?;
+    tracing::info!(count, "purged dead jobs on request");
+    Ok(ApiJson(Count { count }))
+}
+
 /// Report progress on a running job (with its lease token).
 #[utoipa::path(post, path = "/v1/jobs/{id}/progress", tag = "work", params(("id" = String, Path, description = "job id")), request_body = ProgressRequest,
     responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]

@@ -151,3 +151,45 @@ pub async fn retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs(s: Sub
     assert_eq!(store.job_get(b.id).await.unwrap().state, JobState::Dead);
     assert_eq!(store.job_get(waiting.id).await.unwrap().attempt, 0);
 }
+
+/// A purge deletes only the selected jobs in the given final states, and counts them.
+pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let a1 = kill(store, new_job("a"), now).await;
+    let a2 = kill(store, new_job("a"), now).await;
+    let b = kill(store, new_job("b"), now).await;
+    let waiting = insert_one(store, new_job("a"), now).await;
+    let filter = JobFilter {
+        kinds: vec!["a".into()],
+        ..JobFilter::default()
+    };
+    let purged = store
+        .job_purge(JobPurgeParams {
+            selector: JobSelector::Filter(filter),
+            states: vec![JobState::Dead],
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    for id in [a1.id, a2.id] {
+        assert_eq!(
+            store.job_get(id).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+    assert_eq!(store.job_get(b.id).await.unwrap().state, JobState::Dead);
+    // A waiting job is never purged, even by id and even if asked for non-final states.
+    let purged = store
+        .job_purge(JobPurgeParams {
+            selector: JobSelector::Ids(vec![waiting.id, b.id]),
+            states: vec![JobState::Available, JobState::Dead],
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        store.job_get(waiting.id).await.unwrap().state,
+        JobState::Available
+    );
+}

@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
                 finished_jobs_are_pruned_after_their_retention,
                 retrying_dead_jobs_by_id_keeps_their_history,
                 retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs,
+                purging_deletes_only_matching_jobs_in_final_states,
             }
             job_list {
                 a_missing_job_is_not_found,
