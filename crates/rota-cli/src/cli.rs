@@ -18,20 +18,22 @@ pub struct Cli {
 /// How client commands reach the server.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The server's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "ROTA_URL",
-        default_value = "http://127.0.0.1:7700"
-    )]
-    pub url: String,
+    /// The server's URL [default: http://127.0.0.1:7700].
+    #[arg(long, global = true, env = "ROTA_URL")]
+    pub url: Option<String>,
     /// Bearer token for the server.
     #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl ClientArgs {
+    /// The server URL: `--url`, `ROTA_URL`, or the local default.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or("http://127.0.0.1:7700")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,9 +58,37 @@ pub enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Measure throughput and latency (starts a server unless --url is given).
+    Bench(BenchArgs),
     /// Database schema: status, or apply pending migrations.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+}
+
+/// `rota bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Jobs per workload.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Concurrent workers in the drain workload.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Jobs fetched and completed per call by each worker.
+    #[arg(long, default_value_t = 100)]
+    pub batch: u32,
+    /// Enqueue rate of the latency workload, jobs per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Length of the latency workload.
+    #[arg(long, default_value = "20s")]
+    pub duration: String,
+    /// Run only these workloads (w1, w1b, w2, w3; repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Durability of the server started for the benchmark.
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    pub durability: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,7 +14,7 @@ use crate::output::{self, print};
 
 /// The client for `--url` and `--token`.
 pub fn client(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::new(&args.url)?.with_token(args.token.clone()))
+    Ok(Client::new(args.url())?.with_token(args.token.clone()))
 }
 
 /// Runs a client command.
@@ -171,7 +171,11 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Serve(_) | Command::Worker(_) | Command::Token(_) | Command::Migrate(_) => {
+        Command::Serve(_)
+        | Command::Worker(_)
+        | Command::Token(_)
+        | Command::Migrate(_)
+        | Command::Bench(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -1,6 +1,7 @@
 //! The `rota` binary: parse the command line, run the command, map the outcome to an exit
 //! code. Every command lives in its own module; this file holds no logic of its own.
 
+mod bench;
 mod cli;
 mod client_commands;
 mod config;
@@ -39,6 +40,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Worker(args) => worker::run(args, &cli.client).await,
         cli::Command::Migrate(command) => migrate::run(command),
+        cli::Command::Bench(args) => bench::run(args, &cli.client).await,
         cli::Command::Token(cli::TokenCommand::New { scope, name }) => {
             let (token, hash) = rota_server::auth::generate_token()?;
             println!("{token}");

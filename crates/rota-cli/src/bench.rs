@@ -1,0 +1,364 @@
+//! `rota bench`: the four workloads of docs/PERFORMANCE.md, through the SDK's HTTP client.
+//!
+//! - W1: enqueue one job per call, one client, each call awaited before the next.
+//! - W1b: enqueue in batches of 1,000 per call.
+//! - W2: drain: all jobs queued first, then workers fetch and complete in batches; from the
+//!   first job start to the last completion.
+//! - W3: latency: a worker waiting; a producer enqueues at a fixed rate; enqueue-call start
+//!   to handler start, p50/p95/p99.
+//!
+//! Without `--url` it starts `rota serve` (this binary) on a free loopback port in a temporary
+//! directory, so the figures are those of the real server process.
+
+use std::collections::HashMap;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use rota::api::*;
+use rota::Client;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{BenchArgs, ClientArgs};
+
+const QUEUE: &str = "bench";
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    jobs: usize,
+    durability: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w1_jobs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w1b_jobs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w2_jobs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w3_latency_ms: Option<Latency>,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    samples: usize,
+}
+
+/// A server started for the benchmark; killed on drop.
+struct Spawned {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(durability: &str) -> anyhow::Result<(Spawned, String)> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--durability",
+            durability,
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting rota serve")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the benchmark server did not start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((
+        Spawned { child, _dir: dir },
+        format!("http://127.0.0.1:{port}"),
+    ))
+}
+
+fn bar(len: usize, label: &str, json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>4} {bar:40} {pos}/{len} {per_sec}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+fn job(i: usize) -> NewJobRequest {
+    NewJobRequest {
+        queue: QUEUE.into(),
+        kind: "bench.noop".into(),
+        args: json!({ "i": i }),
+        ..Default::default()
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let wanted =
+        |w: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(w));
+    let (_server, url) = match &client_args.url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let (server, url) = spawn_server(&args.durability)?;
+            (Some(server), url)
+        }
+    };
+    let client = Client::new(&url)?.with_token(client_args.token.clone());
+    client
+        .declare_queue(QUEUE, &QueueDeclareRequest::default())
+        .await
+        .context("declaring the bench queue")?;
+    let json_out = client_args.json;
+    let n = args.jobs;
+    let mut report = Report {
+        jobs: n,
+        durability: client_args.url.is_none().then(|| args.durability.clone()),
+        ..Report::default()
+    };
+
+    if wanted("w1") {
+        let bar = bar(n, "W1", json_out);
+        let started = Instant::now();
+        for i in 0..n {
+            client.enqueue(&job(i)).await?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        report.w1_jobs_per_s = Some(n as f64 / started.elapsed().as_secs_f64());
+        drain(&client, &args, n, None).await?;
+    }
+    if wanted("w1b") {
+        let bar = bar(n, "W1b", json_out);
+        let started = Instant::now();
+        enqueue_batches(&client, n, &bar).await?;
+        bar.finish_and_clear();
+        report.w1b_jobs_per_s = Some(n as f64 / started.elapsed().as_secs_f64());
+        drain(&client, &args, n, None).await?;
+    }
+    if wanted("w2") {
+        enqueue_batches(&client, n, &ProgressBar::hidden()).await?;
+        let bar = bar(n, "W2", json_out);
+        let (first, last) = drain(&client, &args, n, Some(&bar)).await?;
+        bar.finish_and_clear();
+        report.w2_jobs_per_s = Some(n as f64 / last.duration_since(first).as_secs_f64());
+    }
+    if wanted("w3") {
+        report.w3_latency_ms = Some(latency(&client, &args, json_out).await?);
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("rota bench: {n} no-op jobs per workload, server {url}");
+        if let Some(v) = report.w1_jobs_per_s {
+            println!("W1  enqueue, one per call:     {v:>10.0} jobs/s");
+        }
+        if let Some(v) = report.w1b_jobs_per_s {
+            println!("W1b enqueue, 1,000 per call:   {v:>10.0} jobs/s");
+        }
+        if let Some(v) = report.w2_jobs_per_s {
+            println!(
+                "W2  drain ({} workers x {}):    {v:>10.0} jobs/s",
+                args.workers, args.batch
+            );
+        }
+        if let Some(l) = &report.w3_latency_ms {
+            println!(
+                "W3  enqueue->start at {}/s:   p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms ({} jobs)",
+                args.rate, l.p50, l.p95, l.p99, l.samples
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn enqueue_batches(client: &Client, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < n {
+        let size = (n - i).min(1000);
+        client
+            .enqueue_many(&EnqueueManyRequest {
+                jobs: (i..i + size).map(job).collect(),
+            })
+            .await?;
+        i += size;
+        bar.inc(size as u64);
+    }
+    Ok(())
+}
+
+/// Fetches and completes `n` jobs with `args.workers` concurrent workers; returns the
+/// instants of the first fetch that returned jobs and of the last completion.
+async fn drain(
+    client: &Client,
+    args: &BenchArgs,
+    n: usize,
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<(Instant, Instant)> {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..args.workers.max(1) {
+        let (client, done, first, last) =
+            (client.clone(), done.clone(), first.clone(), last.clone());
+        let bar = bar.cloned().unwrap_or_else(ProgressBar::hidden);
+        let batch = args.batch;
+        tasks.spawn(async move {
+            let worker = format!("bench-{w}");
+            while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+                let fetched = client
+                    .fetch(&FetchRequest {
+                        worker: worker.clone(),
+                        queues: vec![QUEUE.into()],
+                        kinds: vec![],
+                        max: Some(batch),
+                        wait: Some("1s".into()),
+                    })
+                    .await?;
+                if fetched.jobs.is_empty() {
+                    continue;
+                }
+                first
+                    .lock()
+                    .expect("poisoned")
+                    .get_or_insert_with(Instant::now);
+                let completions = fetched
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        Ok(CompletionRequest {
+                            job: j.id.parse().context("job id")?,
+                            token: j.lease_token.context("lease token")?,
+                            result: None,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let count = completions.len();
+                client.complete(&CompleteRequest { completions }).await?;
+                *last.lock().expect("poisoned") = Some(Instant::now());
+                done.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                bar.inc(count as u64);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let first = first
+        .lock()
+        .expect("poisoned")
+        .context("no job was fetched")?;
+    let last = last
+        .lock()
+        .expect("poisoned")
+        .context("no job was completed")?;
+    Ok((first, last))
+}
+
+async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::Result<Latency> {
+    let duration = rota_core::parse_duration(&args.duration).context("--duration")?;
+    let total = (args.rate as f64 * duration.as_secs_f64()) as usize;
+    let starts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let began: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let bar = bar(total, "W3", json_out);
+    let worker = {
+        let (client, began) = (client.clone(), began.clone());
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < total {
+                let fetched = client
+                    .fetch(&FetchRequest {
+                        worker: "bench-latency".into(),
+                        queues: vec![QUEUE.into()],
+                        kinds: vec![],
+                        max: Some(100),
+                        wait: Some("5s".into()),
+                    })
+                    .await?;
+                let now = Instant::now();
+                let mut completions = Vec::new();
+                for j in &fetched.jobs {
+                    began.lock().expect("poisoned").insert(j.id.clone(), now);
+                    completions.push(CompletionRequest {
+                        job: j.id.parse().context("job id")?,
+                        token: j.lease_token.context("lease token")?,
+                        result: None,
+                    });
+                }
+                seen += completions.len();
+                if !completions.is_empty() {
+                    client.complete(&CompleteRequest { completions }).await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut producers = tokio::task::JoinSet::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let (client, starts, bar) = (client.clone(), starts.clone(), bar.clone());
+        producers.spawn(async move {
+            let start = Instant::now();
+            let enqueued = client.enqueue(&job(i)).await?;
+            starts
+                .lock()
+                .expect("poisoned")
+                .insert(enqueued.job.id, start);
+            bar.inc(1);
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = producers.join_next().await {
+        result??;
+    }
+    worker.await??;
+    bar.finish_and_clear();
+    let starts = starts.lock().expect("poisoned");
+    let began = began.lock().expect("poisoned");
+    let mut samples: Vec<f64> = starts
+        .iter()
+        .filter_map(|(id, start)| {
+            began
+                .get(id)
+                .map(|b| b.saturating_duration_since(*start).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    if samples.is_empty() {
+        bail!("no latency samples");
+    }
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    Ok(Latency {
+        p50: pct(0.50),
+        p95: pct(0.95),
+        p99: pct(0.99),
+        samples: samples.len(),
+    })
+}
