@@ -401,9 +401,11 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
         .into());
     }
     let mut open_queues = Vec::with_capacity(p.queues.len());
+    let mut leases: HashMap<String, Duration> = HashMap::new();
     for name in &p.queues {
         let queue = queue_required(conn, name)?;
         if !queue.paused {
+            leases.insert(queue.name.clone(), queue.config.lease.unwrap_or(p.lease));
             open_queues.push(queue.name);
         }
     }
@@ -444,7 +446,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
     for job in candidates {
         let event = Event::Fetched {
             worker: p.worker.clone(),
-            lease_for: p.lease,
+            lease_for: leases.get(&job.queue).copied().unwrap_or(p.lease),
         };
         let next = transition(&job, event, p.now)?;
         save_job(conn, &job, &next)?;
@@ -466,14 +468,21 @@ pub fn lease_extend_many(
     p: LeaseExtendManyParams,
 ) -> Result<Vec<Result<Extended, StoreError>>, StoreError> {
     touch_worker(conn, &p.worker, p.now)?;
+    let mut leases: HashMap<String, Duration> = HashMap::new();
     Ok(p.leases
         .iter()
         .map(|lease| {
+            let before = job_get(conn, lease.job)?;
+            if !leases.contains_key(&before.queue) {
+                let queue_lease = queue_get(conn, &before.queue)?.and_then(|q| q.config.lease);
+                leases.insert(before.queue.clone(), queue_lease.unwrap_or(p.lease));
+            }
             let event = Event::Heartbeat {
                 token: lease.token,
-                lease_for: p.lease,
+                lease_for: leases[&before.queue],
             };
-            let job = job_apply(conn, lease.job, event, p.now)?;
+            let job = transition(&before, event, p.now)?;
+            save_job(conn, &before, &job)?;
             Ok(Extended {
                 job: job.id,
                 expires_at: job.lease.as_ref().map_or(p.now, |l| l.expires_at),

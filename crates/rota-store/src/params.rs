@@ -42,7 +42,7 @@ pub struct JobClaimManyParams {
     pub kinds: Vec<String>,
     /// At most this many jobs.
     pub max: usize,
-    /// Lease length.
+    /// Lease length for jobs whose queue sets none.
     pub lease: Duration,
     /// The current time.
     pub now: Timestamp,
@@ -64,7 +64,7 @@ pub struct LeaseExtendManyParams {
     pub worker: String,
     /// The leases.
     pub leases: Vec<LeaseRef>,
-    /// New lease length from now.
+    /// New lease length from now, for jobs whose queue sets none.
     pub lease: Duration,
     /// The current time.
     pub now: Timestamp,

@@ -57,9 +57,21 @@ pub async fn fetch(
             .await?;
         let now = tokio::time::Instant::now();
         if !jobs.is_empty() || now >= deadline {
+            // The shortest lease granted (queues may set their own), so the worker knows how
+            // often to heartbeat.
+            let clock_now = state.clock.now();
+            let lease = jobs
+                .iter()
+                .filter_map(|j| j.lease.as_ref())
+                .map(|l| {
+                    std::time::Duration::try_from(l.expires_at.duration_since(clock_now))
+                        .unwrap_or_default()
+                })
+                .min()
+                .unwrap_or(state.config.lease);
             return Ok(ApiJson(FetchResponse {
                 jobs: jobs.into_iter().map(Into::into).collect(),
-                lease: rota_core::format_duration(state.config.lease),
+                lease: rota_core::format_duration(lease),
             }));
         }
         // Enqueues wake this at once. Jobs that become due by time (delays, backoffs) are

@@ -185,3 +185,55 @@ pub async fn live_leases_are_not_rescued(s: Subject) {
         JobState::Running
     );
 }
+
+/// A queue's own lease length applies to its jobs, at fetch and at every heartbeat.
+pub async fn a_queues_lease_applies_to_its_jobs(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    store
+        .queue_declare(QueueDeclareParams {
+            name: "long".into(),
+            config: QueueConfig {
+                lease: Some(secs(300)),
+                ..QueueConfig::default()
+            },
+            now,
+        })
+        .await
+        .unwrap();
+    insert(
+        store,
+        vec![
+            NewJob::new("long", "k", serde_json::json!({})),
+            new_job("k"),
+        ],
+        now,
+    )
+    .await;
+    let jobs = claim(store, "w", &["long", "default"], &[], 2, now).await;
+    let expiry = |j: &Job| j.lease.as_ref().unwrap().expires_at;
+    let long = jobs.iter().find(|j| j.queue == "long").unwrap();
+    let plain = jobs.iter().find(|j| j.queue == "default").unwrap();
+    assert_eq!(
+        (expiry(long), expiry(plain)),
+        (add_duration(now, secs(300)), add_duration(now, secs(30)))
+    );
+    let later = add_duration(now, secs(10));
+    let out = store
+        .lease_extend_many(LeaseExtendManyParams {
+            worker: "w".into(),
+            leases: vec![lease_of(long), lease_of(plain)],
+            lease: secs(30),
+            now: later,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap().expires_at,
+        add_duration(later, secs(300))
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap().expires_at,
+        add_duration(later, secs(30))
+    );
+}

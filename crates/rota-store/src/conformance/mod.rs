@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
                 a_job_that_kills_its_worker_every_time_ends_dead,
                 a_stale_worker_cannot_complete_a_rescued_and_released_job,
                 live_leases_are_not_rescued,
+                a_queues_lease_applies_to_its_jobs,
             }
             dead {
                 dead_jobs_survive_pruning_unless_a_dead_retention_is_set,
