@@ -336,3 +336,71 @@ fn migrate_status_and_up_report_schema_versions() {
     let (ok, newer) = rota(&["migrate", "status", "--database", "x.db"]);
     assert!(!ok && newer.contains("newer rota"), "{newer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_long_polls_and_stops_the_server_promptly() {
+    let mut server = Server::start("");
+    let client = server.client();
+    let poll = tokio::spawn(async move {
+        client
+            .fetch(&FetchRequest {
+                worker: "w".into(),
+                queues: vec!["default".into()],
+                kinds: vec![],
+                max: Some(1),
+                wait: Some("50s".into()),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let answered = poll
+        .await
+        .unwrap()
+        .expect("the long poll is answered, not cut off");
+    assert!(answered.jobs.is_empty());
+}
+
+#[test]
+fn tokens_made_by_rota_token_new_are_accepted_by_scope() {
+    let make = |scope: &str| {
+        let out = std::process::Command::new(ROTA)
+            .args(["token", "new", "--scope", scope, "--name", scope])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let config = String::from_utf8(out.stderr).unwrap();
+        let entry = config[config.find("[[token]]").unwrap()..].to_owned();
+        (token, entry)
+    };
+    let (producer, producer_entry) = make("produce");
+    let (worker, worker_entry) = make("work");
+    let server = Server::start(&format!("{producer_entry}\n{worker_entry}\n"));
+    let run = |token: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(ROTA);
+        command
+            .args(args)
+            .env("ROTA_URL", &server.url)
+            .env_remove("ROTA_TOKEN");
+        if let Some(token) = token {
+            command.env("ROTA_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(None, &["enqueue", "k"]);
+    assert!(!ok && stderr.contains("unauthorized"), "{stderr}");
+    let (ok, stderr) = run(Some(&worker), &["enqueue", "k"]);
+    assert!(!ok && stderr.contains("forbidden"), "{stderr}");
+    let (ok, stderr) = run(Some(&producer), &["enqueue", "k"]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run(Some("rota_0000"), &["jobs", "list"]);
+    assert!(!ok && stderr.contains("unauthorized"), "{stderr}");
+}

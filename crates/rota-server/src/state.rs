@@ -52,6 +52,9 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Workers already registered by this process (registration is once per worker).
     pub registered: Arc<Mutex<HashSet<String>>>,
+    /// Cancelled when the server shuts down: long polls answer at once instead of holding
+    /// the shutdown up until their wait elapses.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
             wake: WakeHub::new(),
             config: Arc::new(config),
             registered: Arc::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -77,6 +77,30 @@ impl Server {
         }
     }
 
+    /// SIGTERM; returns how long the server took to exit.
+    pub fn terminate(&mut self) -> Duration {
+        let mut child = self.child.take().expect("server running");
+        let started = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "rota serve exited with {status:?} after SIGTERM"
+                );
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "rota serve ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

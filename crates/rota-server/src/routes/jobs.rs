@@ -89,7 +89,7 @@ pub async fn get_job(
 ) -> Result<ApiJson<JobView>, ApiError> {
     let id = job_id("id", &id)?;
     let wait = wait_param("wait", query.wait.as_deref(), WAIT_MAX)?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let mut deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a finish between the read and the wait is not missed.
     let finished = state.wake.subscribe(&[AppState::job_key(&id)]);
     loop {
@@ -100,6 +100,7 @@ pub async fn get_job(
         tokio::select! {
             _ = finished.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => deadline = tokio::time::Instant::now(),
         }
     }
 }

@@ -39,7 +39,7 @@ pub async fn fetch(
     }
     let wait = wait_param("wait", request.wait.as_deref(), WAIT_MAX)?;
     register_once(&state, &request).await?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let mut deadline = tokio::time::Instant::now() + wait;
     // Subscribe before claiming: a job enqueued between an empty claim and the wait still
     // wakes this fetch.
     let ready = state.wake.subscribe(&request.queues);
@@ -79,6 +79,7 @@ pub async fn fetch(
         tokio::select! {
             _ = ready.notified() => {}
             _ = tokio::time::sleep_until(deadline.min(now + std::time::Duration::from_secs(1))) => {}
+            _ = state.shutdown.cancelled() => deadline = now,
         }
     }
 }
