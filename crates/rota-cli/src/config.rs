@@ -331,6 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let (_dir, path) = write(
+            "bind = \"127.0.0.1:9001\"\ndurability = \"normal\"\n[queues.mail]\nlease = \"1m\"\n",
+        );
+        let args = |bind: Option<&str>| ServeArgs {
+            database: None,
+            bind: bind.map(str::to_owned),
+            config: path.clone(),
+            durability: None,
+            body_limit: None,
+            insecure_no_auth: false,
+        };
+        let from_file = resolve(&args(None)).unwrap();
+        assert_eq!(from_file.bind.to_string(), "127.0.0.1:9001");
+        assert_eq!(from_file.durability, Durability::Normal);
+        assert_eq!(from_file.database, PathBuf::from(DATABASE_DEFAULT));
+        assert_eq!(
+            from_file.queues["mail"].lease,
+            Some(Duration::from_secs(60))
+        );
+        let from_flag = resolve(&args(Some("127.0.0.1:9002"))).unwrap();
+        assert_eq!(from_flag.bind.to_string(), "127.0.0.1:9002");
+    }
+
+    #[test]
     fn unsupported_schemes_list_what_is_supported() {
         let err = database_path("mysql://x").unwrap_err().to_string();
         assert!(

@@ -359,9 +359,17 @@ async fn heartbeat_loop(
     lease: Arc<Mutex<Duration>>,
     shutdown: CancellationToken,
 ) {
+    // Ticks often and beats once a third of the lease has passed since the last beat, so a
+    // shorter lease learnt from a later fetch takes effect at once.
+    let tick = Duration::from_millis(100);
+    let mut last_beat = tokio::time::Instant::now();
     loop {
-        let every = (*lease.lock().expect("lease poisoned") / 3).max(Duration::from_millis(200));
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(tick).await;
+        let every = (*lease.lock().expect("lease poisoned") / 3).max(tick);
+        if last_beat.elapsed() < every {
+            continue;
+        }
+        last_beat = tokio::time::Instant::now();
         let leases: Vec<LeaseToken> = table
             .lock()
             .expect("job table poisoned")

@@ -404,3 +404,49 @@ fn tokens_made_by_rota_token_new_are_accepted_by_scope() {
     let (ok, stderr) = run(Some("rota_0000"), &["jobs", "list"]);
     assert!(!ok && stderr.contains("unauthorized"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_worker_kills_children_that_time_out_or_are_cancelled() {
+    let server = Server::start("lease = \"3s\"\n");
+    let client = server.client();
+    let mut slow = job("slow", json!({}));
+    slow.timeout = Some("1s".into());
+    slow.max_attempts = Some(1);
+    let timed = client.enqueue(&slow).await.unwrap().job.id;
+    let cancelled = client
+        .enqueue(&job("forever", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "2",
+            "--exec",
+            "sleep 120",
+        ],
+    );
+    let dead = client.job_wait(&timed, "30s").await.unwrap();
+    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.errors[0].message, "timed out after 1s");
+    eventually(
+        Duration::from_secs(20),
+        "the second job to run",
+        async || (client.job(&cancelled).await.unwrap().state == "running").then_some(()),
+    )
+    .await;
+    let out = server.rota(&["jobs", "cancel", &cancelled]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next heartbeat (every lease/3 = 1 s) carries the request; the child is killed.
+    let ended = client.job_wait(&cancelled, "30s").await.unwrap();
+    assert_eq!(ended.state, "cancelled");
+    assert_eq!(ended.errors[0].message, "cancelled on request");
+}
