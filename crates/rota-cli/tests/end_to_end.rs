@@ -187,35 +187,69 @@ async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_batches_survive_kill_9_of_the_server_whole() {
+    const BATCH: usize = 20;
     let mut server = Server::start("");
-    let mut acknowledged: Vec<Vec<String>> = Vec::new();
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut attempted: Vec<String> = Vec::new();
     for round in 0..10 {
-        let client = server.client();
-        let jobs = (0..20)
-            .map(|i| job("batch", json!({"round": round, "i": i})))
-            .collect();
-        let response = client
-            .enqueue_many(&EnqueueManyRequest { jobs })
+        // Several producers keep batches in flight; the server is killed right after one of
+        // them is acknowledged, while others are mid-request.
+        let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut producers = Vec::new();
+        for p in 0..3 {
+            let (client, acked_tx) = (server.client(), acked_tx.clone());
+            let tags: Vec<String> = (0..1000).map(|b| format!("r{round}p{p}b{b}")).collect();
+            attempted.extend(tags.iter().take(50).cloned());
+            producers.push(tokio::spawn(async move {
+                for tag in tags.into_iter().take(50) {
+                    let jobs = (0..BATCH)
+                        .map(|i| NewJobRequest {
+                            tags: vec![tag.clone()],
+                            ..job("batch", json!({ "i": i }))
+                        })
+                        .collect();
+                    if client
+                        .enqueue_many(&EnqueueManyRequest { jobs })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = acked_tx.send(tag);
+                }
+            }));
+        }
+        acknowledged.push(acked_rx.recv().await.expect("a batch acknowledged"));
+        tokio::time::sleep(Duration::from_millis(5 * (round as u64 % 4))).await;
+        server.kill9();
+        for producer in producers {
+            let _ = producer.await;
+        }
+        while let Ok(tag) = acked_rx.try_recv() {
+            acknowledged.push(tag);
+        }
+        server.restart();
+    }
+    let client = server.client();
+    for tag in &attempted {
+        let page = client
+            .jobs(&[("tag", tag.clone()), ("limit", "100".into())])
             .await
             .unwrap();
-        acknowledged.push(response.jobs.into_iter().map(|e| e.job.id).collect());
-        server.kill9();
-        server.restart();
-        let client = server.client();
-        for (n, batch) in acknowledged.iter().enumerate() {
-            let mut present = 0;
-            for id in batch {
-                if client.job(id).await.is_ok() {
-                    present += 1;
-                }
-            }
+        let present = page.jobs.len();
+        if acknowledged.contains(tag) {
             assert_eq!(
-                present,
-                batch.len(),
-                "round {round}: batch {n} lost jobs after kill -9"
+                present, BATCH,
+                "acknowledged batch {tag} lost jobs after kill -9"
+            );
+        } else {
+            assert!(
+                present == 0 || present == BATCH,
+                "batch {tag} is partly present: {present} of {BATCH}"
             );
         }
     }
+    assert!(acknowledged.len() >= 10);
 }
 
 #[test]
