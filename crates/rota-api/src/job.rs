@@ -93,6 +93,7 @@ impl NewJobRequest {
             },
             unique_key: self.unique_key,
             tags: self.tags,
+            origin: None,
         })
     }
 }
@@ -219,6 +220,13 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// The schedule that enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The schedule slot it was enqueued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub slot: Option<Timestamp>,
 }
 
 impl From<Job> for JobView {
@@ -252,6 +260,8 @@ impl From<Job> for JobView {
             created_at: job.created_at,
             attempted_at: job.attempted_at,
             finished_at: job.finished_at,
+            schedule: job.origin.as_ref().map(|o| o.schedule.clone()),
+            slot: job.origin.map(|o| o.slot),
         }
     }
 }

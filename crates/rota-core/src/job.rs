@@ -52,6 +52,18 @@ pub struct NewJob {
     /// Free-form labels for filtering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The schedule and slot that enqueued it, if a schedule did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<JobOrigin>,
+}
+
+/// The schedule slot a job was enqueued for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOrigin {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot.
+    pub slot: Timestamp,
 }
 
 impl NewJob {
@@ -68,6 +80,7 @@ impl NewJob {
             unique_key: None,
             unique_for: None,
             tags: Vec::new(),
+            origin: None,
         }
     }
 
@@ -210,6 +223,9 @@ pub struct Job {
     /// When it reached a final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// The schedule and slot that enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<JobOrigin>,
 }
 
 impl Job {
@@ -243,6 +259,7 @@ impl Job {
             created_at: now,
             attempted_at: None,
             finished_at: None,
+            origin: new.origin,
         }
     }
 

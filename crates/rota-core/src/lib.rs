@@ -13,6 +13,7 @@ mod id;
 mod job;
 mod lease;
 mod retry;
+pub mod schedule;
 mod state;
 mod transition;
 pub mod validation;
@@ -20,7 +21,7 @@ pub mod validation;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{format_duration, parse_duration, serde_humane, DurationParseError};
 pub use id::JobId;
-pub use job::{ErrorReport, Job, JobError, NewJob, Progress, PRIORITY_DEFAULT};
+pub use job::{ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, PRIORITY_DEFAULT};
 pub use lease::Lease;
 pub use retry::{
     Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT, BACKOFF_INITIAL_DEFAULT,

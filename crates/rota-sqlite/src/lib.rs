@@ -378,4 +378,37 @@ impl Store for SqliteStore {
     async fn worker_list(&self) -> Result<Vec<Worker>, StoreError> {
         self.readers.read(sql::worker_list).await
     }
+
+    async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError> {
+        p.schedule.validate()?;
+        self.writer
+            .write(move |conn| sql::schedule_upsert(conn, p))
+            .await
+    }
+
+    async fn schedule_delete(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| sql::schedule_delete(conn, &name))
+            .await
+    }
+
+    async fn schedule_list(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.readers.read(sql::schedule_list).await
+    }
+
+    async fn schedule_fire(&self, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError> {
+        self.writer
+            .write(move |conn| sql::schedule_fire(conn, p))
+            .await
+    }
+
+    async fn job_next_due(
+        &self,
+        queues: Vec<String>,
+    ) -> Result<Option<jiff::Timestamp>, StoreError> {
+        self.readers
+            .read(move |conn| sql::job_next_due(conn, &queues))
+            .await
+    }
 }

@@ -7,7 +7,10 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::sql::db_err;
 
 /// The migrations, numbered in lockstep with every other backend.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_schedules.sql")),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -60,7 +60,8 @@ macro_rules! job_columns {
     () => {
         "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
          timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
-         lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at"
+         lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at, \
+         schedule, slot"
     };
 }
 
@@ -116,6 +117,16 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             .get::<_, Option<i64>>(22)?
             .map(from_micros)
             .transpose()?,
+        origin: match (
+            row.get::<_, Option<String>>(23)?,
+            row.get::<_, Option<i64>>(24)?,
+        ) {
+            (Some(schedule), Some(slot)) => Some(rota_core::JobOrigin {
+                schedule,
+                slot: from_micros(slot)?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -154,7 +165,7 @@ fn backoff_from_text(raw: &str) -> rusqlite::Result<rota_core::Backoff> {
 fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"))
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -180,6 +191,8 @@ fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         micros(job.created_at),
         job.attempted_at.map(micros),
         job.finished_at.map(micros),
+        job.origin.as_ref().map(|o| o.schedule.as_str()),
+        job.origin.as_ref().map(|o| micros(o.slot)),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     Ok(())
@@ -711,4 +724,142 @@ pub fn worker_list(conn: &Connection) -> Result<Vec<Worker>, StoreError> {
         .collect()
     })
     .map_err(db_err("listing workers"))
+}
+
+fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        schedule: from_json(0, text(row, 0)?)?,
+        last_slot: from_micros(row.get(1)?)?,
+        fired: row.get::<_, i64>(2)? as u64,
+        missed: row.get::<_, i64>(3)? as u64,
+        recovered: row.get::<_, i64>(4)? as u64,
+        last_job: row.get::<_, Option<[u8; 16]>>(5)?.map(JobId::from_bytes),
+        updated_at: from_micros(row.get(6)?)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "definition, last_slot, fired, missed, recovered, last_job, updated_at";
+
+fn schedule_get(conn: &Connection, name: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedule WHERE name = ?1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([name], schedule_from_row).optional())
+    .map_err(|e| classify(&format!("reading schedule {name:?}"), e))
+}
+
+/// Creates or updates a schedule.
+pub fn schedule_upsert(
+    conn: &Connection,
+    p: ScheduleUpsertParams,
+) -> Result<ScheduleRecord, StoreError> {
+    let name = p.schedule.name.clone();
+    let existing = schedule_get(conn, &name)?;
+    let restart = match &existing {
+        None => true,
+        Some(old) => {
+            old.schedule.expression != p.schedule.expression
+                || old.schedule.timezone != p.schedule.timezone
+                || (!old.schedule.enabled && p.schedule.enabled)
+        }
+    };
+    let last_slot = match (&existing, restart) {
+        (Some(old), false) => old.last_slot,
+        _ => p.now,
+    };
+    conn.prepare_cached(
+        "INSERT INTO schedule (name, definition, last_slot, fired, missed, recovered, last_job, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 0, 0, 0, NULL, ?4, ?4) \
+         ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, last_slot = excluded.last_slot, \
+         updated_at = excluded.updated_at",
+    )
+    .and_then(|mut stmt| stmt.execute(params![name, json(&p.schedule), micros(last_slot), micros(p.now)]))
+    .map_err(|e| classify(&format!("saving schedule {name:?}"), e))?;
+    schedule_get(conn, &name)?.ok_or_else(|| StoreError::ScheduleNotFound(name))
+}
+
+/// Removes a schedule.
+pub fn schedule_delete(conn: &Connection, name: &str) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM schedule WHERE name = ?1")
+        .and_then(|mut stmt| stmt.execute([name]))
+        .map_err(|e| classify(&format!("deleting schedule {name:?}"), e))?;
+    if n == 0 {
+        return Err(StoreError::ScheduleNotFound(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Every schedule, by name.
+pub fn schedule_list(conn: &Connection) -> Result<Vec<ScheduleRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedule ORDER BY name"
+    ))
+    .and_then(|mut stmt| stmt.query_map([], schedule_from_row)?.collect())
+    .map_err(db_err("listing schedules"))
+}
+
+/// Fires a schedule's planned slots, unless another scheduler got there first.
+pub fn schedule_fire(
+    conn: &Connection,
+    p: ScheduleFireParams,
+) -> Result<ScheduleFired, StoreError> {
+    let Some(current) = schedule_get(conn, &p.name)? else {
+        return Err(StoreError::ScheduleNotFound(p.name));
+    };
+    if current.last_slot != p.expected_last {
+        return Ok(ScheduleFired {
+            lost_race: true,
+            jobs: vec![],
+        });
+    }
+    let on_time = p.jobs.len() as u64 - p.recovered;
+    let jobs = if p.jobs.is_empty() {
+        vec![]
+    } else {
+        job_insert_many(
+            conn,
+            JobInsertManyParams {
+                jobs: p.jobs,
+                defaults: p.defaults,
+                now: p.now,
+            },
+        )?
+    };
+    let last_job = jobs.last().map(|i| i.job.id.as_bytes().to_vec());
+    conn.prepare_cached(
+        "UPDATE schedule SET last_slot = ?2, fired = fired + ?3, missed = missed + ?4, \
+         recovered = recovered + ?5, last_job = coalesce(?6, last_job), updated_at = ?7 WHERE name = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            p.name,
+            micros(p.last_slot),
+            on_time as i64,
+            (p.recovered + p.skipped) as i64,
+            p.recovered as i64,
+            last_job,
+            micros(p.now),
+        ])
+    })
+    .map_err(|e| classify(&format!("advancing schedule {:?}", p.name), e))?;
+    Ok(ScheduleFired {
+        lost_race: false,
+        jobs,
+    })
+}
+
+/// The earliest run_at of a waiting job on `queues`.
+pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Timestamp>, StoreError> {
+    let at: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') \
+             AND queue IN (SELECT value FROM json_each(?1))",
+        )
+        .and_then(|mut stmt| stmt.query_row([json(&queues)], |r| r.get(0)))
+        .map_err(db_err("finding the next due job"))?;
+    at.map(from_micros)
+        .transpose()
+        .map_err(db_err("finding the next due job"))
 }

@@ -9,6 +9,9 @@ pub enum StoreError {
     /// No job has this id.
     #[error("job {0} not found")]
     JobNotFound(JobId),
+    /// No schedule has this name.
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
     /// The queue was never declared; `suggestion` is the closest declared name.
     #[error("queue {queue:?} is not declared{}", match suggestion {
         Some(s) => format!("; did you mean {s:?}? (declare {queue:?} in rota.toml or with `rota queues declare` if it is new)"),
@@ -76,7 +79,9 @@ impl StoreError {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::JobNotFound(_) | StoreError::QueueNotDeclared { .. } => ErrorKind::NotFound,
+            StoreError::JobNotFound(_)
+            | StoreError::QueueNotDeclared { .. }
+            | StoreError::ScheduleNotFound(_) => ErrorKind::NotFound,
             StoreError::Transition(TransitionError::LeaseLost { .. }) => ErrorKind::LeaseLost,
             StoreError::Transition(_) => ErrorKind::Conflict,
             StoreError::Invalid(_) => ErrorKind::Invalid,

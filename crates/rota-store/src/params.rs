@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use rota_core::schedule::ScheduleDef;
 use rota_core::{ErrorReport, Job, JobId, JobState, NewJob, Progress, RetryOverride};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -411,4 +412,64 @@ pub struct Worker {
     pub started_at: Timestamp,
     /// Last fetch, heartbeat or registration.
     pub last_seen: Timestamp,
+}
+
+/// Create or update a schedule.
+#[derive(Debug, Clone)]
+pub struct ScheduleUpsertParams {
+    /// The definition (validated by the caller).
+    pub schedule: ScheduleDef,
+    /// The current time: a new schedule, or one whose expression or zone changed, counts its
+    /// slots from here (earlier slots are not "missed").
+    pub now: Timestamp,
+}
+
+/// A schedule with its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    /// The definition.
+    pub schedule: ScheduleDef,
+    /// Slots at or before this are done.
+    pub last_slot: Timestamp,
+    /// Slots enqueued on time.
+    pub fired: u64,
+    /// Slots that passed while no scheduler ran (or while disabled).
+    pub missed: u64,
+    /// Missed slots enqueued late.
+    pub recovered: u64,
+    /// The most recent job it enqueued.
+    pub last_job: Option<JobId>,
+    /// Last change to the definition or bookkeeping.
+    pub updated_at: Timestamp,
+}
+
+/// Enqueue a schedule's due slots and advance its bookkeeping, atomically.
+#[derive(Debug, Clone)]
+pub struct ScheduleFireParams {
+    /// The schedule.
+    pub name: String,
+    /// The `last_slot` the plan was made from: if another scheduler advanced it meanwhile,
+    /// nothing happens (it fired these slots).
+    pub expected_last: Timestamp,
+    /// The new `last_slot`.
+    pub last_slot: Timestamp,
+    /// One job per slot to fire (each with its `cron:<name>:<slot>` unique key).
+    pub jobs: Vec<NewJob>,
+    /// How many of `jobs` recover missed slots.
+    pub recovered: u64,
+    /// Missed slots not fired.
+    pub skipped: u64,
+    /// Retry-policy layers and limits for the jobs.
+    pub defaults: Arc<PolicyDefaults>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// What firing did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleFired {
+    /// The schedule had already been advanced past `expected_last` by another scheduler.
+    pub lost_race: bool,
+    /// The jobs (a slot whose job already existed comes back as a duplicate).
+    pub jobs: Vec<Inserted>,
 }

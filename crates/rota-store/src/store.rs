@@ -103,4 +103,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every known worker with when it was last seen.
     async fn worker_list(&self) -> Result<Vec<Worker>, StoreError>;
+
+    /// Creates or updates a schedule. A changed expression or time zone restarts its slot
+    /// count at `now`, so the old expression's missed slots never fire.
+    async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError>;
+
+    /// Removes a schedule; the jobs it enqueued stay.
+    async fn schedule_delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every schedule with its bookkeeping, by name.
+    async fn schedule_list(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Enqueues a schedule's planned slots and advances its `last_slot` in one transaction,
+    /// unless another scheduler advanced it first. With the per-slot unique keys this makes
+    /// every slot fire at most once, however many schedulers run.
+    async fn schedule_fire(&self, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError>;
+
+    /// The earliest `run_at` of a scheduled or retryable job on these queues (when a waiting
+    /// fetch should look again).
+    async fn job_next_due(
+        &self,
+        queues: Vec<String>,
+    ) -> Result<Option<jiff::Timestamp>, StoreError>;
 }
