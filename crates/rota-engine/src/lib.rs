@@ -7,10 +7,12 @@
 
 mod pruner;
 mod rescuer;
+pub mod scheduler;
 pub mod service;
 mod wake;
 
 pub use pruner::{Pruner, PrunerConfig};
 pub use rescuer::{Rescuer, RescuerConfig};
+pub use scheduler::{Recovery, Scheduler, SchedulerConfig, SchedulerReport};
 pub use service::{Service, ServiceHandle, ServiceReport};
 pub use wake::{Subscription, WakeHub};

@@ -1,0 +1,239 @@
+//! The scheduler: turns cron schedules into jobs, one per slot, at most once per slot
+//! however many nodes run it, and recovers slots missed while no scheduler ran.
+//!
+//! Each pass plans every enabled schedule's due slots from its stored `last_slot`
+//! ([`rota_core::schedule::plan_slots`]) and fires them with
+//! [`rota_store::Store::schedule_fire`], which enqueues the slot jobs (unique key
+//! `cron:<name>:<slot>`) and advances `last_slot` in one transaction, or does nothing if
+//! another scheduler advanced it first. Between passes it sleeps until the next slot of any
+//! schedule or until told that schedules changed: no polling while idle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::schedule::{plan_slots, MisfirePolicy, MISFIRE_GRACE_DEFAULT};
+use rota_core::{Clock, JobState};
+use rota_store::{PolicyDefaults, ScheduleFireParams, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::WakeHub;
+
+/// How long a slot's unique key blocks a second job after the first finished.
+pub const SLOT_UNIQUE_FOR_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest sleep between passes, so schedules changed on other nodes are seen.
+pub const SCHEDULER_MAX_SLEEP_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// A slot fired later than this after its time counts as missed.
+    pub grace: Duration,
+    /// How long a slot's job keeps its unique key after finishing.
+    pub unique_for: Duration,
+    /// Longest sleep between passes.
+    pub max_sleep: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            grace: MISFIRE_GRACE_DEFAULT,
+            unique_for: SLOT_UNIQUE_FOR_DEFAULT,
+            max_sleep: SCHEDULER_MAX_SLEEP_DEFAULT,
+        }
+    }
+}
+
+/// Missed slots a pass recovered or skipped for one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The schedule.
+    pub schedule: String,
+    /// Its misfire policy.
+    pub policy: MisfirePolicy,
+    /// Missed slots enqueued now.
+    pub recovered: Vec<Timestamp>,
+    /// Missed slots not enqueued, by policy.
+    pub skipped: usize,
+}
+
+impl fmt::Display for Recovery {
+    /// The log line: `schedule "nightly" (misfire latest): recovered 1 missed slot
+    /// (2026-03-01T08:00:00Z), skipped 4`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slots: Vec<String> = self.recovered.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "schedule {:?} (misfire {}): recovered {} missed slot{} ({}), skipped {}",
+            self.schedule,
+            match self.policy {
+                MisfirePolicy::Skip => "skip",
+                MisfirePolicy::Latest => "latest",
+                MisfirePolicy::All => "all",
+            },
+            self.recovered.len(),
+            if self.recovered.len() == 1 { "" } else { "s" },
+            if slots.is_empty() {
+                "none".to_owned()
+            } else {
+                slots.join(", ")
+            },
+            self.skipped
+        )
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulerReport {
+    /// Jobs enqueued (on time and recovered), by this pass.
+    pub enqueued: usize,
+    /// Missed slots recovered or skipped, per schedule.
+    pub recoveries: Vec<Recovery>,
+    /// Schedules another scheduler had already advanced.
+    pub lost_races: usize,
+    /// The next slot of any enabled schedule: when to wake.
+    pub next_slot: Option<Timestamp>,
+}
+
+/// The scheduler service.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    config: SchedulerConfig,
+    defaults: Arc<PolicyDefaults>,
+    wake: Option<WakeHub>,
+    changed: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`; jobs get `defaults` for policy resolution.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: SchedulerConfig,
+        defaults: Arc<PolicyDefaults>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            defaults,
+            wake: None,
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes long-polling fetches on the queues it enqueues to.
+    pub fn with_wake(mut self, wake: WakeHub) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// A handle to tell the running scheduler that schedules changed.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// One pass at `now`. Tests call this directly with a manual clock.
+    pub async fn run_once(&self, now: Timestamp) -> Result<SchedulerReport, StoreError> {
+        let mut report = SchedulerReport::default();
+        for record in self.store.schedule_list().await? {
+            let def = &record.schedule;
+            if !def.enabled {
+                continue;
+            }
+            let cadence = match def.validate() {
+                Ok(cadence) => cadence,
+                Err(err) => {
+                    warn!(schedule = %def.name, error = %err, "schedule cannot be evaluated; skipping it");
+                    continue;
+                }
+            };
+            let plan = plan_slots(
+                &cadence,
+                record.last_slot,
+                now,
+                def.misfire,
+                def.backfill,
+                self.config.grace,
+            );
+            if let Some(last_slot) = plan.last_slot {
+                let jobs = plan
+                    .fire
+                    .iter()
+                    .map(|slot| def.job_for(*slot, self.config.unique_for))
+                    .collect();
+                let fired = self
+                    .store
+                    .schedule_fire(ScheduleFireParams {
+                        name: def.name.clone(),
+                        expected_last: record.last_slot,
+                        last_slot,
+                        jobs,
+                        recovered: plan.recovered.len() as u64,
+                        skipped: plan.skipped as u64,
+                        defaults: self.defaults.clone(),
+                        now,
+                    })
+                    .await?;
+                if fired.lost_race {
+                    report.lost_races += 1;
+                } else {
+                    report.enqueued += fired.jobs.iter().filter(|i| !i.duplicate).count();
+                    if let Some(wake) = &self.wake {
+                        if fired
+                            .jobs
+                            .iter()
+                            .any(|i| i.job.state == JobState::Available)
+                        {
+                            wake.notify(&def.template.queue);
+                        }
+                    }
+                    if !plan.recovered.is_empty() || plan.skipped > 0 {
+                        let recovery = Recovery {
+                            schedule: def.name.clone(),
+                            policy: def.misfire,
+                            recovered: plan.recovered.clone(),
+                            skipped: plan.skipped,
+                        };
+                        info!("{recovery}");
+                        report.recoveries.push(recovery);
+                    }
+                }
+            }
+            let from = plan.last_slot.unwrap_or(record.last_slot).max(now);
+            if let Some(next) = cadence.next_after(from) {
+                report.next_slot = Some(report.next_slot.map_or(next, |n| n.min(next)));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs passes until `shutdown`: after each, sleeps until the next slot, a change, or
+    /// `max_sleep`, whichever comes first.
+    pub async fn run(self, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+        loop {
+            let now = clock.now();
+            let sleep = match self.run_once(now).await {
+                Ok(report) => report
+                    .next_slot
+                    .map(|next| {
+                        Duration::try_from(next.duration_since(clock.now())).unwrap_or_default()
+                    })
+                    .unwrap_or(self.config.max_sleep)
+                    .min(self.config.max_sleep),
+                Err(err) => {
+                    warn!(error = %err, "scheduler pass failed; retrying in 1s");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
