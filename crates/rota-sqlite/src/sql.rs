@@ -776,7 +776,7 @@ pub fn schedule_upsert(
     )
     .and_then(|mut stmt| stmt.execute(params![name, json(&p.schedule), micros(last_slot), micros(p.now)]))
     .map_err(|e| classify(&format!("saving schedule {name:?}"), e))?;
-    schedule_get(conn, &name)?.ok_or_else(|| StoreError::ScheduleNotFound(name))
+    schedule_get(conn, &name)?.ok_or(StoreError::ScheduleNotFound(name))
 }
 
 /// Removes a schedule.
