@@ -8,9 +8,11 @@
 mod job;
 mod problem;
 mod queue;
+mod schedule;
 mod work;
 
 pub use job::*;
 pub use problem::Problem;
 pub use queue::*;
+pub use schedule::*;
 pub use work::*;

@@ -37,6 +37,8 @@ pub struct FileConfig {
     kinds: BTreeMap<String, RetryFile>,
     #[serde(default)]
     token: Vec<TokenFile>,
+    #[serde(default)]
+    schedule: Vec<rota::api::ScheduleRequest>,
 }
 
 /// A `[[token]]` in the file: its hash, never the token itself.
@@ -76,6 +78,22 @@ const TOP_KEYS: &[&str] = &[
     "queues",
     "kinds",
     "token",
+    "schedule",
+];
+const SCHEDULE_KEYS: &[&str] = &[
+    "name",
+    "cron",
+    "timezone",
+    "queue",
+    "kind",
+    "args",
+    "priority",
+    "max_attempts",
+    "backoff",
+    "timeout",
+    "misfire",
+    "backfill",
+    "enabled",
 ];
 const TOKEN_KEYS: &[&str] = &["name", "scope", "hash"];
 const QUEUE_KEYS: &[&str] = &["max_attempts", "backoff", "lease", "timeout"];
@@ -104,6 +122,8 @@ pub struct ServeConfig {
     pub insecure_no_auth: bool,
     /// Accepted tokens.
     pub auth: rota_server::auth::Auth,
+    /// Schedules from the file.
+    pub schedules: Vec<rota_core::schedule::ScheduleDef>,
 }
 
 fn check_keys(
@@ -143,6 +163,13 @@ pub fn read_file(path: &Path, required: bool) -> anyhow::Result<FileConfig> {
                 if let toml::Value::Table(entry) = entry {
                     check_keys(entry, keys, &format!("{section}.{name}."), path)?;
                 }
+            }
+        }
+    }
+    if let Some(toml::Value::Array(schedules)) = table.get("schedule") {
+        for schedule in schedules {
+            if let toml::Value::Table(schedule) = schedule {
+                check_keys(schedule, SCHEDULE_KEYS, "schedule.", path)?;
             }
         }
     }
@@ -265,7 +292,32 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             hash,
         });
     }
+    let mut schedules = Vec::new();
+    for request in file.schedule {
+        let def = request
+            .into_def(rota_core::schedule::ScheduleSource::Config)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: [[schedule]] {}: {}",
+                    args.config.display(),
+                    e.field,
+                    e.message
+                )
+            })?;
+        if schedules
+            .iter()
+            .any(|d: &rota_core::schedule::ScheduleDef| d.name == def.name)
+        {
+            bail!(
+                "{}: two [[schedule]] entries are named {:?}",
+                args.config.display(),
+                def.name
+            );
+        }
+        schedules.push(def);
+    }
     Ok(ServeConfig {
+        schedules,
         auth: rota_server::auth::Auth { tokens },
         database,
         bind,

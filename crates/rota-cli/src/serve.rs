@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("declaring queue {name:?} from the config file"))?;
     }
+    reconcile_schedules(&*store, &config.schedules, clock.now()).await?;
     let defaults = PolicyDefaults {
         retry: rota_core::RetryPolicy::resolve(
             &config.retry,
@@ -85,7 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let shutdown = CancellationToken::new();
-    let services = rota_server::maintenance::spawn(store.clone(), clock.clone(), shutdown.clone());
+    let services = rota_server::maintenance::spawn(&state, shutdown.clone());
     info!(address = %config.bind, "rota listening on http://{}", config.bind);
     let signal = shutdown.clone();
     rota_server::serve(listener, state, async move {
@@ -122,4 +123,37 @@ pub fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Makes the stored config schedules match the file: adds and updates the file's, removes
+/// config schedules no longer in it (their jobs stay). API schedules are left alone.
+async fn reconcile_schedules(
+    store: &dyn Store,
+    schedules: &[rota_core::schedule::ScheduleDef],
+    now: jiff::Timestamp,
+) -> anyhow::Result<()> {
+    for def in schedules {
+        store
+            .schedule_upsert(rota_store::ScheduleUpsertParams {
+                schedule: def.clone(),
+                now,
+            })
+            .await
+            .with_context(|| format!("saving schedule {:?} from the config file", def.name))?;
+    }
+    for record in store.schedule_list().await? {
+        let gone = record.schedule.source == rota_core::schedule::ScheduleSource::Config
+            && !schedules.iter().any(|d| d.name == record.schedule.name);
+        if gone {
+            store.schedule_delete(&record.schedule.name).await?;
+            info!(schedule = %record.schedule.name, "removed schedule no longer in the config file");
+        }
+    }
+    if !schedules.is_empty() {
+        info!(
+            schedules = schedules.len(),
+            "schedules from the config file are in place"
+        );
+    }
+    Ok(())
 }

@@ -131,6 +131,12 @@ impl Scheduler {
         self
     }
 
+    /// Uses `changed` as the "schedules changed" signal (shared with whoever edits them).
+    pub fn with_changed(mut self, changed: Arc<Notify>) -> Self {
+        self.changed = changed;
+        self
+    }
+
     /// A handle to tell the running scheduler that schedules changed.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()

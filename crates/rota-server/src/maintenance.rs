@@ -1,24 +1,37 @@
-//! The engine's maintenance services, started beside the HTTP server.
+//! The engine's services, started beside the HTTP server.
 
 use std::sync::Arc;
 
 use rota_core::Clock;
-use rota_engine::{service, Pruner, PrunerConfig, Rescuer, RescuerConfig};
+use rota_engine::{
+    service, Pruner, PrunerConfig, Rescuer, RescuerConfig, Scheduler, SchedulerConfig,
+};
 use rota_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts the rescuer and the pruner; they stop when `shutdown` is cancelled.
-pub fn spawn(
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
-) -> Vec<JoinHandle<()>> {
+/// Starts the rescuer, the pruner and the scheduler for the server with `state`; they stop
+/// when `shutdown` is cancelled.
+pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+    let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) =
+        (state.store.clone(), state.clock.clone());
     let (rescuer, _) = service::spawn(
         Rescuer::new(store.clone(), RescuerConfig::default()),
         clock.clone(),
         shutdown.clone(),
     );
-    let (pruner, _) = service::spawn(Pruner::new(store, PrunerConfig::default()), clock, shutdown);
-    vec![rescuer, pruner]
+    let (pruner, _) = service::spawn(
+        Pruner::new(store.clone(), PrunerConfig::default()),
+        clock.clone(),
+        shutdown.clone(),
+    );
+    let scheduler = Scheduler::new(
+        store,
+        SchedulerConfig::default(),
+        state.config.defaults.clone(),
+    )
+    .with_wake(state.wake.clone())
+    .with_changed(state.schedules_changed.clone());
+    let scheduler = tokio::spawn(scheduler.run(clock, shutdown));
+    vec![rescuer, pruner, scheduler]
 }

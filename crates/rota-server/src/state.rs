@@ -55,6 +55,8 @@ pub struct AppState {
     /// Cancelled when the server shuts down: long polls answer at once instead of holding
     /// the shutdown up until their wait elapses.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Told when schedules change through the API, so the scheduler re-plans at once.
+    pub schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             config: Arc::new(config),
             registered: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            schedules_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -393,6 +393,13 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         ("post", "/v1/queues/{name}/pause"),
         ("post", "/v1/queues/{name}/resume"),
         ("get", "/v1/workers"),
+        ("get", "/v1/schedules"),
+        ("post", "/v1/schedules"),
+        ("get", "/v1/schedules/{name}"),
+        ("delete", "/v1/schedules/{name}"),
+        ("post", "/v1/schedules/{name}/pause"),
+        ("post", "/v1/schedules/{name}/resume"),
+        ("post", "/v1/schedules/{name}/trigger"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let listed: usize = paths
@@ -518,4 +525,114 @@ async fn tokens_are_required_and_checked_by_scope() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "any token may read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_wakes_when_a_delayed_job_becomes_due() {
+    let api = Api::new();
+    let (_, enq) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "k", "delay": "1s"})),
+        )
+        .await;
+    assert_eq!(enq["job"]["state"], "scheduled");
+    let started = std::time::Instant::now();
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"], "wait": "30s"})),
+        )
+        .await;
+    assert_eq!(fetched["jobs"].as_array().unwrap().len(), 1, "{fetched}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken at the job's run_at, not at the wait's end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_shown_paused_triggered_and_deleted() {
+    let api = Api::new();
+    let request = json!({"name": "nightly", "cron": "0 2 * * *", "timezone": "Europe/London", "queue": "default", "kind": "report.build", "max_attempts": 3, "misfire": "all", "backfill": "6h"});
+    let (status, created) = api.call("POST", "/v1/schedules", Some(request)).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(
+        (
+            created["enabled"].as_bool(),
+            created["source"].as_str(),
+            created["misfire"].as_str()
+        ),
+        (Some(true), Some("api"), Some("all"))
+    );
+    assert!(created["next_slot"].is_string());
+    let (_, list) = api.call("GET", "/v1/schedules", None).await;
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
+    let (_, paused) = api.call("POST", "/v1/schedules/nightly/pause", None).await;
+    assert_eq!(
+        (paused["enabled"].as_bool(), paused["next_slot"].is_null()),
+        (Some(false), true)
+    );
+    let (_, resumed) = api.call("POST", "/v1/schedules/nightly/resume", None).await;
+    assert_eq!(resumed["enabled"], true);
+    let (status, triggered) = api
+        .call("POST", "/v1/schedules/nightly/trigger", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{triggered}");
+    assert_eq!(
+        (
+            triggered["job"]["schedule"].as_str(),
+            triggered["job"]["max_attempts"].as_u64()
+        ),
+        (Some("nightly"), Some(3))
+    );
+    let (_, shown) = api.call("GET", "/v1/schedules/nightly", None).await;
+    assert_eq!(shown["cron"], "0 2 * * *");
+    let (status, _) = api.call("DELETE", "/v1/schedules/nightly", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = api.call("GET", "/v1/schedules/nightly", None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("schedule_not_found"))
+    );
+    // The triggered job stays.
+    let (_, job) = api
+        .call(
+            "GET",
+            &format!("/v1/jobs/{}", triggered["job"]["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(job["schedule"], "nightly");
+
+    for (bad, field) in [
+        (
+            json!({"name": "x", "cron": "61 * * * *", "queue": "default", "kind": "k"}),
+            "expression",
+        ),
+        (
+            json!({"name": "x", "cron": "@daily", "timezone": "Mars/Base", "queue": "default", "kind": "k"}),
+            "timezone",
+        ),
+        (
+            json!({"name": "x", "cron": "@daily", "queue": "default", "kind": "k", "misfire": "sometimes"}),
+            "misfire",
+        ),
+    ] {
+        let (status, problem) = api.call("POST", "/v1/schedules", Some(bad)).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("schedule \"x\""),
+            "{problem}"
+        );
+    }
 }

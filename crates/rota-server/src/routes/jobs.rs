@@ -33,7 +33,8 @@ async fn enqueue_all(
         })
         .await?;
     for i in &inserted {
-        if !i.duplicate && i.job.state == JobState::Available {
+        // Scheduled jobs too: waiting fetches re-plan their wake-up for the new run_at.
+        if !i.duplicate {
             state.wake.notify(&i.job.queue);
         }
     }

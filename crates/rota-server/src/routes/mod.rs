@@ -3,6 +3,7 @@
 
 pub mod jobs;
 pub mod queues;
+pub mod schedules;
 pub mod work;
 
 use std::time::Duration;

@@ -74,11 +74,19 @@ pub async fn fetch(
                 lease: rota_core::format_duration(lease),
             }));
         }
-        // Enqueues wake this at once. Jobs that become due by time (delays, backoffs) are
-        // picked up by a re-check each second until the scheduler issue wakes at due times.
+        // Enqueues and state changes on these queues wake this at once; a job that becomes
+        // due by time (a delay, a retry backoff) wakes it at its run_at. No polling.
+        let clock_now = state.clock.now();
+        let wake_at = match state.store.job_next_due(request.queues.clone()).await? {
+            Some(due) => {
+                now + std::time::Duration::try_from(due.duration_since(clock_now))
+                    .unwrap_or_default()
+            }
+            None => deadline,
+        };
         tokio::select! {
             _ = ready.notified() => {}
-            _ = tokio::time::sleep_until(deadline.min(now + std::time::Duration::from_secs(1))) => {}
+            _ = tokio::time::sleep_until(deadline.min(wake_at)) => {}
             _ = state.shutdown.cancelled() => deadline = now,
         }
     }
@@ -165,7 +173,11 @@ fn notify_finished(state: &AppState, results: &[Result<rota_core::Job, StoreErro
         if job.state.is_final() {
             state.wake.notify(&AppState::job_key(&job.id));
         }
-        if job.state == JobState::Available {
+        if matches!(
+            job.state,
+            JobState::Available | JobState::Scheduled | JobState::Retryable
+        ) {
+            // Available now, or due later: waiting fetches re-plan their wake-up.
             state.wake.notify(&job.queue);
         }
     }

@@ -1,0 +1,188 @@
+//! Schedules: list, show, create, delete, pause, resume, trigger.
+
+use axum::extract::State;
+use rota_api::*;
+use rota_core::schedule::{ScheduleDef, ScheduleSource};
+use rota_store::*;
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+
+async fn view(state: &AppState, record: ScheduleRecord) -> ScheduleView {
+    let def = &record.schedule;
+    let now = state.clock.now();
+    let next_slot = if def.enabled {
+        def.validate()
+            .ok()
+            .and_then(|c| c.next_after(record.last_slot.max(now)))
+    } else {
+        None
+    };
+    let last_job_state = match record.last_job {
+        Some(id) => state
+            .store
+            .job_get(id)
+            .await
+            .ok()
+            .map(|j| j.state.as_str().to_owned()),
+        None => None,
+    };
+    ScheduleView {
+        name: def.name.clone(),
+        cron: def.expression.clone(),
+        timezone: def.timezone.clone(),
+        queue: def.template.queue.clone(),
+        kind: def.template.kind.clone(),
+        misfire: format!("{:?}", def.misfire).to_lowercase(),
+        backfill: rota_core::format_duration(def.backfill),
+        enabled: def.enabled,
+        source: match def.source {
+            ScheduleSource::Config => "config".into(),
+            ScheduleSource::Api => "api".into(),
+        },
+        next_slot,
+        last_slot: record.last_slot,
+        last_job: record.last_job.map(|id| id.to_string()),
+        last_job_state,
+        fired: record.fired,
+        missed: record.missed,
+        recovered: record.recovered,
+    }
+}
+
+async fn find(state: &AppState, name: &str) -> Result<ScheduleRecord, ApiError> {
+    state
+        .store
+        .schedule_list()
+        .await?
+        .into_iter()
+        .find(|r| r.schedule.name == name)
+        .ok_or_else(|| {
+            ApiError::not_found("schedule_not_found", format!("schedule {name:?} not found"))
+        })
+}
+
+/// Every schedule with its next slot and counts.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(
+    State(state): State<AppState>,
+) -> Result<ApiJson<ScheduleList>, ApiError> {
+    let mut schedules = Vec::new();
+    for record in state.store.schedule_list().await? {
+        schedules.push(view(&state, record).await);
+    }
+    Ok(ApiJson(ScheduleList { schedules }))
+}
+
+/// One schedule.
+#[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_schedule(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<ScheduleView>, ApiError> {
+    let record = find(&state, &name).await?;
+    Ok(ApiJson(view(&state, record).await))
+}
+
+async fn save(state: &AppState, def: ScheduleDef) -> Result<ApiJson<ScheduleView>, ApiError> {
+    let record = state
+        .store
+        .schedule_upsert(ScheduleUpsertParams {
+            schedule: def,
+            now: state.clock.now(),
+        })
+        .await?;
+    state.schedules_changed.notify_one();
+    Ok(ApiJson(view(state, record).await))
+}
+
+/// Create or replace a schedule.
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleRequest,
+    responses((status = 200, body = ScheduleView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn create_schedule(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ScheduleRequest>,
+) -> Result<ApiJson<ScheduleView>, ApiError> {
+    let def = request.into_def(ScheduleSource::Api)?;
+    save(&state, def).await
+}
+
+/// Delete a schedule; the jobs it enqueued stay.
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "schedule name")),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_schedule(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<Count>, ApiError> {
+    state
+        .store
+        .schedule_delete(&name)
+        .await
+        .map_err(|e| match e {
+            StoreError::ScheduleNotFound(_) => {
+                ApiError::not_found("schedule_not_found", e.to_string())
+            }
+            other => other.into(),
+        })?;
+    state.schedules_changed.notify_one();
+    Ok(ApiJson(Count { count: 1 }))
+}
+
+async fn set_enabled(
+    state: &AppState,
+    name: &str,
+    enabled: bool,
+) -> Result<ApiJson<ScheduleView>, ApiError> {
+    let mut def = find(state, name).await?.schedule;
+    def.enabled = enabled;
+    save(state, def).await
+}
+
+/// Pause a schedule: its slots pass without jobs and are not recovered later.
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", tag = "schedules", params(("name" = String, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn pause_schedule(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<ScheduleView>, ApiError> {
+    set_enabled(&state, &name, false).await
+}
+
+/// Resume a paused schedule from its next slot.
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "schedules", params(("name" = String, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn resume_schedule(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<ScheduleView>, ApiError> {
+    set_enabled(&state, &name, true).await
+}
+
+/// Enqueue the schedule's job now, outside its slots.
+#[utoipa::path(post, path = "/v1/schedules/{name}/trigger", tag = "schedules", params(("name" = String, Path, description = "schedule name")),
+    responses((status = 200, body = Enqueued), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn trigger_schedule(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<Enqueued>, ApiError> {
+    let def = find(&state, &name).await?.schedule;
+    let now = state.clock.now();
+    let mut job = def.job_for(now, std::time::Duration::ZERO);
+    job.unique_key = Some(format!("cron:{}:manual:{now}", def.name));
+    let mut inserted = state
+        .store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![job],
+            defaults: state.config.defaults.clone(),
+            now,
+        })
+        .await?;
+    state.wake.notify(&def.template.queue);
+    let i = inserted.remove(0);
+    Ok(ApiJson(Enqueued {
+        job: i.job.into(),
+        duplicate: i.duplicate,
+    }))
+}
