@@ -51,6 +51,9 @@ pub enum Command {
     /// Queues: list, declare, pause, resume.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Cron schedules: list, show, create, delete, pause, resume, trigger.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Workers the server has seen.
     Workers,
     /// Run jobs by executing a command for each (any language).
@@ -260,6 +263,66 @@ pub enum DeadCommand {
         /// Every dead job of this kind.
         #[arg(long, short)]
         kind: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule with its next slot and counts.
+    List,
+    /// One schedule in detail.
+    Show {
+        /// The schedule name.
+        name: String,
+    },
+    /// Create or replace a schedule.
+    Create {
+        /// The schedule name.
+        name: String,
+        /// Cron expression (5 or 6 fields), @hourly, @daily, @weekly, @monthly or "@every 15m".
+        #[arg(long)]
+        cron: String,
+        /// The kind of its jobs.
+        #[arg(long)]
+        kind: String,
+        /// The queue of its jobs.
+        #[arg(long, short, default_value = "default")]
+        queue: String,
+        /// The args of its jobs, as JSON.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Missed slots: skip, latest or all.
+        #[arg(long, default_value = "latest")]
+        misfire: String,
+        /// How far back `all` recovers.
+        #[arg(long)]
+        backfill: Option<String>,
+        /// Attempts of its jobs.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Delete a schedule (its jobs stay).
+    Delete {
+        /// The schedule name.
+        name: String,
+    },
+    /// Pause a schedule.
+    Pause {
+        /// The schedule name.
+        name: String,
+    },
+    /// Resume a schedule.
+    Resume {
+        /// The schedule name.
+        name: String,
+    },
+    /// Enqueue the schedule's job now.
+    Trigger {
+        /// The schedule name.
+        name: String,
     },
 }
 

@@ -9,6 +9,7 @@ use rota::Client;
 
 use crate::cli::{
     ClientArgs, Command, DeadCommand, EnqueueArgs, JobsCommand, ListArgs, QueuesCommand,
+    SchedulesCommand,
 };
 use crate::output::{self, print};
 
@@ -148,6 +149,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 format!("queue {} resumed\n", q.name)
             })
         }
+        Command::Schedules(command) => schedules(&client, json, command).await?,
         Command::Workers => {
             let workers = client.workers().await?;
             print(json, &workers, |w| {
@@ -235,4 +237,75 @@ fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
         unique_for: None,
         tags: e.tag,
     })
+}
+
+async fn schedules(client: &Client, json: bool, command: SchedulesCommand) -> anyhow::Result<()> {
+    match command {
+        SchedulesCommand::List => print(json, &client.schedules().await?, |l| {
+            output::schedules_table(&l.schedules)
+        }),
+        SchedulesCommand::Show { name } => print(
+            json,
+            &client.schedule(&name).await?,
+            output::schedule_detail,
+        ),
+        SchedulesCommand::Create {
+            name,
+            cron,
+            kind,
+            queue,
+            args,
+            timezone,
+            misfire,
+            backfill,
+            max_attempts,
+        } => {
+            let args = serde_json::from_str(&args)
+                .map_err(|err| anyhow::anyhow!("--args: not valid JSON ({err})"))?;
+            let request = ScheduleRequest {
+                name,
+                cron,
+                timezone: Some(timezone),
+                queue,
+                kind,
+                args,
+                misfire: Some(misfire),
+                backfill,
+                max_attempts,
+                ..Default::default()
+            };
+            print(
+                json,
+                &client.create_schedule(&request).await?,
+                output::schedule_detail,
+            );
+        }
+        SchedulesCommand::Delete { name } => {
+            client.delete_schedule(&name).await?;
+            print(json, &serde_json::json!({"deleted": name}), |_| {
+                format!("schedule {name} deleted (its jobs stay)\n")
+            });
+        }
+        SchedulesCommand::Pause { name } => print(
+            json,
+            &client
+                .schedule_action::<ScheduleView>(&name, "pause")
+                .await?,
+            output::schedule_detail,
+        ),
+        SchedulesCommand::Resume { name } => print(
+            json,
+            &client
+                .schedule_action::<ScheduleView>(&name, "resume")
+                .await?,
+            output::schedule_detail,
+        ),
+        SchedulesCommand::Trigger { name } => {
+            let enqueued: Enqueued = client.schedule_action(&name, "trigger").await?;
+            print(json, &enqueued, |e| {
+                format!("{} {} ({})\n", e.job.id, e.job.kind, e.job.state)
+            });
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Human tables by default, JSON with `--json`.
 
-use rota::api::{JobView, QueueView};
+use rota::api::{JobView, QueueView, ScheduleView};
 use serde::Serialize;
 
 /// Prints `value` as JSON, or the table `human` builds.
@@ -117,5 +117,54 @@ pub fn queues_table(queues: &[QueueView]) -> String {
                 ]
             })
             .collect(),
+    )
+}
+
+fn or_dash<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+/// Schedules as a table.
+pub fn schedules_table(schedules: &[ScheduleView]) -> String {
+    table(
+        &[
+            "name",
+            "cron",
+            "timezone",
+            "next_slot",
+            "last_slot",
+            "last_job",
+            "fired",
+            "missed",
+            "recovered",
+            "enabled",
+        ],
+        schedules
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.cron.clone(),
+                    s.timezone.clone(),
+                    or_dash(&s.next_slot),
+                    s.last_slot.to_string(),
+                    or_dash(&s.last_job_state),
+                    s.fired.to_string(),
+                    s.missed.to_string(),
+                    s.recovered.to_string(),
+                    s.enabled.to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// One schedule in detail.
+pub fn schedule_detail(s: &ScheduleView) -> String {
+    format!(
+        "name:       {}\ncron:       {} ({})\njob:        {} on {}\nmisfire:    {} (backfill {})\nenabled:    {} (from {})\nnext slot:  {}\nlast slot:  {}\nlast job:   {} {}\ncounts:     fired {}, missed {}, recovered {}\n",
+        s.name, s.cron, s.timezone, s.kind, s.queue, s.misfire, s.backfill, s.enabled, s.source,
+        or_dash(&s.next_slot), s.last_slot, or_dash(&s.last_job), or_dash(&s.last_job_state), s.fired, s.missed, s.recovered
     )
 }

@@ -484,3 +484,76 @@ async fn an_exec_worker_kills_children_that_time_out_or_are_cancelled() {
     assert_eq!(ended.state, "cancelled");
     assert_eq!(ended.errors[0].message, "cancelled on request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_schedule_fires_into_an_exec_worker_and_recovers_a_slot_missed_across_kill_9() {
+    let config = r#"
+[[schedule]]
+name = "tick"
+cron = "@every 1s"
+queue = "default"
+kind = "tick"
+args = { hello = "world" }
+misfire = "latest"
+"#;
+    let mut server = Server::start(config);
+    let client = server.client();
+    let _worker = Worker::start(&server, &["--queue", "default", "--exec", "cat"]);
+    let completed = |client: rota::Client| async move {
+        client
+            .jobs(&[
+                ("state", "completed".into()),
+                ("kind", "tick".into()),
+                ("limit", "1000".into()),
+            ])
+            .await
+            .unwrap()
+            .jobs
+    };
+    eventually(
+        Duration::from_secs(30),
+        "three scheduled jobs completed",
+        async || {
+            let done = completed(client.clone()).await;
+            (done.len() >= 3).then_some(())
+        },
+    )
+    .await;
+    let done = completed(client.clone()).await;
+    assert!(done
+        .iter()
+        .all(|j| j.schedule.as_deref() == Some("tick")
+            && j.result == Some(json!({"hello": "world"}))));
+
+    server.kill9();
+    let down_from = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    server.restart();
+    let client = server.client();
+    let tick = eventually(
+        Duration::from_secs(30),
+        "the missed slot recovered",
+        async || {
+            let s = client.schedule("tick").await.ok()?;
+            (s.recovered >= 1).then_some(s)
+        },
+    )
+    .await;
+    assert!(tick.missed >= 2, "{tick:?}");
+    // The recovered slot's job exists: a slot inside the downtime.
+    let jobs = client
+        .jobs(&[("kind", "tick".into()), ("limit", "1000".into())])
+        .await
+        .unwrap()
+        .jobs;
+    assert!(
+        jobs.iter().any(|j| j.slot.is_some_and(|s| s > down_from)),
+        "no job for a slot after the kill"
+    );
+    let out = server.rota(&["schedules", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("tick") && table.contains("@every 1s"),
+        "{table}"
+    );
+}

@@ -145,6 +145,11 @@ impl Cadence {
 }
 
 /// What a scheduler should do for one schedule at `now`.
+///
+/// Only the latest due slot can be on time (within `grace`); older due slots were missed.
+/// `Skip` fires only an on-time slot; `Latest` fires the latest slot, and when anything was
+/// missed that run is the catch-up (counted as recovered); `All` fires the missed slots within
+/// `backfill`, oldest first, then an on-time slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlotPlan {
     /// Slots to enqueue now, oldest first.
@@ -182,22 +187,30 @@ pub fn plan_slots(
     let Some(&latest) = due.last() else {
         return SlotPlan::default();
     };
-    let on_time_from = sub_duration(now, grace);
-    let (missed, on_time): (Vec<Timestamp>, Vec<Timestamp>) =
-        due.iter().partition(|s| **s < on_time_from);
-    let recovered: Vec<Timestamp> = match policy {
-        MisfirePolicy::Skip => vec![],
-        MisfirePolicy::Latest if on_time.is_empty() => missed.last().copied().into_iter().collect(),
-        MisfirePolicy::Latest => vec![],
+    // Only the latest due slot can be on time; every older due slot was superseded while no
+    // scheduler ran, so it was missed (as is the latest, if it is older than `grace`).
+    let latest_on_time = latest >= sub_duration(now, grace);
+    let mut missed: Vec<Timestamp> = due[..due.len() - 1].to_vec();
+    if !latest_on_time {
+        missed.push(latest);
+    }
+    let (fire, recovered) = match policy {
+        MisfirePolicy::Skip => (if latest_on_time { vec![latest] } else { vec![] }, vec![]),
+        // One run stands for everything missed: the latest slot, on time or not.
+        MisfirePolicy::Latest if !missed.is_empty() => (vec![latest], vec![latest]),
+        MisfirePolicy::Latest => (vec![latest], vec![]),
         MisfirePolicy::All => {
             let from = sub_duration(now, backfill);
-            missed.iter().copied().filter(|s| *s >= from).collect()
+            let recovered: Vec<Timestamp> = missed.iter().copied().filter(|s| *s >= from).collect();
+            let mut fire = recovered.clone();
+            if latest_on_time {
+                fire.push(latest);
+            }
+            (fire, recovered)
         }
     };
-    let mut fire = recovered.clone();
-    fire.extend(on_time);
     SlotPlan {
-        skipped: older_missed + missed.len() - recovered.len(),
+        skipped: (older_missed + missed.len()).saturating_sub(recovered.len()),
         fire,
         recovered,
         last_slot: Some(latest),
@@ -394,6 +407,48 @@ mod tests {
         assert_eq!(
             (skip.skipped, skip.last_slot),
             (5, Some(at("2026-03-01T08:00:00Z")))
+        );
+    }
+
+    #[test]
+    fn slots_superseded_while_down_are_missed_even_within_the_grace() {
+        let c = Cadence::parse("@every 1s", "UTC").unwrap();
+        let (last, now) = (at("2026-03-01T00:00:00Z"), at("2026-03-01T00:00:03.5Z"));
+        let latest = plan_slots(
+            &c,
+            last,
+            now,
+            MisfirePolicy::Latest,
+            Duration::ZERO,
+            MISFIRE_GRACE_DEFAULT,
+        );
+        assert_eq!(
+            (latest.fire.clone(), latest.recovered.len(), latest.skipped),
+            (vec![at("2026-03-01T00:00:03Z")], 1, 1)
+        );
+        let all = plan_slots(
+            &c,
+            last,
+            now,
+            MisfirePolicy::All,
+            Duration::from_secs(60),
+            MISFIRE_GRACE_DEFAULT,
+        );
+        assert_eq!(
+            (all.fire.len(), all.recovered.len(), all.skipped),
+            (3, 2, 0)
+        );
+        let skip = plan_slots(
+            &c,
+            last,
+            now,
+            MisfirePolicy::Skip,
+            Duration::ZERO,
+            MISFIRE_GRACE_DEFAULT,
+        );
+        assert_eq!(
+            (skip.fire.len(), skip.recovered.len(), skip.skipped),
+            (1, 0, 2)
         );
     }
 

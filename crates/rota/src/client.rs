@@ -271,6 +271,47 @@ impl Client {
         .await
     }
 
+    /// Every schedule.
+    pub async fn schedules(&self) -> Result<ScheduleList, ClientError> {
+        self.get("/v1/schedules").await
+    }
+
+    /// One schedule.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView, ClientError> {
+        self.get(&format!("/v1/schedules/{}", encode(name))).await
+    }
+
+    /// Creates or replaces a schedule.
+    pub async fn create_schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<ScheduleView, ClientError> {
+        self.post("/v1/schedules", request).await
+    }
+
+    /// Deletes a schedule.
+    pub async fn delete_schedule(&self, name: &str) -> Result<Count, ClientError> {
+        self.call::<(), Count>(
+            Method::DELETE,
+            &format!("/v1/schedules/{}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Pauses, resumes or triggers a schedule (`action` is `pause`, `resume` or `trigger`).
+    pub async fn schedule_action<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<T, ClientError> {
+        self.post(
+            &format!("/v1/schedules/{}/{action}", encode(name)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     /// Every known worker.
     pub async fn workers(&self) -> Result<WorkerList, ClientError> {
         self.get("/v1/workers").await
