@@ -557,3 +557,49 @@ misfire = "latest"
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_schedules_are_reconciled_at_start_up_and_bad_ones_refused() {
+    let mut server = Server::start("[[schedule]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\nqueue = \"default\"\nkind = \"report\"\n");
+    let client = server.client();
+    assert_eq!(client.schedule("nightly").await.unwrap().source, "config");
+    let triggered: Enqueued = client.schedule_action("nightly", "trigger").await.unwrap();
+    server.kill9();
+    // Updated: another expression; then removed: its history (jobs) stays.
+    std::fs::write(server.path().join("rota.toml"), "[[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nqueue = \"default\"\nkind = \"report\"\n").unwrap();
+    server.restart();
+    assert_eq!(
+        server.client().schedule("nightly").await.unwrap().cron,
+        "0 3 * * *"
+    );
+    server.kill9();
+    std::fs::write(server.path().join("rota.toml"), "").unwrap();
+    server.restart();
+    let client = server.client();
+    assert_eq!(
+        client.schedule("nightly").await.unwrap_err().code(),
+        Some("schedule_not_found")
+    );
+    assert_eq!(
+        client
+            .job(&triggered.job.id)
+            .await
+            .unwrap()
+            .schedule
+            .as_deref(),
+        Some("nightly")
+    );
+    server.kill9();
+
+    std::fs::write(server.path().join("rota.toml"), "[[schedule]]\nname = \"bad\"\ncron = \"0 2 * * *\"\ntimezone = \"Mars/Base\"\nqueue = \"default\"\nkind = \"k\"\n").unwrap();
+    let out = std::process::Command::new(ROTA)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(server.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("schedule \"bad\"") && stderr.contains("timezone"),
+        "{stderr}"
+    );
+}
