@@ -26,6 +26,7 @@ pub mod job_insert;
 pub mod job_list;
 pub mod lease;
 pub mod queue;
+pub mod schedule;
 
 /// A fresh store under test, with whatever keeps it alive (a temp dir, a database).
 pub struct Subject {
@@ -95,6 +96,12 @@ macro_rules! conformance_tests {
                 declaring_again_updates_settings_and_queue_policy_applies_to_jobs,
                 pausing_an_undeclared_queue_is_not_found,
                 workers_are_registered_and_seen_on_fetch,
+            }
+            schedule {
+                upserts_restart_the_slot_count_only_when_the_timing_changes,
+                a_slot_fires_once_and_a_stale_fire_loses_the_race,
+                deleting_a_schedule_keeps_its_jobs,
+                the_next_due_time_is_the_earliest_waiting_run_at,
             }
         }
     };
