@@ -271,23 +271,7 @@ impl Store for SqliteStore {
         let now = p.now;
         self.writer
             .write(move |conn| {
-                let ids = match p.selector {
-                    JobSelector::Ids(ids) => ids,
-                    JobSelector::Filter(mut filter) => {
-                        if filter.states.is_empty() {
-                            filter.states = vec![JobState::Dead];
-                        }
-                        let params = JobListParams {
-                            filter,
-                            after: None,
-                            limit: 0,
-                        };
-                        sql::job_list(conn, &params, usize::MAX >> 1)?
-                            .into_iter()
-                            .map(|job| job.id)
-                            .collect()
-                    }
-                };
+                let ids = sql::job_select_ids(conn, p.selector, JobState::Dead)?;
                 Ok(ids
                     .into_iter()
                     .map(|id| sql::job_apply(conn, id, Event::Retried, now))
@@ -313,20 +297,7 @@ impl Store for SqliteStore {
         }
         self.writer
             .write(move |conn| {
-                let ids = match p.selector {
-                    JobSelector::Ids(ids) => ids,
-                    JobSelector::Filter(filter) => {
-                        let params = JobListParams {
-                            filter,
-                            after: None,
-                            limit: 0,
-                        };
-                        sql::job_list(conn, &params, usize::MAX >> 1)?
-                            .into_iter()
-                            .map(|j| j.id)
-                            .collect()
-                    }
-                };
+                let ids = sql::job_select_ids(conn, p.selector, JobState::Dead)?;
                 sql::job_delete(conn, &ids, &states)
             })
             .await

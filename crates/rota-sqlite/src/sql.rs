@@ -560,6 +560,31 @@ pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, St
     })
 }
 
+/// The ids an operator's selector means; a filter without states means `default_state`.
+pub fn job_select_ids(
+    conn: &Connection,
+    selector: JobSelector,
+    default_state: JobState,
+) -> Result<Vec<JobId>, StoreError> {
+    match selector {
+        JobSelector::Ids(ids) => Ok(ids),
+        JobSelector::Filter(mut filter) => {
+            if filter.states.is_empty() {
+                filter.states = vec![default_state];
+            }
+            let params = JobListParams {
+                filter,
+                after: None,
+                limit: 0,
+            };
+            Ok(job_list(conn, &params, usize::MAX >> 1)?
+                .into_iter()
+                .map(|j| j.id)
+                .collect())
+        }
+    }
+}
+
 /// Deletes the given jobs that are in one of `states`; returns how many went.
 pub fn job_delete(
     conn: &Connection,

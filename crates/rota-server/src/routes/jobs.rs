@@ -281,6 +281,35 @@ pub async fn retry(
     single(out.remove(0))
 }
 
+/// The dead jobs an operator selected: by ids, or by queues and/or kinds (one is required,
+/// so nothing is retried or purged wholesale by accident). Also returns the ids given.
+fn dead_selector(
+    selection: JobSelection,
+    action: &str,
+) -> Result<(JobSelector, Vec<JobId>), ApiError> {
+    let ids: Vec<JobId> = selection
+        .ids
+        .iter()
+        .map(|id| job_id("ids", id))
+        .collect::<Result<_, _>>()?;
+    if !ids.is_empty() {
+        return Ok((JobSelector::Ids(ids.clone()), ids));
+    }
+    if selection.queues.is_empty() && selection.kinds.is_empty() {
+        return Err(ApiError::invalid(
+            "ids",
+            format!("to {action} dead jobs, give ids, or queues and/or kinds: dead jobs are never selected wholesale by accident"),
+        ));
+    }
+    let filter = JobFilter {
+        queues: selection.queues,
+        kinds: selection.kinds,
+        states: vec![JobState::Dead],
+        ..JobFilter::default()
+    };
+    Ok((JobSelector::Filter(filter), ids))
+}
+
 /// Retry dead jobs by id or by filter (queues, kinds), keeping their history.
 #[utoipa::path(post, path = "/v1/dead/retry", tag = "dead", request_body = JobSelection,
     responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -288,26 +317,7 @@ pub async fn retry_dead(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<JobSelection>,
 ) -> Result<ApiJson<ItemOutcomes>, ApiError> {
-    let requested: Vec<JobId> = selection
-        .ids
-        .iter()
-        .map(|id| job_id("ids", id))
-        .collect::<Result<_, _>>()?;
-    let selector = if !requested.is_empty() {
-        JobSelector::Ids(requested.clone())
-    } else if !selection.queues.is_empty() || !selection.kinds.is_empty() {
-        JobSelector::Filter(JobFilter {
-            queues: selection.queues,
-            kinds: selection.kinds,
-            states: vec![JobState::Dead],
-            ..JobFilter::default()
-        })
-    } else {
-        return Err(ApiError::invalid(
-            "ids",
-            "give ids, or queues and/or kinds to select dead jobs",
-        ));
-    };
+    let (selector, requested) = dead_selector(selection, "retry")?;
     let results = state
         .store
         .job_retry_many(JobRetryManyParams {
@@ -335,23 +345,7 @@ pub async fn purge_dead(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<JobSelection>,
 ) -> Result<ApiJson<Count>, ApiError> {
-    let ids: Vec<JobId> = selection
-        .ids
-        .iter()
-        .map(|id| job_id("ids", id))
-        .collect::<Result<_, _>>()?;
-    let selector = if !ids.is_empty() {
-        JobSelector::Ids(ids)
-    } else if !selection.queues.is_empty() || !selection.kinds.is_empty() {
-        JobSelector::Filter(JobFilter {
-            queues: selection.queues,
-            kinds: selection.kinds,
-            states: vec![JobState::Dead],
-            ..JobFilter::default()
-        })
-    } else {
-        return Err(ApiError::invalid("ids", "a purge needs ids, or queues and/or kinds: dead jobs are never purged wholesale by accident"));
-    };
+    let (selector, _) = dead_selector(selection, "purge")?;
     let count = state
         .store
         .job_purge(JobPurgeParams {
