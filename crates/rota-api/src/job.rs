@@ -137,6 +137,9 @@ pub struct JobErrorView {
     pub backtrace: Option<String>,
     /// The worker that ran it.
     pub worker: String,
+    /// The error's group: the same cause with other ids and numbers has the same one.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 impl From<JobError> for JobErrorView {
@@ -147,6 +150,7 @@ impl From<JobError> for JobErrorView {
             message: e.message,
             backtrace: e.backtrace,
             worker: e.worker,
+            fingerprint: e.fingerprint,
         }
     }
 }

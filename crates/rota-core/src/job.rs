@@ -161,6 +161,9 @@ pub struct JobError {
     pub backtrace: Option<String>,
     /// The worker that ran the attempt.
     pub worker: String,
+    /// Groups errors by cause: see [`crate::fingerprint::fingerprint`].
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// A job as Rota keeps it. Change it only through [`crate::transition`].

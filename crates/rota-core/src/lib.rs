@@ -9,6 +9,7 @@
 
 mod clock;
 mod duration;
+pub mod fingerprint;
 mod id;
 mod job;
 mod lease;

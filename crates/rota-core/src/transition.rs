@@ -287,6 +287,7 @@ fn record_failure(
     job.errors.push(JobError {
         attempt: job.attempt,
         at: now,
+        fingerprint: crate::fingerprint::fingerprint(&error.message, error.backtrace.as_deref()),
         message: error.message,
         backtrace: error.backtrace,
         worker,
