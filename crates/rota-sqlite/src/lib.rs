@@ -350,6 +350,10 @@ impl Store for SqliteStore {
         self.readers.read(sql::worker_list).await
     }
 
+    async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError> {
+        self.readers.read(sql::job_counts).await
+    }
+
     async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError> {
         p.schedule.validate()?;
         self.writer

@@ -10,6 +10,7 @@ use crate::sql::db_err;
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_schedules.sql")),
+    (3, include_str!("../migrations/0003_counts.sql")),
 ];
 
 /// The newest schema version this binary knows.

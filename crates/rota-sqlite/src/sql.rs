@@ -392,14 +392,14 @@ fn unique_match(
         .find(|job| unique_key_blocks(job, unique_for, now)))
 }
 
-/// Makes scheduled and retryable jobs whose time has come available (the `Due` transition,
-/// set-based: it changes nothing but the state).
-fn job_promote_due(conn: &Connection, now: Timestamp) -> Result<usize, StoreError> {
+/// Makes scheduled and retryable jobs of `queue` whose time has come available (the `Due`
+/// transition, set-based: it changes nothing but the state).
+fn job_promote_due(conn: &Connection, queue: &str, now: Timestamp) -> Result<usize, StoreError> {
     conn.prepare_cached(
         "UPDATE job SET state = 'available' \
-         WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1",
+         WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2",
     )
-    .and_then(|mut stmt| stmt.execute([micros(now)]))
+    .and_then(|mut stmt| stmt.execute(params![queue, micros(now)]))
     .map_err(db_err("promoting due jobs"))
 }
 
@@ -426,7 +426,9 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
     if open_queues.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
-    job_promote_due(conn, p.now)?;
+    for queue in &open_queues {
+        job_promote_due(conn, queue, p.now)?;
+    }
     // Per queue, the first `max` in claim order; merged, the first `max` of all. Querying
     // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
@@ -671,6 +673,71 @@ pub fn queue_set_paused(conn: &Connection, p: QueueSetPausedParams) -> Result<Qu
     queue_required(conn, &p.name)
 }
 
+/// Job counts per queue, kind and state (kept by triggers; no scan of the job table).
+pub fn job_counts(conn: &Connection) -> Result<Vec<JobCount>, StoreError> {
+    conn.prepare_cached(
+        "SELECT queue, kind, state, n FROM job_count WHERE n > 0 ORDER BY queue, kind, state",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([], |r| {
+            let state: String = r.get(2)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                state,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(db_err("reading job counts"))
+    .map(|rows| {
+        rows.into_iter()
+            .filter_map(|(queue, kind, state, n)| {
+                Some(JobCount {
+                    queue,
+                    kind,
+                    state: state.parse().ok()?,
+                    count: n as u64,
+                })
+            })
+            .collect()
+    })
+}
+
+/// When the oldest ready job of `queue` became ready: the earliest run_at of its available
+/// jobs (one index seek per priority) and of its due but not yet promoted ones.
+fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option<i64>, StoreError> {
+    let err = db_err("finding the oldest ready job");
+    let mut oldest: Option<i64> = None;
+    let mut available = conn
+        .prepare_cached(
+            "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
+             ORDER BY run_at LIMIT 1",
+        )
+        .map_err(&err)?;
+    for priority in 0..=9 {
+        let at: Option<i64> = available
+            .query_row(params![queue, priority], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
+        oldest = match (oldest, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let waiting: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![queue, micros(now)], |r| r.get(0)))
+        .map_err(&err)?;
+    Ok(match (oldest, waiting) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
 /// Every queue with its counts.
 pub fn queue_list(conn: &Connection, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError> {
     let err = db_err("listing queues");
@@ -679,40 +746,24 @@ pub fn queue_list(conn: &Connection, p: QueueListParams) -> Result<Vec<QueueStat
         .and_then(|mut stmt| stmt.query_map([], queue_from_row)?.collect())
         .map_err(&err)?;
     let mut counts: HashMap<String, BTreeMap<JobState, u64>> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached("SELECT queue, state, count(*) FROM job GROUP BY queue, state")
-        .map_err(&err)?;
-    let mut rows = stmt.query([]).map_err(&err)?;
-    while let Some(row) = rows.next().map_err(&err)? {
-        let state: String = row.get(1).map_err(&err)?;
-        if let Ok(state) = state.parse::<JobState>() {
-            counts
-                .entry(row.get(0).map_err(&err)?)
-                .or_default()
-                .insert(state, row.get::<_, i64>(2).map_err(&err)? as u64);
-        }
+    for c in job_counts(conn)? {
+        *counts
+            .entry(c.queue)
+            .or_default()
+            .entry(c.state)
+            .or_default() += c.count;
     }
-    let mut oldest: HashMap<String, i64> = HashMap::new();
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT queue, min(run_at) FROM job WHERE state IN ('available', 'scheduled', 'retryable') \
-             AND run_at <= ?1 GROUP BY queue",
-        )
-        .map_err(&err)?;
-    let mut rows = stmt.query([micros(p.now)]).map_err(&err)?;
-    while let Some(row) = rows.next().map_err(&err)? {
-        oldest.insert(row.get(0).map_err(&err)?, row.get(1).map_err(&err)?);
-    }
-    Ok(queues
-        .into_iter()
-        .map(|queue| QueueStats {
+    let mut out = Vec::with_capacity(queues.len());
+    for queue in queues {
+        let oldest = oldest_ready(conn, &queue.name, p.now)?;
+        out.push(QueueStats {
             counts: counts.remove(&queue.name).unwrap_or_default(),
             oldest_ready_age: oldest
-                .get(&queue.name)
                 .map(|run_at| Duration::from_micros((micros(p.now) - run_at).max(0) as u64)),
             queue,
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
 /// Records or refreshes a worker.
@@ -875,16 +926,25 @@ pub fn schedule_fire(
     })
 }
 
-/// The earliest run_at of a waiting job on `queues`.
+/// The earliest run_at of a waiting job on `queues` (one index seek per queue).
 pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Timestamp>, StoreError> {
-    let at: Option<i64> = conn
+    let mut stmt = conn
         .prepare_cached(
-            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') \
-             AND queue IN (SELECT value FROM json_each(?1))",
+            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1",
         )
-        .and_then(|mut stmt| stmt.query_row([json(&queues)], |r| r.get(0)))
         .map_err(db_err("finding the next due job"))?;
-    at.map(from_micros)
+    let mut earliest: Option<i64> = None;
+    for queue in queues {
+        let at: Option<i64> = stmt
+            .query_row([queue], |r| r.get(0))
+            .map_err(db_err("finding the next due job"))?;
+        earliest = match (earliest, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    earliest
+        .map(from_micros)
         .transpose()
         .map_err(db_err("finding the next due job"))
 }

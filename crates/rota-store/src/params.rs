@@ -473,3 +473,16 @@ pub struct ScheduleFired {
     /// The jobs (a slot whose job already existed comes back as a duplicate).
     pub jobs: Vec<Inserted>,
 }
+
+/// How many jobs a queue holds of one kind in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCount {
+    /// The queue.
+    pub queue: String,
+    /// The kind.
+    pub kind: String,
+    /// The state.
+    pub state: JobState,
+    /// How many.
+    pub count: u64,
+}

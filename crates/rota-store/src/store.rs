@@ -104,6 +104,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every known worker with when it was last seen.
     async fn worker_list(&self) -> Result<Vec<Worker>, StoreError>;
 
+    /// Job counts per queue, kind and state; cheap (no scan of the jobs).
+    async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError>;
+
     /// Creates or updates a schedule. A changed expression or time zone restarts its slot
     /// count at `now`, so the old expression's missed slots never fire.
     async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError>;

@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
                 declaring_again_updates_settings_and_queue_policy_applies_to_jobs,
                 pausing_an_undeclared_queue_is_not_found,
                 workers_are_registered_and_seen_on_fetch,
+                job_counts_follow_every_state_change,
             }
             schedule {
                 upserts_restart_the_slot_count_only_when_the_timing_changes,

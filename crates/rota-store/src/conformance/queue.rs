@@ -138,3 +138,79 @@ pub async fn workers_are_registered_and_seen_on_fetch(s: Subject) {
         (now, add_duration(now, secs(10)))
     );
 }
+
+/// Counts per queue, kind and state follow every change, deletions included.
+pub async fn job_counts_follow_every_state_change(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let count = |counts: &[JobCount], kind: &str, state: JobState| {
+        counts
+            .iter()
+            .find(|c| c.queue == "default" && c.kind == kind && c.state == state)
+            .map_or(0, |c| c.count)
+    };
+    insert(
+        store,
+        vec![
+            new_job("a"),
+            new_job("a"),
+            new_job("b"),
+            new_job("a").run_at(add_duration(now, secs(60))),
+        ],
+        now,
+    )
+    .await;
+    let c = store.job_counts().await.unwrap();
+    assert_eq!(
+        (
+            count(&c, "a", JobState::Available),
+            count(&c, "a", JobState::Scheduled),
+            count(&c, "b", JobState::Available)
+        ),
+        (2, 1, 1)
+    );
+    let jobs = claim(store, "w", &["default"], &["a"], 2, now).await;
+    complete(store, lease_of(&jobs[0]), now).await.unwrap();
+    let c = store.job_counts().await.unwrap();
+    assert_eq!(
+        (
+            count(&c, "a", JobState::Available),
+            count(&c, "a", JobState::Running),
+            count(&c, "a", JobState::Completed)
+        ),
+        (0, 1, 1)
+    );
+    // Promotion of the due scheduled job is counted too.
+    claim(
+        store,
+        "w",
+        &["default"],
+        &["a"],
+        5,
+        add_duration(now, secs(60)),
+    )
+    .await;
+    let c = store.job_counts().await.unwrap();
+    assert_eq!(
+        (
+            count(&c, "a", JobState::Scheduled),
+            count(&c, "a", JobState::Running)
+        ),
+        (0, 2)
+    );
+    store
+        .job_prune(JobPruneParams {
+            now: add_duration(now, secs(200_000)),
+            completed_retention: secs(1),
+            cancelled_retention: secs(1),
+            dead_retention: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let c = store.job_counts().await.unwrap();
+    assert_eq!(count(&c, "a", JobState::Completed), 0);
+    let stats = store.queue_list(QueueListParams { now }).await.unwrap();
+    let default = stats.iter().find(|q| q.queue.name == "default").unwrap();
+    assert_eq!(default.counts.get(&JobState::Running), Some(&2));
+}
