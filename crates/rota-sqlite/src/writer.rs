@@ -125,12 +125,18 @@ fn in_savepoint<T>(
 ) -> Result<T, StoreError> {
     let err = db_err("opening a savepoint");
     conn.execute_batch("SAVEPOINT request").map_err(&err)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| op(conn))).unwrap_or_else(|_| {
-        Err(StoreError::backend(
-            "running a write request",
-            "the request panicked; it was rolled back",
-        ))
-    });
+    let outcome = catch_unwind(AssertUnwindSafe(|| op(conn)))
+        .unwrap_or_else(|_| {
+            Err(StoreError::backend(
+                "running a write request",
+                "the request panicked; it was rolled back",
+            ))
+        })
+        // The request's job-count changes go in with it, inside its savepoint.
+        .and_then(|value| crate::sql::flush_count_deltas(conn).map(|()| value));
+    if outcome.is_err() {
+        crate::sql::discard_count_deltas();
+    }
     let end = if outcome.is_ok() {
         "RELEASE request"
     } else {
