@@ -293,6 +293,9 @@ pub struct JobSelection {
     /// ...of these kinds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<String>,
+    /// ...whose last error is in this group (fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The outcome for one job of a multi-job operation.

@@ -93,3 +93,26 @@ pub struct Count {
     /// The number.
     pub count: u64,
 }
+
+/// Dead jobs with the same cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorGroupView {
+    /// The group (fingerprint): pass it as `group` to list, retry or purge.
+    pub group: String,
+    /// One of the messages, as an example.
+    pub message: String,
+    /// How many dead jobs.
+    pub count: u64,
+    /// Their kinds.
+    pub kinds: Vec<String>,
+    /// The most recent.
+    #[schema(value_type = String, format = DateTime)]
+    pub latest: Timestamp,
+}
+
+/// Error groups, largest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorGroupList {
+    /// The groups.
+    pub groups: Vec<ErrorGroupView>,
+}

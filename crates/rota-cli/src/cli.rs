@@ -237,10 +237,13 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DeadCommand {
-    /// List dead jobs, newest first.
+    /// List dead jobs, newest first; with --group, their error groups.
     List {
         #[command(flatten)]
         filter: ListArgs,
+        /// Show error groups (same cause, counted) instead of jobs.
+        #[arg(long)]
+        group: bool,
     },
     /// Retry dead jobs by id, or every dead job of a queue and/or kind.
     Retry {
@@ -252,6 +255,9 @@ pub enum DeadCommand {
         /// Every dead job of this kind.
         #[arg(long, short)]
         kind: Option<String>,
+        /// Every dead job in this error group (a fingerprint from `rota dead list --group`).
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Delete dead jobs by id, or every dead job of a queue and/or kind (a filter is required).
     Purge {
@@ -263,6 +269,9 @@ pub enum DeadCommand {
         /// Every dead job of this kind.
         #[arg(long, short)]
         kind: Option<String>,
+        /// Every dead job in this error group (a fingerprint from `rota dead list --group`).
+        #[arg(long)]
+        group: Option<String>,
     },
 }
 

@@ -74,18 +74,50 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Dead(DeadCommand::List { filter }) => {
+        Command::Dead(DeadCommand::List {
+            filter: _,
+            group: true,
+        }) => {
+            let groups = client.dead_groups().await?;
+            print(json, &groups, |g| {
+                output::table(
+                    &["group", "count", "kinds", "latest", "message"],
+                    g.groups
+                        .iter()
+                        .map(|g| {
+                            vec![
+                                g.group.clone(),
+                                g.count.to_string(),
+                                g.kinds.join(","),
+                                g.latest.to_string(),
+                                g.message.chars().take(80).collect(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        Command::Dead(DeadCommand::List {
+            filter,
+            group: false,
+        }) => {
             let page = client.dead(&list_query(&filter)).await?;
             print(json, &page, |p| output::jobs_table(&p.jobs));
         }
-        Command::Dead(DeadCommand::Retry { ids, queue, kind }) => {
-            if ids.is_empty() && queue.is_none() && kind.is_none() {
+        Command::Dead(DeadCommand::Retry {
+            ids,
+            queue,
+            kind,
+            group,
+        }) => {
+            if ids.is_empty() && queue.is_none() && kind.is_none() && group.is_none() {
                 bail!("give job ids, or --queue and/or --kind to retry every matching dead job");
             }
             let selection = JobSelection {
                 ids,
                 queues: queue.into_iter().collect(),
                 kinds: kind.into_iter().collect(),
+                group,
             };
             let outcomes = client.retry_dead(&selection).await?;
             print(json, &outcomes, |o| {
@@ -101,8 +133,13 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 text
             });
         }
-        Command::Dead(DeadCommand::Purge { ids, queue, kind }) => {
-            if ids.is_empty() && queue.is_none() && kind.is_none() {
+        Command::Dead(DeadCommand::Purge {
+            ids,
+            queue,
+            kind,
+            group,
+        }) => {
+            if ids.is_empty() && queue.is_none() && kind.is_none() && group.is_none() {
                 bail!(
                     "give job ids, or --queue and/or --kind: dead jobs are never purged wholesale"
                 );
@@ -111,6 +148,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 ids,
                 queues: queue.into_iter().collect(),
                 kinds: kind.into_iter().collect(),
+                group,
             };
             let count = client.purge_dead(&selection).await?;
             print(json, &count, |c| {

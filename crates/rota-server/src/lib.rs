@@ -44,6 +44,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list_dead))
         .routes(routes!(jobs::retry_dead))
         .routes(routes!(jobs::purge_dead))
+        .routes(routes!(jobs::dead_groups))
         .routes(routes!(work::fetch))
         .routes(routes!(work::heartbeat))
         .routes(routes!(work::complete))

@@ -383,6 +383,7 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         ("get", "/v1/dead"),
         ("post", "/v1/dead/retry"),
         ("post", "/v1/dead/purge"),
+        ("get", "/v1/dead/groups"),
         ("post", "/v1/fetch"),
         ("post", "/v1/heartbeat"),
         ("post", "/v1/complete"),
@@ -635,4 +636,67 @@ async fn schedules_are_created_shown_paused_triggered_and_deleted() {
             "{problem}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_jobs_with_the_same_error_form_one_group_that_can_be_retried() {
+    let api = Api::new();
+    let jobs: Vec<Value> = (0..51).map(|i| json!({"queue": "default", "kind": if i < 50 { "sync" } else { "mail" }, "max_attempts": 1})).collect();
+    api.call("POST", "/v1/jobs/batch", Some(json!({ "jobs": jobs })))
+        .await;
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"], "max": 100})),
+        )
+        .await;
+    let failures: Vec<Value> = fetched["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let message = if j["kind"] == "sync" {
+                format!("customer {} not found in shard {} (request {})", 1000 + i, i % 7, j["id"].as_str().unwrap())
+            } else {
+                "smtp: connection refused".to_owned()
+            };
+            json!({"job": j["id"], "token": j["lease_token"], "message": message, "backtrace": format!("at sync.rs:{}\nat main.rs:{}", 40 + i, i)})
+        })
+        .collect();
+    let (_, failed) = api
+        .call("POST", "/v1/fail", Some(json!({ "failures": failures })))
+        .await;
+    assert!(failed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "dead"));
+    let (_, groups) = api.call("GET", "/v1/dead/groups", None).await;
+    let groups = groups["groups"].as_array().unwrap().clone();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(
+        (groups[0]["count"].as_u64(), groups[0]["kinds"][0].as_str()),
+        (Some(50), Some("sync"))
+    );
+    assert_eq!(
+        (groups[1]["count"].as_u64(), groups[1]["kinds"][0].as_str()),
+        (Some(1), Some("mail"))
+    );
+    let group = groups[0]["group"].as_str().unwrap();
+    let (_, listed) = api
+        .call("GET", &format!("/v1/dead?group={group}&limit=1000"), None)
+        .await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 50);
+    let (_, retried) = api
+        .call("POST", "/v1/dead/retry", Some(json!({ "group": group })))
+        .await;
+    assert_eq!(retried["results"].as_array().unwrap().len(), 50);
+    let (_, left) = api.call("GET", "/v1/dead/groups", None).await;
+    assert_eq!(
+        left["groups"].as_array().unwrap().len(),
+        1,
+        "only the mail group is still dead"
+    );
 }

@@ -350,6 +350,32 @@ impl Store for SqliteStore {
         self.readers.read(sql::worker_list).await
     }
 
+    async fn store_health(&self) -> Result<StoreHealth, StoreError> {
+        let path = self.path.clone();
+        let version = tokio::task::spawn_blocking(move || migrate::current_version(&path))
+            .await
+            .map_err(|e| StoreError::backend("checking the database", e))??;
+        Ok(StoreHealth {
+            schema_version: version,
+            schema_expected: SCHEMA_VERSION,
+        })
+    }
+
+    async fn job_list_running(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.readers
+            .read(move |conn| sql::job_list_running(conn, limit))
+            .await
+    }
+
+    async fn dead_groups(
+        &self,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ErrorGroup>, StoreError> {
+        self.readers
+            .read(move |conn| sql::dead_groups(conn, since))
+            .await
+    }
+
     async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError> {
         self.readers.read(sql::job_counts).await
     }

@@ -706,6 +706,7 @@ pub fn job_list(
                AND (?5 IS NULL OR created_at >= ?5) \
                AND (?6 IS NULL OR created_at < ?6) \
                AND (?7 IS NULL OR id < ?7) \
+               AND (?9 IS NULL OR json_extract(errors, '$[#-1].fingerprint') = ?9) \
              ORDER BY id DESC LIMIT ?8"
         ))
         .map_err(db_err("preparing job list"))?;
@@ -720,6 +721,7 @@ pub fn job_list(
                 f.created_before.map(micros),
                 p.after.map(|id| id.as_bytes().to_vec()),
                 limit as i64,
+                f.error_group,
             ],
             job_from_row,
         )
@@ -1024,4 +1026,65 @@ pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Times
         .map(from_micros)
         .transpose()
         .map_err(db_err("finding the next due job"))
+}
+
+/// Running jobs, soonest lease expiry first (the `job_leased` index).
+pub fn job_list_running(conn: &Connection, limit: usize) -> Result<Vec<Job>, StoreError> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
+    ))
+    .and_then(|mut stmt| stmt.query_map([limit as i64], job_from_row)?.collect())
+    .map_err(db_err("listing running jobs"))
+}
+
+/// Dead jobs since `since`, grouped by their last error's fingerprint (the `job_finished`
+/// index narrows the scan to dead jobs in the window).
+pub fn dead_groups(
+    conn: &Connection,
+    since: Option<Timestamp>,
+) -> Result<Vec<ErrorGroup>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
+             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1",
+        )
+        .map_err(db_err("grouping dead jobs"))?;
+    let rows = stmt
+        .query_map([since.map_or(i64::MIN, micros)], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err("grouping dead jobs"))?;
+    let mut groups: HashMap<String, ErrorGroup> = HashMap::new();
+    for (fingerprint, message, kind, finished) in rows {
+        let message = message.unwrap_or_default();
+        let fingerprint = fingerprint
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| rota_core::fingerprint::fingerprint(&message, None));
+        let finished = from_micros(finished).map_err(db_err("grouping dead jobs"))?;
+        let group = groups
+            .entry(fingerprint.clone())
+            .or_insert_with(|| ErrorGroup {
+                fingerprint,
+                message: message.clone(),
+                count: 0,
+                kinds: vec![],
+                latest: finished,
+            });
+        group.count += 1;
+        group.latest = group.latest.max(finished);
+        if !group.kinds.contains(&kind) {
+            group.kinds.push(kind);
+        }
+    }
+    let mut groups: Vec<ErrorGroup> = groups.into_values().collect();
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.latest.cmp(&a.latest)));
+    Ok(groups)
 }

@@ -262,6 +262,8 @@ pub struct JobFilter {
     pub created_after: Option<Timestamp>,
     /// Created before.
     pub created_before: Option<Timestamp>,
+    /// Whose last error has this fingerprint.
+    pub error_group: Option<String>,
 }
 
 impl JobFilter {
@@ -273,6 +275,10 @@ impl JobFilter {
             && self.tag.as_ref().is_none_or(|t| job.tags.contains(t))
             && self.created_after.is_none_or(|t| job.created_at >= t)
             && self.created_before.is_none_or(|t| job.created_at < t)
+            && self
+                .error_group
+                .as_ref()
+                .is_none_or(|g| job.errors.last().is_some_and(|e| &e.fingerprint == g))
     }
 }
 
@@ -485,4 +491,28 @@ pub struct JobCount {
     pub state: JobState,
     /// How many.
     pub count: u64,
+}
+
+/// What the store knows about its own health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The database's schema version.
+    pub schema_version: i64,
+    /// The version this binary expects.
+    pub schema_expected: i64,
+}
+
+/// Dead jobs that failed with the same cause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorGroup {
+    /// The fingerprint of their last error.
+    pub fingerprint: String,
+    /// One of their messages, as an example.
+    pub message: String,
+    /// How many dead jobs.
+    pub count: u64,
+    /// Their kinds.
+    pub kinds: Vec<String>,
+    /// The most recent death.
+    pub latest: Timestamp,
 }

@@ -104,6 +104,19 @@ pub trait Store: Send + Sync + 'static {
     /// Every known worker with when it was last seen.
     async fn worker_list(&self) -> Result<Vec<Worker>, StoreError>;
 
+    /// Checks the database is reachable and reports its schema version.
+    async fn store_health(&self) -> Result<StoreHealth, StoreError>;
+
+    /// Running jobs, soonest lease expiry first (cheap: running jobs are indexed).
+    async fn job_list_running(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Dead jobs that died at or after `since`, grouped by their last error's fingerprint,
+    /// largest group first.
+    async fn dead_groups(
+        &self,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ErrorGroup>, StoreError>;
+
     /// Job counts per queue, kind and state; cheap (no scan of the jobs).
     async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError>;
 

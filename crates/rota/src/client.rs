@@ -191,6 +191,11 @@ impl Client {
         self.post("/v1/dead/retry", selection).await
     }
 
+    /// Dead jobs grouped by cause, largest group first.
+    pub async fn dead_groups(&self) -> Result<ErrorGroupList, ClientError> {
+        self.get("/v1/dead/groups").await
+    }
+
     /// Deletes dead jobs by id or filter; returns how many went.
     pub async fn purge_dead(&self, selection: &JobSelection) -> Result<Count, ClientError> {
         self.post("/v1/dead/purge", selection).await

@@ -122,6 +122,8 @@ pub struct ListQuery {
     pub created_after: Option<String>,
     /// Created before (RFC 3339).
     pub created_before: Option<String>,
+    /// Only jobs whose last error has this fingerprint (an error group).
+    pub group: Option<String>,
     /// The previous page's `next`.
     pub after: Option<String>,
     /// Page size, 1..=1000 (default 100).
@@ -167,6 +169,7 @@ fn list_params(
             tag: query.tag,
             created_after: time_param("created_after", &query.created_after)?,
             created_before: time_param("created_before", &query.created_before)?,
+            error_group: query.group,
         },
         after: query
             .after
@@ -193,6 +196,26 @@ pub async fn list_jobs(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<JobPageView>, ApiError> {
     Ok(ApiJson(list(&state, list_params(query, None)?).await?))
+}
+
+/// Dead jobs grouped by their last error's cause (fingerprint), largest group first.
+#[utoipa::path(get, path = "/v1/dead/groups", tag = "dead", responses((status = 200, body = ErrorGroupList)))]
+pub async fn dead_groups(
+    State(state): State<AppState>,
+) -> Result<ApiJson<ErrorGroupList>, ApiError> {
+    let groups = state.store.dead_groups(None).await?;
+    Ok(ApiJson(ErrorGroupList {
+        groups: groups
+            .into_iter()
+            .map(|g| ErrorGroupView {
+                group: g.fingerprint,
+                message: g.message,
+                count: g.count,
+                kinds: g.kinds,
+                latest: g.latest,
+            })
+            .collect(),
+    }))
 }
 
 /// Dead jobs, newest first.
@@ -295,16 +318,17 @@ fn dead_selector(
     if !ids.is_empty() {
         return Ok((JobSelector::Ids(ids.clone()), ids));
     }
-    if selection.queues.is_empty() && selection.kinds.is_empty() {
+    if selection.queues.is_empty() && selection.kinds.is_empty() && selection.group.is_none() {
         return Err(ApiError::invalid(
             "ids",
-            format!("to {action} dead jobs, give ids, or queues and/or kinds: dead jobs are never selected wholesale by accident"),
+            format!("to {action} dead jobs, give ids, or queues, kinds and/or an error group: dead jobs are never selected wholesale by accident"),
         ));
     }
     let filter = JobFilter {
         queues: selection.queues,
         kinds: selection.kinds,
         states: vec![JobState::Dead],
+        error_group: selection.group,
         ..JobFilter::default()
     };
     Ok((JobSelector::Filter(filter), ids))
