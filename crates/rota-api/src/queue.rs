@@ -116,3 +116,48 @@ pub struct ErrorGroupList {
     /// The groups.
     pub groups: Vec<ErrorGroupView>,
 }
+
+/// One doctor verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FindingView {
+    /// The check.
+    pub check: String,
+    /// ok, warn or fail.
+    pub severity: String,
+    /// What was found.
+    pub message: String,
+    /// What to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Every doctor verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorReport {
+    /// No finding needs action.
+    pub healthy: bool,
+    /// One per check (several for checks that found several things).
+    pub findings: Vec<FindingView>,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckView {
+    /// store, schema or engine.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Details.
+    pub detail: String,
+}
+
+/// Readiness: the checks that gate traffic, and the doctor's warnings (which do not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReadyReport {
+    /// Every check passed.
+    pub ready: bool,
+    /// The checks.
+    pub checks: Vec<CheckView>,
+    /// Doctor findings that need attention.
+    pub warnings: Vec<FindingView>,
+}

@@ -63,6 +63,14 @@ pub enum Command {
     Token(TokenCommand),
     /// Measure throughput and latency (starts a server unless --url is given).
     Bench(BenchArgs),
+    /// Check everything that can need action, with the fix; exits 1 if anything does.
+    Doctor {
+        /// Check this SQLite database directly instead of asking the server at --url.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Exit 0 if the server is ready, 1 if not (for container health checks).
+    Health,
     /// Database schema: status, or apply pending migrations.
     #[command(subcommand)]
     Migrate(MigrateCommand),

@@ -188,6 +188,26 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
             })
         }
         Command::Schedules(command) => schedules(&client, json, command).await?,
+        Command::Health => {
+            let (ready, report) = client.ready().await?;
+            print(json, &report, |r| {
+                let mut text = format!("{}\n", if r.ready { "ready" } else { "NOT READY" });
+                for c in &r.checks {
+                    text.push_str(&format!(
+                        "  {} {}: {}\n",
+                        if c.ok { "ok  " } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    ));
+                }
+                text
+            });
+            return Ok(if ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Workers => {
             let workers = client.workers().await?;
             print(json, &workers, |w| {
@@ -215,7 +235,8 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         | Command::Worker(_)
         | Command::Token(_)
         | Command::Migrate(_)
-        | Command::Bench(_) => {
+        | Command::Bench(_)
+        | Command::Doctor { .. } => {
             unreachable!("dispatched in main")
         }
     }

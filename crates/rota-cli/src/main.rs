@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client_commands;
 mod config;
+mod doctor;
 mod migrate;
 mod output;
 mod serve;
@@ -41,6 +42,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Worker(args) => worker::run(args, &cli.client).await,
         cli::Command::Migrate(command) => migrate::run(command),
         cli::Command::Bench(args) => bench::run(args, &cli.client).await,
+        cli::Command::Doctor { database } => doctor::run(database, &cli.client).await,
         cli::Command::Token(cli::TokenCommand::New { scope, name }) => {
             let (token, hash) = rota_server::auth::generate_token()?;
             println!("{token}");

@@ -86,7 +86,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let shutdown = CancellationToken::new();
-    let services = rota_server::maintenance::spawn(&state, shutdown.clone());
+    rota_server::maintenance::spawn(&state, shutdown.clone());
+    let services = state.clone();
     info!(address = %config.bind, "rota listening on http://{}", config.bind);
     let signal = shutdown.clone();
     rota_server::serve(listener, state, async move {
@@ -97,9 +98,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("serving HTTP")?;
     shutdown.cancel();
-    for service in services {
-        let _ = service.await;
-    }
+    services.join_services().await;
     // Dropping the last handle flushes and stops the writer.
     drop(store);
     info!("stopped");

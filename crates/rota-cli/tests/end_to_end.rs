@@ -606,3 +606,104 @@ async fn config_schedules_are_reconciled_at_start_up_and_bad_ones_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_queue_nobody_polls_and_the_queues_workers_do_poll() {
+    let server = Server::start("");
+    let client = server.client();
+    // A healthy system: nothing to report, exit 0.
+    let out = server.rota(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok   queues"), "{text}");
+
+    // The classic incident: producer on `scribes`, worker on `default`.
+    client
+        .declare_queue("scribes", &QueueDeclareRequest::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        client
+            .enqueue(&NewJobRequest {
+                queue: "scribes".into(),
+                ..job("copy", json!({}))
+            })
+            .await
+            .unwrap();
+    }
+    client
+        .fetch(&FetchRequest {
+            worker: "w1".into(),
+            queues: vec!["default".into()],
+            kinds: vec![],
+            max: Some(1),
+            wait: None,
+        })
+        .await
+        .unwrap();
+    let out = server.rota(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("queue `scribes` has 3 ready jobs and no worker"),
+        "{text}"
+    );
+    assert!(text.contains("workers poll `default`"), "{text}");
+    assert!(
+        text.contains("fix: start a worker with --queue scribes"),
+        "{text}"
+    );
+    // The same warning in /readyz, without failing readiness.
+    let (ready, report) = client.ready().await.unwrap();
+    assert!(ready);
+    assert!(report
+        .warnings
+        .iter()
+        .any(|w| w.check == "queues" && w.message.contains("scribes")));
+    // And directly against the database file.
+    let out = std::process::Command::new(ROTA)
+        .args(["doctor", "--database", "rota.db"])
+        .current_dir(server.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queue `scribes`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_the_database_is_gone_while_healthz_passes() {
+    let server = Server::start("");
+    let client = server.client();
+    let (ready, report) = client.ready().await.unwrap();
+    assert!(ready, "{report:?}");
+    assert!(report.checks.iter().all(|c| c.ok));
+    assert!(server.rota(&["health"]).status.success());
+    for file in ["rota.db", "rota.db-wal", "rota.db-shm"] {
+        let _ = std::fs::remove_file(server.path().join(file));
+    }
+    let (ready, report) = client.ready().await.unwrap();
+    assert!(!ready);
+    assert!(
+        report.checks.iter().any(|c| c.name == "store" && !c.ok),
+        "{report:?}"
+    );
+    let health = reqwest_get(&format!("{}/healthz", server.url)).await;
+    assert_eq!(health, 200);
+    let out = server.rota(&["health"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+async fn reqwest_get(url: &str) -> u16 {
+    let (host, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -5,6 +5,7 @@
 //! ticks, wakes, and stops. [`WakeHub`] fans "a job is ready on queue Q" out to long-polling
 //! fetches so that they return at once instead of sleeping and polling.
 
+pub mod doctor;
 mod pruner;
 mod rescuer;
 pub mod scheduler;

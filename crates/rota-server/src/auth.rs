@@ -184,7 +184,9 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let auth = &state.config.auth;
-    if !auth.enabled() {
+    // Health checks and metrics answer without a token, for load balancers and scrapers.
+    let open = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if !auth.enabled() || open {
         return next.run(request).await;
     }
     let presented = request

@@ -33,7 +33,7 @@ pub use state::{AppState, ServerConfig};
 struct ApiDoc;
 
 fn api_router() -> OpenApiRouter<AppState> {
-    use routes::{jobs, queues, schedules, work};
+    use routes::{health, jobs, queues, schedules, work};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue, jobs::list_jobs))
         .routes(routes!(jobs::enqueue_many))
@@ -63,6 +63,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::pause_schedule))
         .routes(routes!(schedules::resume_schedule))
         .routes(routes!(schedules::trigger_schedule))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::doctor))
 }
 
 /// The OpenAPI document of every `/v1` route.

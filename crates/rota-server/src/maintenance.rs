@@ -7,12 +7,11 @@ use rota_engine::{
     service, Pruner, PrunerConfig, Rescuer, RescuerConfig, Scheduler, SchedulerConfig,
 };
 use rota_store::Store;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts the rescuer, the pruner and the scheduler for the server with `state`; they stop
-/// when `shutdown` is cancelled.
-pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+/// Starts the rescuer, the pruner and the scheduler for the server with `state` (recorded in
+/// `state.services` for readiness); they stop when `shutdown` is cancelled.
+pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) =
         (state.store.clone(), state.clock.clone());
     let (rescuer, _) = service::spawn(
@@ -33,5 +32,9 @@ pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) -> Vec<JoinHa
     .with_wake(state.wake.clone())
     .with_changed(state.schedules_changed.clone());
     let scheduler = tokio::spawn(scheduler.run(clock, shutdown));
-    vec![rescuer, pruner, scheduler]
+    state
+        .services
+        .lock()
+        .expect("services poisoned")
+        .extend([rescuer, pruner, scheduler]);
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Told when schedules change through the API, so the scheduler re-plans at once.
     pub schedules_changed: Arc<tokio::sync::Notify>,
+    /// The engine services started for this server (see `maintenance::spawn`).
+    pub services: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl AppState {
@@ -70,6 +72,29 @@ impl AppState {
             registered: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             schedules_changed: Arc::new(tokio::sync::Notify::new()),
+            services: Arc::default(),
+        }
+    }
+
+    /// How many engine services are running, of how many started.
+    pub fn services_running(&self) -> (usize, usize) {
+        let services = self.services.lock().expect("services poisoned");
+        (
+            services.iter().filter(|h| !h.is_finished()).count(),
+            services.len(),
+        )
+    }
+
+    /// Waits for the engine services to stop (after shutdown was signalled to them).
+    pub async fn join_services(&self) {
+        let handles: Vec<_> = self
+            .services
+            .lock()
+            .expect("services poisoned")
+            .drain(..)
+            .collect();
+        for handle in handles {
+            let _ = handle.await;
         }
     }
 

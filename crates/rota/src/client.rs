@@ -322,6 +322,28 @@ impl Client {
         self.get("/v1/workers").await
     }
 
+    /// Every doctor check.
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.get("/v1/doctor").await
+    }
+
+    /// Readiness: the report, and whether the server answered 200.
+    pub async fn ready(&self) -> Result<(bool, ReadyReport), ClientError> {
+        let transport = |source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .map_err(transport)?;
+        let ok = response.status().is_success();
+        let report = response.json().await.map_err(transport)?;
+        Ok((ok, report))
+    }
+
     /// Whether the server answers at all (any HTTP answer counts).
     pub async fn reachable(&self) -> bool {
         matches!(self.http.get(format!("{}/v1/queues", self.base)).send().await, Ok(r) if r.status() != StatusCode::BAD_GATEWAY)

@@ -1,6 +1,7 @@
 //! The `/v1` handlers, one module per resource. Each handler's `#[utoipa::path]` is both its
 //! route and its OpenAPI entry.
 
+pub mod health;
 pub mod jobs;
 pub mod queues;
 pub mod schedules;

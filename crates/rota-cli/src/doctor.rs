@@ -1,0 +1,71 @@
+//! `rota doctor`: one verdict per line with the fix; exit 1 when something needs action.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use rota::api::FindingView;
+use rota_core::{Clock, SystemClock};
+use rota_sqlite::{SqliteOptions, SqliteStore};
+
+use crate::cli::ClientArgs;
+use crate::output::print;
+
+/// Runs the doctor against the server at `--url`, or directly against `database`.
+pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let mut report = match database {
+        Some(raw) => {
+            let path = crate::config::database_path(&raw)?;
+            if !path.exists() {
+                anyhow::bail!("database {}: no such file (start `rota serve` once, or pass the right --database)", path.display());
+            }
+            let store = SqliteStore::open(SqliteOptions::new(&path))
+                .with_context(|| format!("opening {}", path.display()))?;
+            rota_server::routes::health::doctor_report(&store, SystemClock.now()).await
+        }
+        None => {
+            crate::client_commands::client(client_args)?
+                .doctor()
+                .await?
+        }
+    };
+    // The config file, when there is one here, is checked too.
+    let config = std::path::Path::new("rota.toml");
+    if config.exists() {
+        let finding = match crate::config::read_file(config, true) {
+            Ok(_) => FindingView {
+                check: "config".into(),
+                severity: "ok".into(),
+                message: "rota.toml is valid".into(),
+                fix: None,
+            },
+            Err(err) => FindingView {
+                check: "config".into(),
+                severity: "fail".into(),
+                message: format!("{err:#}"),
+                fix: Some("correct rota.toml; `rota serve` refuses to start with it".into()),
+            },
+        };
+        report.healthy &= finding.severity == "ok";
+        report.findings.insert(0, finding);
+    }
+    print(client_args.json, &report, |r| {
+        let mut text = String::new();
+        for f in &r.findings {
+            let mark = match f.severity.as_str() {
+                "ok" => "ok  ",
+                "warn" => "WARN",
+                _ => "FAIL",
+            };
+            text.push_str(&format!("{mark} {:<10} {}\n", f.check, f.message));
+            if let Some(fix) = &f.fix {
+                text.push_str(&format!("     {:<10} fix: {fix}\n", ""));
+            }
+        }
+        text
+    });
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

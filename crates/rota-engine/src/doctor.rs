@@ -1,0 +1,302 @@
+//! The doctor: every check that says whether a Rota installation needs action, with the fix.
+//!
+//! Used by `rota doctor` (against a server, or directly against a database), by `/readyz`
+//! (as warnings that do not fail readiness) and by the metrics. Every check reads cheap
+//! aggregates (job counts, indexed running and dead jobs), never a scan of all jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::{format_duration, JobState};
+use rota_store::{QueueListParams, Store, StoreError};
+
+/// A worker seen within this long counts as live.
+pub const LIVE_WORKER_WINDOW: Duration = Duration::from_secs(60);
+/// Dead jobs this recent are reported.
+pub const DEAD_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Nothing to do.
+    Ok,
+    /// Needs attention; the system still runs.
+    Warn,
+    /// Broken.
+    Fail,
+}
+
+impl Severity {
+    /// `ok`, `warn` or `fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warn => "warn",
+            Severity::Fail => "fail",
+        }
+    }
+}
+
+/// One verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The check: database, schema, clock, queues, kinds, timeouts, dead, schedules.
+    pub check: &'static str,
+    /// How bad.
+    pub severity: Severity,
+    /// What was found.
+    pub message: String,
+    /// What to do, when something is wrong.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn ok(check: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            check,
+            severity: Severity::Ok,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    fn warn(check: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            check,
+            severity: Severity::Warn,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+fn quoted(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs every check at `now`.
+pub async fn diagnose(store: &dyn Store, now: Timestamp) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match store.store_health().await {
+        Ok(h) => {
+            findings.push(Finding::ok("database", "database reachable"));
+            findings.push(if h.schema_version == h.schema_expected {
+                Finding::ok(
+                    "schema",
+                    format!("schema version {} is current", h.schema_version),
+                )
+            } else {
+                Finding {
+                    check: "schema",
+                    severity: Severity::Fail,
+                    message: format!(
+                        "schema version {} but this binary expects {}",
+                        h.schema_version, h.schema_expected
+                    ),
+                    fix: Some(
+                        "run `rota migrate up`, or upgrade rota if the database is newer".into(),
+                    ),
+                }
+            });
+        }
+        Err(err) => {
+            findings.push(Finding {
+                check: "database",
+                severity: Severity::Fail,
+                message: format!("database unreachable: {err}"),
+                fix: Some("check the database path or URL and its permissions".into()),
+            });
+            return findings;
+        }
+    }
+    findings.push(if store.capabilities().multi_node {
+        Finding::ok("clock", "clock skew is checked by the database backend")
+    } else {
+        Finding::ok(
+            "clock",
+            "embedded database: node and database share one clock",
+        )
+    });
+    if let Err(err) = workload_checks(store, now, &mut findings).await {
+        findings.push(Finding {
+            check: "database",
+            severity: Severity::Fail,
+            message: format!("reading the database failed: {err}"),
+            fix: None,
+        });
+    }
+    findings
+}
+
+async fn workload_checks(
+    store: &dyn Store,
+    now: Timestamp,
+    findings: &mut Vec<Finding>,
+) -> Result<(), StoreError> {
+    let live_since = rota_core::sub_duration(now, LIVE_WORKER_WINDOW);
+    let live: Vec<_> = store
+        .worker_list()
+        .await?
+        .into_iter()
+        .filter(|w| w.last_seen >= live_since)
+        .collect();
+    let polled: BTreeSet<String> = live
+        .iter()
+        .flat_map(|w| w.info.queues.iter().cloned())
+        .collect();
+
+    // Queues with ready jobs and nobody polling them: the misspelt-queue incident.
+    let mut queue_ok = true;
+    for q in store.queue_list(QueueListParams { now }).await? {
+        let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
+        if ready > 0 && !q.queue.paused && !polled.contains(&q.queue.name) {
+            queue_ok = false;
+            let age = q
+                .oldest_ready_age
+                .map(|a| {
+                    format!(
+                        ", the oldest waiting {}",
+                        format_duration(Duration::from_secs(a.as_secs()))
+                    )
+                })
+                .unwrap_or_default();
+            findings.push(Finding::warn(
+                "queues",
+                format!("queue `{}` has {ready} ready jobs and no worker{age}; workers poll {}", q.queue.name, quoted(&polled)),
+                format!("start a worker with --queue {}, or correct the queue name the producer or the worker uses", q.queue.name),
+            ));
+        }
+    }
+    if queue_ok {
+        findings.push(Finding::ok(
+            "queues",
+            "every queue with ready jobs has a live worker",
+        ));
+    }
+
+    // Ready jobs of a kind that no live worker on their queue handles.
+    let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for c in store.job_counts().await? {
+        if c.state == JobState::Available {
+            *ready_kinds.entry((c.queue, c.kind)).or_default() += c.count;
+        }
+    }
+    let mut kinds_ok = true;
+    for ((queue, kind), n) in ready_kinds {
+        let pollers: Vec<_> = live
+            .iter()
+            .filter(|w| w.info.queues.contains(&queue))
+            .collect();
+        if pollers.is_empty() {
+            continue; // reported by the queue check
+        }
+        if !pollers
+            .iter()
+            .any(|w| w.info.kinds.is_empty() || w.info.kinds.contains(&kind))
+        {
+            kinds_ok = false;
+            let handled: BTreeSet<String> = pollers
+                .iter()
+                .flat_map(|w| w.info.kinds.iter().cloned())
+                .collect();
+            findings.push(Finding::warn(
+                "kinds",
+                format!("queue `{queue}` has {n} ready `{kind}` jobs and no live worker handles that kind; its workers handle {}", quoted(&handled)),
+                format!("deploy a worker that handles `{kind}`, or correct the kind the producer uses"),
+            ));
+        }
+    }
+    if kinds_ok {
+        findings.push(Finding::ok(
+            "kinds",
+            "every ready job's kind has a live worker",
+        ));
+    }
+
+    // Jobs running past their timeout.
+    let mut overdue = 0;
+    for job in store.job_list_running(10_000).await? {
+        if let (Some(timeout), Some(started)) = (job.timeout, job.attempted_at) {
+            if rota_core::add_duration(started, timeout) < now {
+                overdue += 1;
+                if overdue <= 10 {
+                    findings.push(Finding::warn(
+                        "timeouts",
+                        format!("job {} (`{}`) has run {} on {}, past its timeout of {}", job.id, job.kind, format_duration(Duration::from_secs(now.duration_since(started).as_secs().max(0) as u64)), job.lease.map(|l| l.worker).unwrap_or_default(), format_duration(timeout)),
+                        "the worker should kill it; check that worker, or cancel the job with `rota jobs cancel`",
+                    ));
+                }
+            }
+        }
+    }
+    if overdue == 0 {
+        findings.push(Finding::ok("timeouts", "no job runs past its timeout"));
+    }
+
+    // Dead jobs in the last hour, by cause.
+    let groups = store
+        .dead_groups(Some(rota_core::sub_duration(now, DEAD_WINDOW)))
+        .await?;
+    if groups.is_empty() {
+        findings.push(Finding::ok("dead", "no job died in the last hour"));
+    }
+    for g in groups.iter().take(10) {
+        findings.push(Finding::warn(
+            "dead",
+            format!(
+                "{} job(s) of {} died in the last hour with: {}",
+                g.count,
+                g.kinds
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                g.message
+            ),
+            format!(
+                "fix the cause, then `rota dead retry --group {}`",
+                g.fingerprint
+            ),
+        ));
+    }
+
+    // Schedules whose last job failed.
+    let mut schedules_ok = true;
+    for record in store.schedule_list().await? {
+        if let Some(id) = record.last_job {
+            if let Ok(job) = store.job_get(id).await {
+                if matches!(job.state, JobState::Dead | JobState::Retryable) {
+                    schedules_ok = false;
+                    let last = job
+                        .errors
+                        .last()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default();
+                    findings.push(Finding::warn(
+                        "schedules",
+                        format!(
+                            "schedule `{}`: its last job {} is {} ({last})",
+                            record.schedule.name, job.id, job.state
+                        ),
+                        format!("see `rota jobs show {}`", job.id),
+                    ));
+                }
+            }
+        }
+    }
+    if schedules_ok {
+        findings.push(Finding::ok(
+            "schedules",
+            "every schedule's last job succeeded or is pending",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Liveness, readiness and the doctor.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rota_api::*;
+use rota_engine::doctor::{diagnose, Finding, Severity};
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+fn finding_view(f: Finding) -> FindingView {
+    FindingView {
+        check: f.check.to_owned(),
+        severity: f.severity.as_str().to_owned(),
+        message: f.message,
+        fix: f.fix,
+    }
+}
+
+/// The process is alive (no dependency is checked).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Ready to serve: the store answers, its schema is current, the engine services run. The
+/// doctor's warnings are listed but do not fail readiness. 503 when not ready.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = ReadyReport), (status = 503, body = ReadyReport)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = Vec::new();
+    let store = state.store.store_health().await;
+    checks.push(CheckView {
+        name: "store".into(),
+        ok: store.is_ok(),
+        detail: match &store {
+            Ok(_) => "reachable".into(),
+            Err(err) => err.to_string(),
+        },
+    });
+    if let Ok(h) = &store {
+        checks.push(CheckView {
+            name: "schema".into(),
+            ok: h.schema_version == h.schema_expected,
+            detail: format!(
+                "database {}, binary {}",
+                h.schema_version, h.schema_expected
+            ),
+        });
+    }
+    let (running, total) = state.services_running();
+    checks.push(CheckView {
+        name: "engine".into(),
+        ok: total > 0 && running == total,
+        detail: format!("{running} of {total} services running"),
+    });
+    let warnings = if store.is_ok() {
+        diagnose(&*state.store, state.clock.now())
+            .await
+            .into_iter()
+            .filter(|f| f.severity != Severity::Ok)
+            .map(finding_view)
+            .collect()
+    } else {
+        vec![]
+    };
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(ReadyReport {
+            ready,
+            checks,
+            warnings,
+        }),
+    )
+        .into_response()
+}
+
+/// The doctor's report for `store` at `now` (also used by `rota doctor --database`).
+pub async fn doctor_report(store: &dyn rota_store::Store, now: jiff::Timestamp) -> DoctorReport {
+    let findings: Vec<Finding> = diagnose(store, now).await;
+    let healthy = findings.iter().all(|f| f.severity == Severity::Ok);
+    DoctorReport {
+        healthy,
+        findings: findings.into_iter().map(finding_view).collect(),
+    }
+}
+
+/// Every doctor check, with the fix for what needs action.
+#[utoipa::path(get, path = "/v1/doctor", tag = "health", responses((status = 200, body = DoctorReport)))]
+pub async fn doctor(State(state): State<AppState>) -> Result<ApiJson<DoctorReport>, ApiError> {
+    Ok(ApiJson(
+        doctor_report(&*state.store, state.clock.now()).await,
+    ))
+}
