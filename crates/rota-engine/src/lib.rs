@@ -17,3 +17,18 @@ pub use rescuer::{Rescuer, RescuerConfig};
 pub use scheduler::{Recovery, Scheduler, SchedulerConfig, SchedulerReport};
 pub use service::{Service, ServiceHandle, ServiceReport};
 pub use wake::{Subscription, WakeHub};
+
+/// Hears what the engine's services did, for metrics. Every method does nothing by default.
+pub trait EngineObserver: Send + Sync {
+    /// Expired leases were rescued.
+    fn rescued(&self, _report: &rota_store::RescueReport) {}
+    /// A schedule fired `slots` slots, `recovered` of them missed ones, enqueuing `jobs`.
+    fn fired(
+        &self,
+        _schedule: &str,
+        _slots: usize,
+        _recovered: usize,
+        _jobs: &[rota_store::Inserted],
+    ) {
+    }
+}

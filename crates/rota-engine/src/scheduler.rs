@@ -109,6 +109,7 @@ pub struct Scheduler {
     defaults: Arc<PolicyDefaults>,
     wake: Option<WakeHub>,
     changed: Arc<Notify>,
+    observer: Option<Arc<dyn crate::EngineObserver>>,
 }
 
 impl Scheduler {
@@ -124,12 +125,19 @@ impl Scheduler {
             defaults,
             wake: None,
             changed: Arc::new(Notify::new()),
+            observer: None,
         }
     }
 
     /// Wakes long-polling fetches on the queues it enqueues to.
     pub fn with_wake(mut self, wake: WakeHub) -> Self {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Tells `observer` about every slot fired.
+    pub fn with_observer(mut self, observer: Arc<dyn crate::EngineObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -216,6 +224,14 @@ impl Scheduler {
                     continue;
                 }
                 report.enqueued += fired.jobs.iter().filter(|i| !i.duplicate).count();
+                if let Some(observer) = &self.observer {
+                    observer.fired(
+                        &def.name,
+                        plan.fire.len(),
+                        plan.recovered.len(),
+                        &fired.jobs,
+                    );
+                }
                 if let Some(wake) = &self.wake {
                     if fired
                         .jobs

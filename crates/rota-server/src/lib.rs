@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod maintenance;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 
@@ -87,6 +88,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
+        .route("/metrics", axum::routing::get(metrics_route))
         .fallback(|| async {
             ApiError::from(rota_api::Problem::new(
                 404,
@@ -99,8 +101,45 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Prometheus text exposition of every metric.
+async fn metrics_route(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.metrics.render(&*state.store, state.clock.now()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// Counts every request by its route template (not its concrete path) and status.
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.http(&route, response.status().as_u16());
+    response
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and

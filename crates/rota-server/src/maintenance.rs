@@ -14,11 +14,10 @@ use tokio_util::sync::CancellationToken;
 pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) =
         (state.store.clone(), state.clock.clone());
-    let (rescuer, _) = service::spawn(
-        Rescuer::new(store.clone(), RescuerConfig::default()),
-        clock.clone(),
-        shutdown.clone(),
-    );
+    let observer: Arc<dyn rota_engine::EngineObserver> = state.metrics.clone();
+    let rescuer =
+        Rescuer::new(store.clone(), RescuerConfig::default()).with_observer(observer.clone());
+    let (rescuer, _) = service::spawn(rescuer, clock.clone(), shutdown.clone());
     let (pruner, _) = service::spawn(
         Pruner::new(store.clone(), PrunerConfig::default()),
         clock.clone(),
@@ -30,7 +29,8 @@ pub fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
         state.config.defaults.clone(),
     )
     .with_wake(state.wake.clone())
-    .with_changed(state.schedules_changed.clone());
+    .with_changed(state.schedules_changed.clone())
+    .with_observer(observer);
     let scheduler = tokio::spawn(scheduler.run(clock, shutdown));
     state
         .services

@@ -57,6 +57,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Told when schedules change through the API, so the scheduler re-plans at once.
     pub schedules_changed: Arc<tokio::sync::Notify>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The engine services started for this server (see `maintenance::spawn`).
     pub services: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -73,6 +75,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             schedules_changed: Arc::new(tokio::sync::Notify::new()),
             services: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

@@ -703,3 +703,100 @@ async fn dead_jobs_with_the_same_error_form_one_group_that_can_be_retried() {
         "only the mail group is still dead"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_scripted_run_and_parse_as_prometheus_text() {
+    let api = Api::new();
+    let mut jobs: Vec<Value> = (0..10)
+        .map(|_| json!({"queue": "default", "kind": "ok"}))
+        .collect();
+    jobs.extend((0..3).map(|_| json!({"queue": "default", "kind": "flaky", "max_attempts": 2})));
+    jobs.push(json!({"queue": "default", "kind": "bad", "max_attempts": 1}));
+    api.call("POST", "/v1/jobs/batch", Some(json!({ "jobs": jobs })))
+        .await;
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"], "max": 100})),
+        )
+        .await;
+    let leased = fetched["jobs"].as_array().unwrap();
+    assert_eq!(leased.len(), 14);
+    let lease = |j: &Value| (j["id"].clone(), j["lease_token"].clone());
+    let completions: Vec<Value> = leased
+        .iter()
+        .filter(|j| j["kind"] == "ok")
+        .map(|j| {
+            let (id, t) = lease(j);
+            json!({"job": id, "token": t})
+        })
+        .collect();
+    let failures: Vec<Value> = leased
+        .iter()
+        .filter(|j| j["kind"] != "ok")
+        .map(|j| {
+            let (id, t) = lease(j);
+            json!({"job": id, "token": t, "message": "boom"})
+        })
+        .collect();
+    api.call(
+        "POST",
+        "/v1/complete",
+        Some(json!({ "completions": completions })),
+    )
+    .await;
+    api.call("POST", "/v1/fail", Some(json!({ "failures": failures })))
+        .await;
+
+    let response = app(api.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let total = |name: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(total("rota_jobs_enqueued_total"), 14.0, "{text}");
+    assert_eq!(total("rota_jobs_completed_total"), 10.0);
+    assert_eq!(total("rota_jobs_retried_total"), 3.0);
+    assert_eq!(total("rota_jobs_dead_total"), 1.0);
+    assert_eq!(total("rota_jobs_failed_total"), 4.0);
+    let retryable = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "rota_jobs" && s.labels.get("state") == Some("retryable"))
+        .expect("jobs gauge by state");
+    assert!(matches!(retryable.value, prometheus_parse::Value::Gauge(v) if v == 3.0));
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "rota_http_requests_total"
+            && s.labels.get("route") == Some("/v1/fetch")));
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "rota_workers_connected"));
+}

@@ -165,6 +165,11 @@ impl Store for SqliteStore {
         Capabilities::minimal()
     }
 
+    fn write_stats(&self) -> Option<(u64, u64)> {
+        let stats = self.writer.stats();
+        Some((stats.transactions, stats.requests))
+    }
+
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<Inserted>, StoreError> {
         self.writer
             .write(move |conn| sql::job_insert_many(conn, p))

@@ -587,6 +587,9 @@ pub fn lease_rescue_expired(
     for job in expired {
         let next = transition(&job, Event::LeaseExpired, p.now)?;
         save_job(conn, &job, &next)?;
+        report
+            .outcomes
+            .push((next.queue.clone(), next.kind.clone(), next.state));
         match next.state {
             JobState::Dead => report.dead.push(next.id),
             JobState::Cancelled => report.cancelled.push(next.id),

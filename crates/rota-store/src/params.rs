@@ -205,6 +205,8 @@ pub struct RescueReport {
     pub dead: Vec<JobId>,
     /// Jobs whose cancellation had been requested and are now cancelled.
     pub cancelled: Vec<JobId>,
+    /// Every rescued job's queue, kind and new state (for metrics).
+    pub outcomes: Vec<(String, String, JobState)>,
 }
 
 impl RescueReport {

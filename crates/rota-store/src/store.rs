@@ -16,6 +16,12 @@ pub trait Store: Send + Sync + 'static {
     /// What this backend can and cannot do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Transactions committed and write requests served so far, where the backend groups
+    /// requests into transactions (their ratio is the commit batch size).
+    fn write_stats(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Enqueues jobs, all or nothing: one invalid job or undeclared queue rejects the batch.
     /// A job whose unique key matches an unfinished job returns that job with `duplicate`.
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<Inserted>, StoreError>;

@@ -32,6 +32,7 @@ async fn enqueue_all(
             now,
         })
         .await?;
+    state.metrics.enqueued(&inserted);
     for i in &inserted {
         // Scheduled jobs too: waiting fetches re-plan their wake-up for the new run_at.
         if !i.duplicate {
@@ -274,6 +275,11 @@ pub async fn cancel(
             now: state.clock.now(),
         })
         .await?;
+    if let Some(Ok(job)) = out.first() {
+        if job.state.is_final() {
+            state.metrics.reported(&[job], false);
+        }
+    }
     if out
         .first()
         .is_some_and(|r| r.as_ref().is_ok_and(|j| j.state.is_final()))

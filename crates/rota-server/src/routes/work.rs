@@ -56,6 +56,7 @@ pub async fn fetch(
             })
             .await?;
         let now = tokio::time::Instant::now();
+        state.metrics.started(&jobs);
         if !jobs.is_empty() || now >= deadline {
             // The shortest lease granted (queues may set their own), so the worker knows how
             // often to heartbeat.
@@ -168,7 +169,11 @@ pub async fn heartbeat(
     }))
 }
 
-fn notify_finished(state: &AppState, results: &[Result<rota_core::Job, StoreError>]) {
+/// Wakes waiters and counts outcomes; `failed` when the reports were failures (snoozes,
+/// which end `scheduled`, are not counted as failures).
+fn notify_finished(state: &AppState, results: &[Result<rota_core::Job, StoreError>], failed: bool) {
+    let jobs: Vec<&rota_core::Job> = results.iter().flatten().collect();
+    state.metrics.reported(&jobs, failed);
     for job in results.iter().flatten() {
         if job.state.is_final() {
             state.wake.notify(&AppState::job_key(&job.id));
@@ -209,7 +214,7 @@ pub async fn complete(
             now: state.clock.now(),
         })
         .await?;
-    notify_finished(&state, &results);
+    notify_finished(&state, &results, false);
     Ok(ApiJson(outcomes(&ids, results)))
 }
 
@@ -269,7 +274,7 @@ pub async fn fail(
         .into_iter()
         .map(|r| r.expect("every failure answered"))
         .collect();
-    notify_finished(&state, &results);
+    notify_finished(&state, &results, true);
     Ok(ApiJson(outcomes(&ids, results)))
 }
 
@@ -297,6 +302,6 @@ pub async fn hand_back(
             now: state.clock.now(),
         })
         .await?;
-    notify_finished(&state, &results);
+    notify_finished(&state, &results, false);
     Ok(ApiJson(outcomes(&ids, results)))
 }
