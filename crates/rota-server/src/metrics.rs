@@ -386,9 +386,18 @@ mod tests {
     #[test]
     fn kinds_beyond_the_cap_share_the_other_label() {
         let m = Metrics::new();
-        let labels: Vec<JobLabels> = (0..KIND_LABELS_MAX + 10).map(|i| m.labels("q", &format!("kind{i}"))).collect();
-        assert_eq!(labels[KIND_LABELS_MAX - 1].kind, format!("kind{}", KIND_LABELS_MAX - 1));
+        let labels: Vec<JobLabels> = (0..KIND_LABELS_MAX + 10)
+            .map(|i| m.labels("q", &format!("kind{i}")))
+            .collect();
+        assert_eq!(
+            labels[KIND_LABELS_MAX - 1].kind,
+            format!("kind{}", KIND_LABELS_MAX - 1)
+        );
         assert!(labels[KIND_LABELS_MAX..].iter().all(|l| l.kind == "other"));
-        assert_eq!(m.labels("q", "kind0").kind, "kind0", "a known kind keeps its label");
+        assert_eq!(
+            m.labels("q", "kind0").kind,
+            "kind0",
+            "a known kind keeps its label"
+        );
     }
 }
