@@ -72,6 +72,18 @@ pub struct WorkerView {
     pub queues: Vec<String>,
     /// Kinds it handles (empty: any).
     pub kinds: Vec<String>,
+    /// Its host.
+    #[serde(default)]
+    pub host: String,
+    /// Its process id.
+    #[serde(default)]
+    pub pid: u32,
+    /// Jobs it runs at once.
+    #[serde(default)]
+    pub concurrency: u32,
+    /// Its software version.
+    #[serde(default)]
+    pub version: String,
     /// First seen.
     #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,

@@ -236,6 +236,7 @@ async fn drain(
                         kinds: vec![],
                         max: Some(batch),
                         wait: Some("1s".into()),
+                        ..Default::default()
                     })
                     .await?;
                 if fetched.jobs.is_empty() {
@@ -297,6 +298,7 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
                         kinds: vec![],
                         max: Some(100),
                         wait: Some("5s".into()),
+                        ..Default::default()
                     })
                     .await?;
                 let now = Instant::now();

@@ -107,6 +107,10 @@ pub async fn run(args: WorkerArgs, client_args: &ClientArgs) -> anyhow::Result<E
                 kinds: args.kind.clone(),
                 max: Some(1),
                 wait: Some("5s".into()),
+                host: Some(hostname()),
+                pid: Some(std::process::id()),
+                concurrency: Some(args.concurrency as u32),
+                version: Some(format!("rota-worker-exec {}", env!("CARGO_PKG_VERSION"))),
             })
             .await;
         let response = match fetched {

@@ -386,6 +386,7 @@ async fn sigterm_ends_long_polls_and_stops_the_server_promptly() {
                 kinds: vec![],
                 max: Some(1),
                 wait: Some("50s".into()),
+                ..Default::default()
             })
             .await
     });
@@ -638,6 +639,7 @@ async fn doctor_names_a_queue_nobody_polls_and_the_queues_workers_do_poll() {
             kinds: vec![],
             max: Some(1),
             wait: None,
+            ..Default::default()
         })
         .await
         .unwrap();

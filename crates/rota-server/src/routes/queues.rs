@@ -144,6 +144,10 @@ pub async fn list_workers(State(state): State<AppState>) -> Result<ApiJson<Worke
                 id: w.info.id,
                 queues: w.info.queues,
                 kinds: w.info.kinds,
+                host: w.info.host,
+                pid: w.info.pid,
+                concurrency: w.info.concurrency,
+                version: w.info.version,
                 started_at: w.started_at,
                 last_seen: w.last_seen,
             })

@@ -106,7 +106,10 @@ async fn register_once(state: &AppState, request: &FetchRequest) -> Result<(), A
         id: request.worker.clone(),
         queues: request.queues.clone(),
         kinds: request.kinds.clone(),
-        ..WorkerInfo::default()
+        host: request.host.clone().unwrap_or_default(),
+        pid: request.pid.unwrap_or_default(),
+        concurrency: request.concurrency.unwrap_or(1),
+        version: request.version.clone().unwrap_or_default(),
     };
     state
         .store
