@@ -32,6 +32,17 @@ async fn an_exec_worker_completes_a_job_and_a_waiting_read_returns_its_result() 
         Some(json!({"greeting": "hello", "got": {"name": "ada"}}))
     );
     assert_eq!(done.attempt, 1);
+    let workers = client.workers().await.unwrap().workers;
+    assert_eq!(workers.len(), 1);
+    let w = &workers[0];
+    assert!(
+        w.pid > 0 && !w.host.is_empty() && w.version.starts_with("rota-worker-exec"),
+        "{w:?}"
+    );
+    assert_eq!(
+        (w.queues.clone(), w.concurrency),
+        (vec!["default".to_string()], 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
