@@ -212,18 +212,29 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
             let workers = client.workers().await?;
             print(json, &workers, |w| {
                 output::table(
-                    &["id", "queues", "kinds", "last_seen"],
+                    &[
+                        "id",
+                        "host",
+                        "pid",
+                        "queues",
+                        "kinds",
+                        "concurrency",
+                        "last_seen",
+                    ],
                     w.workers
                         .iter()
                         .map(|w| {
                             vec![
                                 w.id.clone(),
+                                w.host.clone(),
+                                w.pid.to_string(),
                                 w.queues.join(","),
                                 if w.kinds.is_empty() {
                                     "*".into()
                                 } else {
                                     w.kinds.join(",")
                                 },
+                                w.concurrency.to_string(),
                                 w.last_seen.to_string(),
                             ]
                         })
