@@ -65,6 +65,44 @@ macro_rules! job_columns {
     };
 }
 
+/// Statements on hot or large paths; `hot_statements_use_their_indexes` checks that none of
+/// them scans the job table.
+const PROMOTE_DUE_SELECT: &str = "SELECT kind, state FROM job \
+             WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
+const PROMOTE_DUE_UPDATE: &str = "UPDATE job SET state = 'available' \
+         WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
+const CLAIM_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job \
+             WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
+               AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
+             ORDER BY priority, run_at, id LIMIT ?4"
+);
+const RESCUE_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job \
+             WHERE state = 'running' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at LIMIT ?2"
+);
+const OLDEST_AVAILABLE: &str =
+    "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
+             ORDER BY run_at LIMIT 1";
+const OLDEST_WAITING: &str = "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
+const NEXT_DUE: &str =
+    "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1";
+const RUNNING_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
+);
+const DEAD_GROUPS_SELECT: &str = "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
+             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1";
+const PRUNE_DELETE: &str = "DELETE FROM job WHERE id IN (SELECT id FROM job \
+             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3) \
+             RETURNING queue, kind";
+
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let id: [u8; 16] = row.get(0)?;
     let state = text(row, 5)?;
@@ -440,25 +478,31 @@ fn unique_match(
 /// Makes scheduled and retryable jobs of `queue` whose time has come available (the `Due`
 /// transition, set-based: it changes nothing but the state).
 fn job_promote_due(conn: &Connection, queue: &str, now: Timestamp) -> Result<usize, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "UPDATE job SET state = 'available' \
-             WHERE state = ?1 AND queue = ?2 AND run_at <= ?3 RETURNING kind",
-        )
-        .map_err(db_err("promoting due jobs"))?;
-    let mut promoted = 0;
-    for from in [JobState::Scheduled, JobState::Retryable] {
-        let kinds: Vec<String> = stmt
-            .query_map(params![from.as_str(), queue, micros(now)], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(db_err("promoting due jobs"))?;
-        for kind in &kinds {
+    // `state IN ('scheduled', 'retryable')` exactly as in the partial index `job_waiting`:
+    // SQLite uses a partial index only when the query repeats its condition (with
+    // `state = 'scheduled'` it scans the whole table). The SELECT learns what changes, for
+    // the job counts; it almost always finds nothing.
+    let err = db_err("promoting due jobs");
+    let due: Vec<(String, String)> = conn
+        .prepare_cached(PROMOTE_DUE_SELECT)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![queue, micros(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(&err)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    conn.prepare_cached(PROMOTE_DUE_UPDATE)
+        .and_then(|mut stmt| stmt.execute(params![queue, micros(now)]))
+        .map_err(&err)?;
+    for (kind, state) in &due {
+        if let Ok(from) = state.parse() {
             count_delta(queue, kind, from, -1);
             count_delta(queue, kind, JobState::Available, 1);
         }
-        promoted += kinds.len();
     }
-    Ok(promoted)
+    Ok(due.len())
 }
 
 /// Leases up to `max` jobs. Runs on the writer, so concurrent claimers are serialized and
@@ -491,14 +535,7 @@ pub fn job_claim_many(conn: &Connection, p: JobClaimManyParams) -> Result<Vec<Jo
     // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
     let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM job \
-             WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
-               AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
-             ORDER BY priority, run_at, id LIMIT ?4"
-        ))
+        .prepare_cached(CLAIM_SELECT)
         .map_err(db_err("preparing claim"))?;
     let mut candidates = Vec::new();
     for queue in &open_queues {
@@ -571,13 +608,7 @@ pub fn lease_rescue_expired(
     p: LeaseRescueParams,
 ) -> Result<RescueReport, StoreError> {
     let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM job \
-             WHERE state = 'running' AND lease_expires_at <= ?1 \
-             ORDER BY lease_expires_at LIMIT ?2"
-        ))
+        .prepare_cached(RESCUE_SELECT)
         .map_err(db_err("preparing rescue"))?;
     let expired = stmt
         .query_map(params![micros(p.now), p.limit as i64], job_from_row)
@@ -602,11 +633,7 @@ pub fn lease_rescue_expired(
 /// Deletes finished jobs past their retention.
 pub fn job_prune(conn: &Connection, p: JobPruneParams) -> Result<PruneReport, StoreError> {
     let mut stmt = conn
-        .prepare_cached(
-            "DELETE FROM job WHERE id IN (SELECT id FROM job \
-             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3) \
-             RETURNING queue, kind",
-        )
+        .prepare_cached(PRUNE_DELETE)
         .map_err(db_err("preparing prune"))?;
     let mut prune = |state: JobState, retention: Duration| -> Result<u64, StoreError> {
         let cutoff = rota_core::sub_duration(p.now, retention);
@@ -792,12 +819,7 @@ pub fn job_counts(conn: &Connection) -> Result<Vec<JobCount>, StoreError> {
 fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option<i64>, StoreError> {
     let err = db_err("finding the oldest ready job");
     let mut oldest: Option<i64> = None;
-    let mut available = conn
-        .prepare_cached(
-            "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
-             ORDER BY run_at LIMIT 1",
-        )
-        .map_err(&err)?;
+    let mut available = conn.prepare_cached(OLDEST_AVAILABLE).map_err(&err)?;
     for priority in 0..=9 {
         let at: Option<i64> = available
             .query_row(params![queue, priority], |r| r.get(0))
@@ -809,9 +831,7 @@ fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option
         };
     }
     let waiting: Option<i64> = conn
-        .prepare_cached(
-            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2",
-        )
+        .prepare_cached(OLDEST_WAITING)
         .and_then(|mut stmt| stmt.query_row(params![queue, micros(now)], |r| r.get(0)))
         .map_err(&err)?;
     Ok(match (oldest, waiting) {
@@ -1011,9 +1031,7 @@ pub fn schedule_fire(
 /// The earliest run_at of a waiting job on `queues` (one index seek per queue).
 pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Timestamp>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1",
-        )
+        .prepare_cached(NEXT_DUE)
         .map_err(db_err("finding the next due job"))?;
     let mut earliest: Option<i64> = None;
     for queue in queues {
@@ -1033,13 +1051,9 @@ pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Times
 
 /// Running jobs, soonest lease expiry first (the `job_leased` index).
 pub fn job_list_running(conn: &Connection, limit: usize) -> Result<Vec<Job>, StoreError> {
-    conn.prepare_cached(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
-    ))
-    .and_then(|mut stmt| stmt.query_map([limit as i64], job_from_row)?.collect())
-    .map_err(db_err("listing running jobs"))
+    conn.prepare_cached(RUNNING_SELECT)
+        .and_then(|mut stmt| stmt.query_map([limit as i64], job_from_row)?.collect())
+        .map_err(db_err("listing running jobs"))
 }
 
 /// Dead jobs since `since`, grouped by their last error's fingerprint (the `job_finished`
@@ -1049,10 +1063,7 @@ pub fn dead_groups(
     since: Option<Timestamp>,
 ) -> Result<Vec<ErrorGroup>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
-             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1",
-        )
+        .prepare_cached(DEAD_GROUPS_SELECT)
         .map_err(db_err("grouping dead jobs"))?;
     let rows = stmt
         .query_map([since.map_or(i64::MIN, micros)], |r| {
@@ -1090,4 +1101,49 @@ pub fn dead_groups(
     let mut groups: Vec<ErrorGroup> = groups.into_values().collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.latest.cmp(&a.latest)));
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hot statement finds its rows through an index: a plain `SCAN job` (a full scan
+    /// of the job table) would make it slower as jobs accumulate. Partial indexes are used only
+    /// when the statement repeats the index's WHERE condition exactly, which is easy to break.
+    #[test]
+    fn hot_statements_use_their_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrate::migrate(&mut conn, Timestamp::UNIX_EPOCH).unwrap();
+        let statements = [
+            ("promote select", PROMOTE_DUE_SELECT),
+            ("promote update", PROMOTE_DUE_UPDATE),
+            ("claim", CLAIM_SELECT),
+            ("rescue", RESCUE_SELECT),
+            ("oldest available", OLDEST_AVAILABLE),
+            ("oldest waiting", OLDEST_WAITING),
+            ("next due", NEXT_DUE),
+            ("running", RUNNING_SELECT),
+            ("dead groups", DEAD_GROUPS_SELECT),
+            ("prune", PRUNE_DELETE),
+        ];
+        for (name, sql) in statements {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(
+                    rusqlite::params_from_iter(std::iter::repeat_n(
+                        rusqlite::types::Value::Null,
+                        stmt.parameter_count(),
+                    )),
+                    |r| r.get::<_, String>(3),
+                )
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            // `SCAN job USING INDEX <partial index>` walks only that index's rows: fine.
+            assert!(
+                plan.iter().all(|step| step != "SCAN job"),
+                "{name} scans the job table: {plan:?}"
+            );
+        }
+    }
 }

@@ -124,7 +124,7 @@ fn in_savepoint<T>(
     op: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let err = db_err("opening a savepoint");
-    conn.execute_batch("SAVEPOINT request").map_err(&err)?;
+    exec_cached(conn, "SAVEPOINT request").map_err(&err)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| op(conn)))
         .unwrap_or_else(|_| {
             Err(StoreError::backend(
@@ -137,13 +137,16 @@ fn in_savepoint<T>(
     if outcome.is_err() {
         crate::sql::discard_count_deltas();
     }
-    let end = if outcome.is_ok() {
-        "RELEASE request"
-    } else {
-        "ROLLBACK TO request; RELEASE request"
-    };
-    conn.execute_batch(end).map_err(&err)?;
+    if outcome.is_err() {
+        exec_cached(conn, "ROLLBACK TO request").map_err(&err)?;
+    }
+    exec_cached(conn, "RELEASE request").map_err(&err)?;
     outcome
+}
+
+/// Runs a statement without parameters through the statement cache (parsed once).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCounters) {
@@ -160,7 +163,7 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCo
         counters
             .requests
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(err) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             let err = crate::sql::classify("starting a write transaction", err);
             for work in group.drain(..) {
                 work(Err(&err))(None);
@@ -168,12 +171,11 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCo
             continue;
         }
         let replies: Vec<Reply> = group.drain(..).map(|work| work(Ok(&conn))).collect();
-        let commit_error = conn
-            .execute_batch("COMMIT")
+        let commit_error = exec_cached(&conn, "COMMIT")
             .err()
             .map(|e| crate::sql::classify("committing", e));
         if commit_error.is_some() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec_cached(&conn, "ROLLBACK");
         }
         for reply in replies {
             reply(commit_error.as_ref());
