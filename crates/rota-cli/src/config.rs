@@ -420,3 +420,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The README's example rota.toml is a valid configuration.
+    #[test]
+    fn the_readme_example_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.toml");
+        std::fs::write(&path, &readme[start..end]).unwrap();
+        let args = ServeArgs {
+            database: None,
+            bind: None,
+            config: path,
+            durability: None,
+            body_limit: None,
+            insecure_no_auth: false,
+        };
+        let config = resolve(&args).unwrap();
+        assert_eq!(config.schedules.len(), 1);
+        assert_eq!(config.auth.tokens.len(), 1);
+        assert!(config.queues.contains_key("emails"));
+    }
+}
