@@ -110,15 +110,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
             kind,
             group,
         }) => {
-            if ids.is_empty() && queue.is_none() && kind.is_none() && group.is_none() {
-                bail!("give job ids, or --queue and/or --kind to retry every matching dead job");
-            }
-            let selection = JobSelection {
-                ids,
-                queues: queue.into_iter().collect(),
-                kinds: kind.into_iter().collect(),
-                group,
-            };
+            let selection = dead_selection("retry", ids, queue, kind, group)?;
             let outcomes = client.retry_dead(&selection).await?;
             print(json, &outcomes, |o| {
                 let done = o.results.iter().filter(|r| r.error.is_none()).count();
@@ -139,17 +131,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
             kind,
             group,
         }) => {
-            if ids.is_empty() && queue.is_none() && kind.is_none() && group.is_none() {
-                bail!(
-                    "give job ids, or --queue and/or --kind: dead jobs are never purged wholesale"
-                );
-            }
-            let selection = JobSelection {
-                ids,
-                queues: queue.into_iter().collect(),
-                kinds: kind.into_iter().collect(),
-                group,
-            };
+            let selection = dead_selection("purge", ids, queue, kind, group)?;
             let count = client.purge_dead(&selection).await?;
             print(json, &count, |c| {
                 format!("purged {} dead job(s)\n", c.count)
@@ -252,6 +234,25 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dead jobs a retry or purge means; one of ids, --queue, --kind or --group is required.
+fn dead_selection(
+    action: &str,
+    ids: Vec<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    group: Option<String>,
+) -> anyhow::Result<JobSelection> {
+    if ids.is_empty() && queue.is_none() && kind.is_none() && group.is_none() {
+        bail!("give job ids, or --queue, --kind and/or --group: `rota dead {action}` never takes every dead job at once");
+    }
+    Ok(JobSelection {
+        ids,
+        queues: queue.into_iter().collect(),
+        kinds: kind.into_iter().collect(),
+        group,
+    })
 }
 
 fn is_final(state: &str) -> bool {
