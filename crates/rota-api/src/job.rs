@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use rota_core::{
-    format_duration, parse_duration, Backoff, Job, JobError, NewJob, Progress, RetryOverride,
+    format_duration, parse_duration_field, Backoff, Job, JobError, NewJob, Progress, RetryOverride,
     ValidationError,
 };
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ fn duration_field(
     raw: &Option<String>,
 ) -> Result<Option<std::time::Duration>, ValidationError> {
     raw.as_deref()
-        .map(|text| parse_duration(text).map_err(|e| ValidationError::new(field, e.to_string())))
+        .map(|text| parse_duration_field(field, text))
         .transpose()
 }
 

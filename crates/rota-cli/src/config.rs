@@ -201,7 +201,7 @@ fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> anyhow::Error {
 }
 
 fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
-    rota_core::parse_duration(raw).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    Ok(rota_core::parse_duration_field(key, raw)?)
 }
 
 /// Resolves flags and environment (already merged by clap) over the file over defaults.

@@ -21,6 +21,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
     Duration::try_from(signed).map_err(|_| err())
 }
 
+/// [`parse_duration`] for an input `field`: the error names the field, as every
+/// [`crate::ValidationError`] does.
+pub fn parse_duration_field(field: &str, raw: &str) -> Result<Duration, crate::ValidationError> {
+    parse_duration(raw).map_err(|e| crate::ValidationError::new(field, e.to_string()))
+}
+
 /// Writes a duration the way [`parse_duration`] reads it, e.g. `1m 30s` or `250ms`.
 pub fn format_duration(d: Duration) -> String {
     match SignedDuration::try_from(d) {

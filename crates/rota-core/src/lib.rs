@@ -20,7 +20,9 @@ mod transition;
 pub mod validation;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use duration::{format_duration, parse_duration, serde_humane, DurationParseError};
+pub use duration::{
+    format_duration, parse_duration, parse_duration_field, serde_humane, DurationParseError,
+};
 pub use id::JobId;
 pub use job::{ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, PRIORITY_DEFAULT};
 pub use lease::Lease;

@@ -825,19 +825,13 @@ fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option
             .query_row(params![queue, priority], |r| r.get(0))
             .optional()
             .map_err(&err)?;
-        oldest = match (oldest, at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        oldest = oldest.into_iter().chain(at).min();
     }
     let waiting: Option<i64> = conn
         .prepare_cached(OLDEST_WAITING)
         .and_then(|mut stmt| stmt.query_row(params![queue, micros(now)], |r| r.get(0)))
         .map_err(&err)?;
-    Ok(match (oldest, waiting) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Ok(oldest.into_iter().chain(waiting).min())
 }
 
 /// Every queue with its counts.
@@ -1038,10 +1032,7 @@ pub fn job_next_due(conn: &Connection, queues: &[String]) -> Result<Option<Times
         let at: Option<i64> = stmt
             .query_row([queue], |r| r.get(0))
             .map_err(db_err("finding the next due job"))?;
-        earliest = match (earliest, at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        earliest = earliest.into_iter().chain(at).min();
     }
     earliest
         .map(from_micros)

@@ -20,8 +20,7 @@ pub(crate) fn wait_param(
     let Some(raw) = raw else {
         return Ok(Duration::ZERO);
     };
-    let wait = rota_core::parse_duration(raw)
-        .map_err(|e| ApiError::invalid(field, format!("{field}: {e}")))?;
+    let wait = rota_core::parse_duration_field(field, raw)?;
     if wait > max {
         return Err(ApiError::invalid(
             field,

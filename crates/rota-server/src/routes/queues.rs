@@ -60,12 +60,10 @@ fn duration_field(
     field: &str,
     raw: &Option<String>,
 ) -> Result<Option<std::time::Duration>, ApiError> {
-    raw.as_deref()
-        .map(|t| {
-            rota_core::parse_duration(t)
-                .map_err(|e| ApiError::invalid(field, format!("{field}: {e}")))
-        })
-        .transpose()
+    Ok(raw
+        .as_deref()
+        .map(|t| rota_core::parse_duration_field(field, t))
+        .transpose()?)
 }
 
 /// Declare a queue, or update its settings.

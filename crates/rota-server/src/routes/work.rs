@@ -241,8 +241,7 @@ pub async fn fail(
         match f.snooze {
             Some(raw) => {
                 let field = format!("failures[{i}].snooze");
-                let delay = rota_core::parse_duration(&raw)
-                    .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
+                let delay = rota_core::parse_duration_field(&field, &raw)?;
                 snoozes.push((i, JobSnoozeParams { lease, delay, now }));
             }
             None => failures.push((
