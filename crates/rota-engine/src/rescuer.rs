@@ -37,24 +37,13 @@ impl Default for RescuerConfig {
 pub struct Rescuer {
     store: Arc<dyn Store>,
     config: RescuerConfig,
-    observer: Option<Arc<dyn crate::EngineObserver>>,
 }
 
 impl Rescuer {
     /// A rescuer over `store`.
     pub fn new(store: Arc<dyn Store>, config: RescuerConfig) -> Self {
         assert!(config.batch > 0, "RescuerConfig.batch must be above zero");
-        Self {
-            store,
-            config,
-            observer: None,
-        }
-    }
-
-    /// Tells `observer` about every rescue.
-    pub fn with_observer(mut self, observer: Arc<dyn crate::EngineObserver>) -> Self {
-        self.observer = Some(observer);
-        self
+        Self { store, config }
     }
 }
 
@@ -85,9 +74,6 @@ impl Service for Rescuer {
             total.cancelled.extend(report.cancelled);
             total.outcomes.extend(report.outcomes);
             if count < self.config.batch {
-                if let (Some(observer), false) = (&self.observer, total.is_empty()) {
-                    observer.rescued(&total);
-                }
                 return Ok(total);
             }
         }

@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::schedule::{plan_slots, MisfirePolicy, MISFIRE_GRACE_DEFAULT};
-use rota_core::{Clock, JobState};
+use rota_core::Clock;
 use rota_store::{PolicyDefaults, ScheduleFireParams, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::WakeHub;
 
 /// How long a slot's unique key blocks a second job after the first finished.
 pub const SLOT_UNIQUE_FOR_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -107,9 +106,9 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     config: SchedulerConfig,
     defaults: Arc<PolicyDefaults>,
-    wake: Option<WakeHub>,
     changed: Arc<Notify>,
     observer: Option<Arc<dyn crate::EngineObserver>>,
+    leader: crate::LeaderFlag,
 }
 
 impl Scheduler {
@@ -123,15 +122,15 @@ impl Scheduler {
             store,
             config,
             defaults,
-            wake: None,
             changed: Arc::new(Notify::new()),
             observer: None,
+            leader: crate::LeaderFlag::always(),
         }
     }
 
-    /// Wakes long-polling fetches on the queues it enqueues to.
-    pub fn with_wake(mut self, wake: WakeHub) -> Self {
-        self.wake = Some(wake);
+    /// Fires only while `leader` says this node leads maintenance.
+    pub fn with_leader(mut self, leader: crate::LeaderFlag) -> Self {
+        self.leader = leader;
         self
     }
 
@@ -158,7 +157,7 @@ impl Scheduler {
         // Plan every schedule first (pure), then fire the due ones concurrently, so their
         // transactions share commits (group commit) instead of paying one fsync each.
         let mut due = Vec::new();
-        for record in self.store.schedule_list().await? {
+        for record in self.store.schedule_list(rota_store::ScheduleListParams::default()).await? {
             let def = &record.schedule;
             if !def.enabled {
                 continue;
@@ -232,15 +231,6 @@ impl Scheduler {
                         &fired.jobs,
                     );
                 }
-                if let Some(wake) = &self.wake {
-                    if fired
-                        .jobs
-                        .iter()
-                        .any(|i| i.job.state == JobState::Available)
-                    {
-                        wake.notify(&def.template.queue);
-                    }
-                }
                 if !plan.recovered.is_empty() || plan.skipped > 0 {
                     let recovery = Recovery {
                         schedule: def.name.clone(),
@@ -261,7 +251,12 @@ impl Scheduler {
     pub async fn run(self, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
         loop {
             let now = clock.now();
-            let sleep = match self.run_once(now).await {
+            let pass = if self.leader.is_leader() {
+                self.run_once(now).await
+            } else {
+                Ok(SchedulerReport::default())
+            };
+            let sleep = match pass {
                 Ok(report) => report
                     .next_slot
                     .map(|next| {
@@ -277,6 +272,7 @@ impl Scheduler {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.changed.notified() => {}
+                _ = self.leader.changed() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }

@@ -61,6 +61,16 @@ pub fn spawn<S: Service>(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> (JoinHandle<()>, ServiceHandle) {
+    spawn_led(service, clock, shutdown, crate::LeaderFlag::always())
+}
+
+/// Starts `service` so that its passes run only while `leader` says this node leads.
+pub fn spawn_led<S: Service>(
+    service: S,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    leader: crate::LeaderFlag,
+) -> (JoinHandle<()>, ServiceHandle) {
     let wake = Arc::new(Notify::new());
     let (passes_tx, passes_rx) = watch::channel(0);
     let handle = ServiceHandle {
@@ -75,6 +85,10 @@ pub fn spawn<S: Service>(
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
                 _ = wake.notified() => {}
+                _ = leader.changed() => {}
+            }
+            if !leader.is_leader() {
+                continue;
             }
             match service.run_once(clock.now()).await {
                 Ok(report) if report.is_empty() => {}

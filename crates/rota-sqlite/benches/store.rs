@@ -34,7 +34,7 @@ fn open(durability: Durability) -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
     let mut options = SqliteOptions::new(dir.path().join("bench.db"));
     options.durability = durability;
-    (dir, Arc::new(SqliteStore::open(options).unwrap()))
+    (dir, Arc::new(SqliteStore::open_migrated(options).unwrap()))
 }
 
 async fn lifecycle_once(store: &SqliteStore, batch: usize) {

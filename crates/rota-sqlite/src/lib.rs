@@ -4,13 +4,14 @@
 //! ([`writer`]) that folds concurrent requests into one transaction (group commit); reads
 //! use a few reader connections ([`reader`]). The database runs in WAL mode with
 //! `synchronous=FULL` unless [`Durability::Normal`] is chosen. Migrations ([`migrate`]) are
-//! embedded and applied on open; a database written by a newer Rota is refused. All SQL is
-//! in [`sql`].
+//! embedded and applied by `store_migrate` (or [`SqliteStore::open_migrated`]); a database
+//! written by a newer Rota is refused. All SQL is in the private `sql` module, one file per
+//! area; the rules the SQL follows come from `rota-store`.
 
 pub mod migrate;
-pub mod reader;
-pub mod sql;
-pub mod writer;
+mod reader;
+mod sql;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use rota_core::{Clock, Event, Job, JobId, JobState, SystemClock};
 use rota_store::*;
 use rusqlite::{Connection, OpenFlags};
 
-pub use migrate::{MigrationReport, SCHEMA_VERSION};
+pub use migrate::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
 /// How hard each commit is pushed to disk.
@@ -66,26 +67,30 @@ impl SqliteOptions {
 pub struct SqliteStore {
     writer: writer::Writer,
     readers: reader::Readers,
-    migration: MigrationReport,
     path: PathBuf,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database.
+    /// Opens the database (creating the file if needed) without touching its schema: call
+    /// `store_migrate` before anything else.
     pub fn open(options: SqliteOptions) -> Result<Self, StoreError> {
-        let mut conn = open_writer_connection(&options.path, options.durability)?;
-        let migration = migrate::migrate(&mut conn, SystemClock.now())?;
-        Ok(Self {
-            writer: writer::Writer::start(conn),
-            readers: reader::Readers::new(options.path.clone(), options.readers),
-            migration,
-            path: options.path,
-        })
+        let conn = open_writer_connection(&options.path, options.durability)?;
+        Ok(Self::start(conn, options))
     }
 
-    /// What opening did to the schema.
-    pub fn migration(&self) -> MigrationReport {
-        self.migration
+    /// Opens and migrates the database (for tests, benchmarks and embedding).
+    pub fn open_migrated(options: SqliteOptions) -> Result<Self, StoreError> {
+        let mut conn = open_writer_connection(&options.path, options.durability)?;
+        migrate::migrate_connection(&mut conn, SystemClock.now())?;
+        Ok(Self::start(conn, options))
+    }
+
+    fn start(conn: Connection, options: SqliteOptions) -> Self {
+        Self {
+            writer: writer::Writer::start(conn),
+            readers: reader::Readers::new(options.path.clone(), options.readers),
+            path: options.path,
+        }
     }
 
     /// The database file.
@@ -106,12 +111,12 @@ impl SqliteStore {
         to_event: impl Fn(T) -> (JobId, Event) + Send + 'static,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Ok(items
                     .into_iter()
                     .map(|item| {
                         let (id, event) = to_event(item);
-                        sql::job_apply(conn, id, event, now)
+                        sql::job_apply(tx, id, event, now)
                     })
                     .collect())
             })
@@ -165,20 +170,33 @@ impl Store for SqliteStore {
         Capabilities::minimal()
     }
 
-    fn write_stats(&self) -> Option<(u64, u64)> {
+    fn write_stats(&self) -> Option<WriteStats> {
         let stats = self.writer.stats();
-        Some((stats.transactions, stats.requests))
+        Some(WriteStats {
+            transactions: stats.transactions,
+            requests: stats.requests,
+        })
+    }
+
+    fn notifier_set(&self, notifier: std::sync::Arc<dyn Notifier>) {
+        self.writer.set_notifier(notifier);
+    }
+
+    async fn store_migrate(&self, p: StoreMigrateParams) -> Result<MigrationReport, StoreError> {
+        self.writer
+            .write(move |tx| migrate::migrate_in(tx, p.now))
+            .await
     }
 
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<Inserted>, StoreError> {
         self.writer
-            .write(move |conn| sql::job_insert_many(conn, p))
+            .write(move |tx| sql::job_insert_many(tx, p))
             .await
     }
 
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
         self.writer
-            .write(move |conn| sql::job_claim_many(conn, p))
+            .write(move |tx| sql::job_claim_many(tx, p))
             .await
     }
 
@@ -187,7 +205,7 @@ impl Store for SqliteStore {
         p: LeaseExtendManyParams,
     ) -> Result<Vec<Result<Extended, StoreError>>, StoreError> {
         self.writer
-            .write(move |conn| sql::lease_extend_many(conn, p))
+            .write(move |tx| sql::lease_extend_many(tx, p))
             .await
     }
 
@@ -224,30 +242,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn job_snooze(&self, p: JobSnoozeParams) -> Result<Job, StoreError> {
-        let event = Event::Snoozed {
-            token: p.lease.token,
-            delay: p.delay,
-        };
-        self.writer
-            .write(move |conn| sql::job_apply(conn, p.lease.job, event, p.now))
-            .await
+    async fn job_snooze_many(
+        &self,
+        p: JobSnoozeManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        self.apply_each(p.snoozes, p.now, |s| {
+            (
+                s.lease.job,
+                Event::Snoozed {
+                    token: s.lease.token,
+                    delay: s.delay,
+                },
+            )
+        })
+        .await
     }
 
     async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError> {
-        if p.progress.percent > 100 {
-            return Err(rota_core::ValidationError::new(
-                "progress.percent",
-                format!("must be between 0 and 100, got {}", p.progress.percent),
-            )
-            .into());
-        }
+        check_progress(&p.progress)?;
         let event = Event::Progressed {
             token: p.lease.token,
             progress: p.progress,
         };
         self.writer
-            .write(move |conn| sql::job_apply(conn, p.lease.job, event, p.now))
+            .write(move |tx| sql::job_apply(tx, p.lease.job, event, p.now))
             .await
     }
 
@@ -275,11 +293,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         let now = p.now;
         self.writer
-            .write(move |conn| {
-                let ids = sql::job_select_ids(conn, p.selector, JobState::Dead)?;
+            .write(move |tx| {
+                let ids = sql::job_select_ids(tx, &p.selector, JobState::Dead)?;
                 Ok(ids
                     .into_iter()
-                    .map(|id| sql::job_apply(conn, id, Event::Retried, now))
+                    .map(|id| sql::job_apply(tx, id, Event::Retried, now))
                     .collect())
             })
             .await
@@ -287,33 +305,35 @@ impl Store for SqliteStore {
 
     async fn lease_rescue_expired(&self, p: LeaseRescueParams) -> Result<RescueReport, StoreError> {
         self.writer
-            .write(move |conn| sql::lease_rescue_expired(conn, p))
+            .write(move |tx| sql::lease_rescue_expired(tx, p))
             .await
     }
 
     async fn job_prune(&self, p: JobPruneParams) -> Result<PruneReport, StoreError> {
-        self.writer.write(move |conn| sql::job_prune(conn, p)).await
+        self.writer.write(move |tx| sql::job_prune(tx, p)).await
     }
 
     async fn job_purge(&self, p: JobPurgeParams) -> Result<u64, StoreError> {
-        let states: Vec<JobState> = p.states.into_iter().filter(|s| s.is_final()).collect();
+        let states = purgeable_states(&p.states);
         if states.is_empty() {
             return Ok(0);
         }
         self.writer
-            .write(move |conn| {
-                let ids = sql::job_select_ids(conn, p.selector, JobState::Dead)?;
-                sql::job_delete(conn, &ids, &states)
+            .write(move |tx| {
+                let ids = sql::job_select_ids(tx, &p.selector, JobState::Dead)?;
+                sql::job_delete(tx, &ids, &states)
             })
             .await
     }
 
-    async fn job_get(&self, id: JobId) -> Result<Job, StoreError> {
-        self.readers.read(move |conn| sql::job_get(conn, id)).await
+    async fn job_get(&self, p: JobGetParams) -> Result<Job, StoreError> {
+        self.readers
+            .read(move |conn| sql::job_get(conn, p.id))
+            .await
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError> {
-        let limit = p.limit.clamp(1, 1000);
+        let limit = check_page_limit(p.limit)?;
         self.readers
             .read(move |conn| {
                 // One extra row tells whether another page exists.
@@ -329,13 +349,13 @@ impl Store for SqliteStore {
 
     async fn queue_declare(&self, p: QueueDeclareParams) -> Result<Queue, StoreError> {
         self.writer
-            .write(move |conn| sql::queue_declare(conn, p))
+            .write(move |tx| sql::queue_declare(tx, p))
             .await
     }
 
     async fn queue_set_paused(&self, p: QueueSetPausedParams) -> Result<Queue, StoreError> {
         self.writer
-            .write(move |conn| sql::queue_set_paused(conn, p))
+            .write(move |tx| sql::queue_set_paused(tx, p))
             .await
     }
 
@@ -347,74 +367,85 @@ impl Store for SqliteStore {
 
     async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError> {
         self.writer
-            .write(move |conn| sql::worker_register(conn, p))
+            .write(move |tx| sql::worker_register(tx, p))
             .await
     }
 
-    async fn worker_list(&self) -> Result<Vec<Worker>, StoreError> {
+    async fn worker_list(&self, _p: WorkerListParams) -> Result<Vec<Worker>, StoreError> {
         self.readers.read(sql::worker_list).await
     }
 
-    async fn store_health(&self) -> Result<StoreHealth, StoreError> {
-        let path = self.path.clone();
-        let version = tokio::task::spawn_blocking(move || migrate::current_version(&path))
-            .await
-            .map_err(|e| StoreError::backend("checking the database", e))??;
+    async fn store_health(&self, _p: StoreHealthParams) -> Result<StoreHealth, StoreError> {
+        let version = self.readers.read(migrate::version).await?;
         Ok(StoreHealth {
             schema_version: version,
             schema_expected: SCHEMA_VERSION,
         })
     }
 
-    async fn job_list_running(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn job_list_running(&self, p: JobListRunningParams) -> Result<Vec<Job>, StoreError> {
         self.readers
-            .read(move |conn| sql::job_list_running(conn, limit))
+            .read(move |conn| sql::job_list_running(conn, p.limit))
             .await
     }
 
-    async fn dead_groups(
-        &self,
-        since: Option<jiff::Timestamp>,
-    ) -> Result<Vec<ErrorGroup>, StoreError> {
-        self.readers
-            .read(move |conn| sql::dead_groups(conn, since))
-            .await
+    async fn dead_groups(&self, p: DeadGroupsParams) -> Result<Vec<ErrorGroup>, StoreError> {
+        let rows = self
+            .readers
+            .read(move |conn| sql::dead_rows(conn, p.since))
+            .await?;
+        Ok(group_dead(rows))
     }
 
-    async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError> {
+    async fn job_counts(&self, _p: JobCountsParams) -> Result<Vec<JobCount>, StoreError> {
         self.readers.read(sql::job_counts).await
     }
 
     async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError> {
-        p.schedule.validate()?;
+        check_schedule(&p.schedule)?;
         self.writer
-            .write(move |conn| sql::schedule_upsert(conn, p))
+            .write(move |tx| sql::schedule_upsert(tx, p))
             .await
     }
 
-    async fn schedule_delete(&self, name: &str) -> Result<(), StoreError> {
-        let name = name.to_owned();
+    async fn schedule_delete(&self, p: ScheduleDeleteParams) -> Result<(), StoreError> {
         self.writer
-            .write(move |conn| sql::schedule_delete(conn, &name))
+            .write(move |tx| sql::schedule_delete(tx, &p.name))
             .await
     }
 
-    async fn schedule_list(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+    async fn schedule_list(&self, _p: ScheduleListParams) -> Result<Vec<ScheduleRecord>, StoreError> {
         self.readers.read(sql::schedule_list).await
     }
 
     async fn schedule_fire(&self, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError> {
         self.writer
-            .write(move |conn| sql::schedule_fire(conn, p))
+            .write(move |tx| sql::schedule_fire(tx, p))
             .await
     }
 
     async fn job_next_due(
         &self,
-        queues: Vec<String>,
+        p: JobNextDueParams,
     ) -> Result<Option<jiff::Timestamp>, StoreError> {
         self.readers
-            .read(move |conn| sql::job_next_due(conn, &queues))
+            .read(move |conn| sql::job_next_due(conn, &p.queues))
+            .await
+    }
+
+    async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<Leadership, StoreError> {
+        self.writer
+            .write(move |tx| sql::leader_attempt_elect(tx, p))
+            .await
+    }
+
+    async fn leader_renew(&self, p: LeaderRenewParams) -> Result<Leadership, StoreError> {
+        self.writer.write(move |tx| sql::leader_renew(tx, p)).await
+    }
+
+    async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError> {
+        self.writer
+            .write(move |tx| sql::leader_resign(tx, p))
             .await
     }
 }

@@ -9,14 +9,17 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use rota_store::StoreError;
+use rota_store::{JobChange, NoNotifier, Notifier, StoreError};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::db_err;
+use crate::sql::{db_err, Tx};
+
+/// Who hears committed job changes; shared by the store (which sets it) and the writer.
+pub(crate) type SharedNotifier = Arc<RwLock<Arc<dyn Notifier>>>;
 
 /// Most requests folded into one transaction.
 const MAX_GROUP: usize = 1024;
@@ -26,8 +29,8 @@ const QUEUE_DEPTH: usize = 8192;
 /// Called after the commit with its outcome; sends the request's answer.
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// A write request: runs inside the transaction (or, if the transaction could not start,
-/// is given that error instead) and returns how to answer.
-type Work = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Reply + Send>;
+/// is given that error instead) and returns how to answer, with the job changes it made.
+type Work = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (Reply, Vec<JobChange>) + Send>;
 
 /// Counters of the writer's work, for tests and metrics.
 #[derive(Debug, Default)]
@@ -46,11 +49,17 @@ pub struct WriterStats {
 }
 
 /// The handle through which the store sends writes.
-#[derive(Debug)]
 pub struct Writer {
     sender: Option<mpsc::Sender<Work>>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<WriterCounters>,
+    notifier: SharedNotifier,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("counters", &self.counters).finish()
+    }
 }
 
 impl Writer {
@@ -58,37 +67,46 @@ impl Writer {
     pub fn start(conn: Connection) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let counters = Arc::new(WriterCounters::default());
-        let thread_counters = counters.clone();
+        let notifier: SharedNotifier = Arc::new(RwLock::new(Arc::new(NoNotifier)));
+        let (thread_counters, thread_notifier) = (counters.clone(), notifier.clone());
         let thread = std::thread::Builder::new()
             .name("rota-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &thread_counters))
+            .spawn(move || run(conn, receiver, &thread_counters, &thread_notifier))
             .expect("spawning the writer thread");
         Self {
             sender: Some(sender),
             thread: Some(thread),
             counters,
+            notifier,
         }
     }
 
-    /// Runs `op` in the next group transaction; resolves once that transaction committed.
-    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// Makes `notifier` hear the job changes of every later commit.
+    pub(crate) fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
+        *self.notifier.write().expect("notifier poisoned") = notifier;
+    }
+
+    /// Runs `op` in the next group transaction; resolves once that transaction committed
+    /// (and its job changes were told to the notifier).
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let work: Work = Box::new(move |conn| {
-            let outcome = match conn {
+            let (outcome, changes) = match conn {
                 Ok(conn) => in_savepoint(conn, op),
-                Err(err) => Err(err.clone()),
+                Err(err) => (Err(err.clone()), Vec::new()),
             };
-            Box::new(move |commit_error: Option<&StoreError>| {
+            let reply: Reply = Box::new(move |commit_error: Option<&StoreError>| {
                 let answer = match commit_error {
                     Some(err) => Err(err.clone()),
                     None => outcome,
                 };
                 let _ = tx.send(answer);
-            })
+            });
+            (reply, changes)
         });
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
         self.sender
@@ -119,29 +137,39 @@ impl Drop for Writer {
     }
 }
 
+/// Runs `op` in its own savepoint; on success also applies the job-count changes its job
+/// changes imply, inside the same savepoint, and returns those changes.
 fn in_savepoint<T>(
     conn: &Connection,
-    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    op: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
+) -> (Result<T, StoreError>, Vec<JobChange>) {
     let err = db_err("opening a savepoint");
-    exec_cached(conn, "SAVEPOINT request").map_err(&err)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| op(conn)))
-        .unwrap_or_else(|_| {
-            Err(StoreError::backend(
-                "running a write request",
-                "the request panicked; it was rolled back",
-            ))
-        })
-        // The request's job-count changes go in with it, inside its savepoint.
-        .and_then(|value| crate::sql::flush_count_deltas(conn).map(|()| value));
-    if outcome.is_err() {
-        crate::sql::discard_count_deltas();
+    if let Err(e) = exec_cached(conn, "SAVEPOINT request") {
+        return (Err(err(e)), Vec::new());
     }
+    let tx = Tx::new(conn);
+    let outcome = catch_unwind(AssertUnwindSafe(|| op(&tx))).unwrap_or_else(|_| {
+        Err(StoreError::backend(
+            "running a write request",
+            "the request panicked; it was rolled back",
+        ))
+    });
+    let (outcome, changes) = match outcome {
+        Ok(value) => match tx.finish() {
+            Ok(changes) => (Ok(value), changes),
+            Err(e) => (Err(e), Vec::new()),
+        },
+        Err(e) => (Err(e), Vec::new()),
+    };
     if outcome.is_err() {
-        exec_cached(conn, "ROLLBACK TO request").map_err(&err)?;
+        if let Err(e) = exec_cached(conn, "ROLLBACK TO request") {
+            return (Err(err(e)), Vec::new());
+        }
     }
-    exec_cached(conn, "RELEASE request").map_err(&err)?;
-    outcome
+    if let Err(e) = exec_cached(conn, "RELEASE request") {
+        return (Err(err(e)), Vec::new());
+    }
+    (outcome, changes)
 }
 
 /// Runs a statement without parameters through the statement cache (parsed once).
@@ -149,7 +177,12 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCounters) {
+fn run(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Work>,
+    counters: &WriterCounters,
+    notifier: &SharedNotifier,
+) {
     let mut group: Vec<Work> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
@@ -166,16 +199,27 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Work>, counters: &WriterCo
         if let Err(err) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             let err = crate::sql::classify("starting a write transaction", err);
             for work in group.drain(..) {
-                work(Err(&err))(None);
+                work(Err(&err)).0(None);
             }
             continue;
         }
-        let replies: Vec<Reply> = group.drain(..).map(|work| work(Ok(&conn))).collect();
+        let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+        let mut changes: Vec<JobChange> = Vec::new();
+        for work in group.drain(..) {
+            let (reply, mut made) = work(Ok(&conn));
+            replies.push(reply);
+            changes.append(&mut made);
+        }
         let commit_error = exec_cached(&conn, "COMMIT")
             .err()
             .map(|e| crate::sql::classify("committing", e));
         if commit_error.is_some() {
             let _ = exec_cached(&conn, "ROLLBACK");
+        } else if !changes.is_empty() {
+            // Told before anyone hears "done", so a caller that then waits on a change
+            // cannot miss it.
+            let notifier = notifier.read().expect("notifier poisoned").clone();
+            notifier.notify(&changes);
         }
         for reply in replies {
             reply(commit_error.as_ref());

@@ -19,7 +19,7 @@ const CHILD_DB_ENV: &str = "ROTA_CRASH_CHILD_DB";
 #[ignore = "child process of acknowledged_jobs_survive_kill_9, which runs it"]
 async fn crash_child() {
     let path = std::env::var(CHILD_DB_ENV).expect("run by the crash test");
-    let store = Arc::new(SqliteStore::open(SqliteOptions::new(path)).expect("open"));
+    let store = Arc::new(SqliteStore::open_migrated(SqliteOptions::new(path)).expect("open"));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let mut tasks = Vec::new();
     for task in 0..4 {
@@ -114,11 +114,11 @@ async fn acknowledged_jobs_survive_kill_9() {
         assert!(!acked.is_empty(), "round {round}: nothing acknowledged");
         acknowledged.extend(acked);
 
-        let store = SqliteStore::open(SqliteOptions::new(&db)).unwrap();
+        let store = SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap();
         let started = Instant::now();
         for id in &acknowledged {
             let job = store
-                .job_get(*id)
+                .job_get(rota_store::JobGetParams { id: *id })
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: acknowledged job lost: {e}"));
             assert_eq!(job.kind, "crash.test");
@@ -133,7 +133,7 @@ async fn concurrent_single_inserts_share_commits_and_all_are_durable() {
     const N: usize = 100;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("group.db");
-    let store = Arc::new(SqliteStore::open(SqliteOptions::new(&db)).unwrap());
+    let store = Arc::new(SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap());
     let before = store.writer_stats();
     let barrier = Arc::new(tokio::sync::Barrier::new(N));
     let tasks: Vec<_> = (0..N)
@@ -166,8 +166,8 @@ async fn concurrent_single_inserts_share_commits_and_all_are_durable() {
         "{N} concurrent inserts took {transactions} transactions: group commit is not grouping"
     );
     drop(store);
-    let reopened = SqliteStore::open(SqliteOptions::new(&db)).unwrap();
+    let reopened = SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap();
     for id in ids {
-        reopened.job_get(id).await.unwrap();
+        reopened.job_get(rota_store::JobGetParams { id: id }).await.unwrap();
     }
 }

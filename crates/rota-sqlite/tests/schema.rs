@@ -1,22 +1,28 @@
-//! Migrations on open, and refusal of a database from a newer Rota.
+//! Migrations (`store_migrate`), and refusal of a database from a newer Rota.
 
 use std::path::Path;
 
 use rota_sqlite::{migrate::MIGRATIONS, SqliteOptions, SqliteStore, SCHEMA_VERSION};
-use rota_store::{ErrorKind, StoreError};
+use rota_store::{ErrorKind, MigrationReport, Store, StoreError, StoreMigrateParams};
 
-#[test]
-fn a_new_database_is_migrated_to_the_current_version_once() {
+async fn migrate(store: &SqliteStore) -> Result<MigrationReport, StoreError> {
+    store
+        .store_migrate(StoreMigrateParams {
+            now: jiff::Timestamp::now(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_new_database_is_migrated_to_the_current_version_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rota.db");
     let store = SqliteStore::open(SqliteOptions::new(&db)).unwrap();
-    assert_eq!(
-        (store.migration().from, store.migration().to),
-        (0, SCHEMA_VERSION)
-    );
+    let report = migrate(&store).await.unwrap();
+    assert_eq!((report.from, report.to), (0, SCHEMA_VERSION));
     drop(store);
     let store = SqliteStore::open(SqliteOptions::new(&db)).unwrap();
-    assert_eq!(store.migration().from, SCHEMA_VERSION);
+    assert_eq!(migrate(&store).await.unwrap().from, SCHEMA_VERSION);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -24,11 +30,11 @@ fn a_new_database_is_migrated_to_the_current_version_once() {
     assert_eq!(mode, "wal");
 }
 
-#[test]
-fn a_database_from_a_newer_schema_is_refused_naming_both_versions() {
+#[tokio::test]
+async fn a_database_from_a_newer_schema_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rota.db");
-    drop(SqliteStore::open(SqliteOptions::new(&db)).unwrap());
+    drop(SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap());
     let newer = SCHEMA_VERSION + 7;
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -37,8 +43,13 @@ fn a_database_from_a_newer_schema_is_refused_naming_both_versions() {
             [newer],
         )
         .unwrap();
-    let err = SqliteStore::open(SqliteOptions::new(&db)).unwrap_err();
+    let store = SqliteStore::open(SqliteOptions::new(&db)).unwrap();
+    let err = migrate(&store).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch);
+    assert!(matches!(
+        SqliteStore::open_migrated(SqliteOptions::new(&db)),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
     assert!(
         matches!(err, StoreError::SchemaTooNew { found, supported } if found == newer && supported == SCHEMA_VERSION)
     );

@@ -7,11 +7,20 @@
 //! Errors are [`StoreError`], classified by [`ErrorKind`]; what differs between backends is
 //! reported as [`Capabilities`]. The behaviour every backend must have is specified once, in
 //! the [`conformance`] suite (feature `conformance`), which each backend runs unchanged.
+//!
+//! The rules every backend must apply alike are pure functions here, so a backend does I/O
+//! and row mapping only: enqueue planning ([`plan_enqueue`]), the lease of a queue
+//! ([`lease_for`]), selector defaults and the purge filter, schedule restarts and validation,
+//! dead-job grouping ([`group_dead`]), progress and page-size checks. Every committed job
+//! state change is reported once, as a [`JobChange`], to the store's [`Notifier`].
 
 mod capability;
+mod change;
+mod dead_group;
+mod enqueue;
 mod error;
-mod insert;
 mod params;
+mod rule;
 mod store;
 
 #[cfg(feature = "conformance")]
@@ -19,6 +28,12 @@ pub mod conformance;
 
 pub use capability::Capabilities;
 pub use error::{ErrorKind, StoreError};
-pub use insert::{check_insert, queue_not_declared, unique_key_blocks, PolicyDefaults};
+pub use change::{ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
+pub use dead_group::{group_dead, DeadRow};
+pub use enqueue::{plan_enqueue, queue_not_declared, unique_key_blocks, Planned, PolicyDefaults};
+pub use rule::{
+    check_claim_queues, check_page_limit, check_progress, check_schedule, lease_for,
+    purgeable_states, schedule_last_slot, selector_filter, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+};
 pub use params::*;
 pub use store::Store;

@@ -120,17 +120,6 @@ pub struct JobFailManyParams {
     pub now: Timestamp,
 }
 
-/// Snooze a running job.
-#[derive(Debug, Clone)]
-pub struct JobSnoozeParams {
-    /// The lease held.
-    pub lease: LeaseRef,
-    /// How long to wait.
-    pub delay: Duration,
-    /// The current time.
-    pub now: Timestamp,
-}
-
 /// Report progress.
 #[derive(Debug, Clone)]
 pub struct JobProgressParams {
@@ -291,7 +280,7 @@ pub struct JobListParams {
     pub filter: JobFilter,
     /// Continue after this job (the previous page's `next`).
     pub after: Option<JobId>,
-    /// Page size.
+    /// Page size, 1..=[`crate::PAGE_LIMIT_MAX`] (others are refused naming `limit`).
     pub limit: usize,
 }
 
@@ -517,4 +506,146 @@ pub struct ErrorGroup {
     pub kinds: Vec<String>,
     /// The most recent death.
     pub latest: Timestamp,
+}
+
+/// Read one job.
+#[derive(Debug, Clone)]
+pub struct JobGetParams {
+    /// The job.
+    pub id: JobId,
+}
+
+/// List running jobs, soonest lease expiry first.
+#[derive(Debug, Clone)]
+pub struct JobListRunningParams {
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Find when a waiting fetch should look again.
+#[derive(Debug, Clone)]
+pub struct JobNextDueParams {
+    /// The queues the fetch polls.
+    pub queues: Vec<String>,
+}
+
+/// Read the job counts.
+#[derive(Debug, Clone, Default)]
+pub struct JobCountsParams {}
+
+/// List known workers.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerListParams {}
+
+/// Group dead jobs by cause.
+#[derive(Debug, Clone, Default)]
+pub struct DeadGroupsParams {
+    /// Only jobs that died at or after this time (all when absent).
+    pub since: Option<Timestamp>,
+}
+
+/// List schedules.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleListParams {}
+
+/// Remove a schedule.
+#[derive(Debug, Clone)]
+pub struct ScheduleDeleteParams {
+    /// Its name.
+    pub name: String,
+}
+
+/// Check the store's health.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealthParams {}
+
+/// Bring the schema up to date.
+#[derive(Debug, Clone)]
+pub struct StoreMigrateParams {
+    /// The current time (recorded with each applied migration).
+    pub now: Timestamp,
+}
+
+/// What migrating did to the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The version before.
+    pub from: i64,
+    /// The version now.
+    pub to: i64,
+}
+
+/// One snooze: run a running job again later without using an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snooze {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// How long to wait.
+    pub delay: Duration,
+}
+
+/// Snooze running jobs.
+#[derive(Debug, Clone)]
+pub struct JobSnoozeManyParams {
+    /// The snoozes.
+    pub snoozes: Vec<Snooze>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// How a grouping backend has served writes so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Write requests served (their ratio to `transactions` is the commit batch size).
+    pub requests: u64,
+}
+
+/// Try to become (or stay) the leader of `name`.
+#[derive(Debug, Clone)]
+pub struct LeaderElectParams {
+    /// What is led, such as `maintenance`.
+    pub name: String,
+    /// Who asks (a node id).
+    pub holder: String,
+    /// How long the leadership lasts without a renewal.
+    pub ttl: Duration,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Extend a leadership this holder has.
+#[derive(Debug, Clone)]
+pub struct LeaderRenewParams {
+    /// What is led.
+    pub name: String,
+    /// The holder renewing.
+    pub holder: String,
+    /// New length from now.
+    pub ttl: Duration,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Give a leadership up at once.
+#[derive(Debug, Clone)]
+pub struct LeaderResignParams {
+    /// What is led.
+    pub name: String,
+    /// The holder resigning (nothing happens if someone else holds it).
+    pub holder: String,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// Who leads, after an election or renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// The current holder.
+    pub holder: String,
+    /// When it lapses unless renewed.
+    pub expires_at: Timestamp,
+    /// Whether the caller is the holder.
+    pub is_leader: bool,
 }

@@ -1,7 +1,9 @@
 //! The `Store` trait.
 
 use async_trait::async_trait;
-use rota_core::{Job, JobId};
+use std::sync::Arc;
+
+use rota_core::Job;
 
 use crate::*;
 
@@ -18,9 +20,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Transactions committed and write requests served so far, where the backend groups
     /// requests into transactions (their ratio is the commit batch size).
-    fn write_stats(&self) -> Option<(u64, u64)> {
+    fn write_stats(&self) -> Option<WriteStats> {
         None
     }
+
+    /// Sets who hears every committed job change ([`JobChange`]); replaces the previous
+    /// notifier. A store starts with [`NoNotifier`].
+    fn notifier_set(&self, notifier: Arc<dyn Notifier>);
+
+    /// Brings the schema up to this binary's version (applied in one transaction, under a
+    /// lock where several nodes may race), or refuses a newer schema. Other methods expect
+    /// a current schema; `serve` and `migrate up` call this first.
+    async fn store_migrate(&self, p: StoreMigrateParams) -> Result<MigrationReport, StoreError>;
 
     /// Enqueues jobs, all or nothing: one invalid job or undeclared queue rejects the batch.
     /// A job whose unique key matches an unfinished job returns that job with `duplicate`.
@@ -51,8 +62,11 @@ pub trait Store: Send + Sync + 'static {
         p: JobFailManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
 
-    /// Reschedules a running job without using an attempt.
-    async fn job_snooze(&self, p: JobSnoozeParams) -> Result<Job, StoreError>;
+    /// Reschedules running jobs without using an attempt.
+    async fn job_snooze_many(
+        &self,
+        p: JobSnoozeManyParams,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
 
     /// Records a running job's progress.
     async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError>;
@@ -89,7 +103,7 @@ pub trait Store: Send + Sync + 'static {
     async fn job_purge(&self, p: JobPurgeParams) -> Result<u64, StoreError>;
 
     /// One job.
-    async fn job_get(&self, id: JobId) -> Result<Job, StoreError>;
+    async fn job_get(&self, p: JobGetParams) -> Result<Job, StoreError>;
 
     /// Jobs matching a filter, newest first, a page at a time.
     async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError>;
@@ -108,33 +122,31 @@ pub trait Store: Send + Sync + 'static {
     async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError>;
 
     /// Every known worker with when it was last seen.
-    async fn worker_list(&self) -> Result<Vec<Worker>, StoreError>;
+    async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<Worker>, StoreError>;
 
     /// Checks the database is reachable and reports its schema version.
-    async fn store_health(&self) -> Result<StoreHealth, StoreError>;
+    async fn store_health(&self, p: StoreHealthParams) -> Result<StoreHealth, StoreError>;
 
     /// Running jobs, soonest lease expiry first (cheap: running jobs are indexed).
-    async fn job_list_running(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
+    async fn job_list_running(&self, p: JobListRunningParams) -> Result<Vec<Job>, StoreError>;
 
     /// Dead jobs that died at or after `since`, grouped by their last error's fingerprint,
     /// largest group first.
-    async fn dead_groups(
-        &self,
-        since: Option<jiff::Timestamp>,
-    ) -> Result<Vec<ErrorGroup>, StoreError>;
+    async fn dead_groups(&self, p: DeadGroupsParams) -> Result<Vec<ErrorGroup>, StoreError>;
 
     /// Job counts per queue, kind and state; cheap (no scan of the jobs).
-    async fn job_counts(&self) -> Result<Vec<JobCount>, StoreError>;
+    async fn job_counts(&self, p: JobCountsParams) -> Result<Vec<JobCount>, StoreError>;
 
     /// Creates or updates a schedule. A changed expression or time zone restarts its slot
     /// count at `now`, so the old expression's missed slots never fire.
     async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError>;
 
     /// Removes a schedule; the jobs it enqueued stay.
-    async fn schedule_delete(&self, name: &str) -> Result<(), StoreError>;
+    async fn schedule_delete(&self, p: ScheduleDeleteParams) -> Result<(), StoreError>;
 
     /// Every schedule with its bookkeeping, by name.
-    async fn schedule_list(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    async fn schedule_list(&self, p: ScheduleListParams)
+        -> Result<Vec<ScheduleRecord>, StoreError>;
 
     /// Enqueues a schedule's planned slots and advances its `last_slot` in one transaction,
     /// unless another scheduler advanced it first. With the per-slot unique keys this makes
@@ -145,6 +157,19 @@ pub trait Store: Send + Sync + 'static {
     /// fetch should look again).
     async fn job_next_due(
         &self,
-        queues: Vec<String>,
+        p: JobNextDueParams,
     ) -> Result<Option<jiff::Timestamp>, StoreError>;
+
+    /// Becomes the leader of `p.name` if nobody holds it or the holder's leadership expired
+    /// (or renews it if `p.holder` already holds it); says who leads either way. A lease row
+    /// with an expiry, not a database lock, so it works through connection poolers.
+    async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<Leadership, StoreError>;
+
+    /// Extends `p.holder`'s leadership; `is_leader` is false (and nothing changes) when it
+    /// expired and someone else took over.
+    async fn leader_renew(&self, p: LeaderRenewParams) -> Result<Leadership, StoreError>;
+
+    /// Ends `p.holder`'s leadership at once, so another node can take over without waiting
+    /// for the expiry. Does nothing when `p.holder` does not lead.
+    async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError>;
 }

@@ -1,8 +1,8 @@
 //! Test support for Rota (never in release builds): temporary stores for the conformance
 //! suite and for tests that need a real database.
 //!
-//! [`sqlite_subject`] is the factory the SQLite backend passes to
-//! `rota_store::conformance_tests!`; [`TempSqlite`] opens a store in a directory that is
+//! [`sqlite_subject`] and [`sqlite_subject_older`] are the factories the SQLite backend
+//! passes to `rota_store::conformance_tests!`; [`TempSqlite`] opens a store in a directory that is
 //! removed when it drops.
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ impl TempSqlite {
     /// A fresh, migrated store with default options.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("rota.db")))
+        let store = SqliteStore::open_migrated(SqliteOptions::new(dir.path().join("rota.db")))
             .expect("open sqlite store");
         Self {
             store: Arc::new(store),
@@ -49,6 +49,19 @@ pub async fn sqlite_subject() -> Subject {
     Subject {
         store: temp.store.clone(),
         guard: Box::new(temp),
+    }
+}
+
+/// A SQLite store left at the schema version before the current one, not migrated.
+pub async fn sqlite_subject_older() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rota.db");
+    rota_sqlite::migrate::create_at_version(&path, rota_sqlite::SCHEMA_VERSION - 1)
+        .expect("create an older schema");
+    let store = SqliteStore::open(SqliteOptions::new(path)).expect("open sqlite store");
+    Subject {
+        store: Arc::new(store),
+        guard: Box::new(dir),
     }
 }
 

@@ -30,14 +30,14 @@ pub async fn dead_jobs_survive_pruning_unless_a_dead_retention_is_set(s: Subject
     };
     let report = store.job_prune(prune(None)).await.unwrap();
     assert_eq!(report.dead, 0);
-    assert_eq!(store.job_get(dead.id).await.unwrap().state, JobState::Dead);
+    assert_eq!(store.job_get(JobGetParams { id: dead.id }).await.unwrap().state, JobState::Dead);
     let report = store
         .job_prune(prune(Some(secs(30 * 86_400))))
         .await
         .unwrap();
     assert_eq!(report.dead, 1);
     assert_eq!(
-        store.job_get(dead.id).await.unwrap_err().kind(),
+        store.job_get(JobGetParams { id: dead.id }).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
 }
@@ -78,9 +78,9 @@ pub async fn finished_jobs_are_pruned_after_their_retention(s: Subject) {
             dead: 0
         }
     );
-    assert!(store.job_get(jobs[0].id).await.is_err());
+    assert!(store.job_get(JobGetParams { id: jobs[0].id }).await.is_err());
     assert_eq!(
-        store.job_get(jobs[1].id).await.unwrap().state,
+        store.job_get(JobGetParams { id: jobs[1].id }).await.unwrap().state,
         JobState::Completed
     );
 }
@@ -148,8 +148,8 @@ pub async fn retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs(s: Sub
     let mut retried: Vec<_> = out.into_iter().map(|r| r.unwrap().id).collect();
     retried.sort();
     assert_eq!(retried, [a1.id, a2.id]);
-    assert_eq!(store.job_get(b.id).await.unwrap().state, JobState::Dead);
-    assert_eq!(store.job_get(waiting.id).await.unwrap().attempt, 0);
+    assert_eq!(store.job_get(JobGetParams { id: b.id }).await.unwrap().state, JobState::Dead);
+    assert_eq!(store.job_get(JobGetParams { id: waiting.id }).await.unwrap().attempt, 0);
 }
 
 /// A purge deletes only the selected jobs in the given final states, and counts them.
@@ -174,11 +174,11 @@ pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
     assert_eq!(purged, 2);
     for id in [a1.id, a2.id] {
         assert_eq!(
-            store.job_get(id).await.unwrap_err().kind(),
+            store.job_get(JobGetParams { id: id }).await.unwrap_err().kind(),
             ErrorKind::NotFound
         );
     }
-    assert_eq!(store.job_get(b.id).await.unwrap().state, JobState::Dead);
+    assert_eq!(store.job_get(JobGetParams { id: b.id }).await.unwrap().state, JobState::Dead);
     // A waiting job is never purged, even by id and even if asked for non-final states.
     let purged = store
         .job_purge(JobPurgeParams {
@@ -189,7 +189,40 @@ pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
         .unwrap();
     assert_eq!(purged, 1);
     assert_eq!(
-        store.job_get(waiting.id).await.unwrap().state,
+        store.job_get(JobGetParams { id: waiting.id }).await.unwrap().state,
         JobState::Available
     );
+}
+
+/// Dead jobs are grouped by their last error's cause, largest group first, with their kinds.
+pub async fn dead_jobs_are_grouped_by_the_cause_of_their_last_error(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    for (kind, message) in [
+        ("a", "user 17 not found"),
+        ("b", "user 42 not found"),
+        ("a", "disk full"),
+    ] {
+        insert_one(store, new_job(kind).max_attempts(1), now).await;
+        let job = claim(store, "w", &["default"], &[kind], 1, now).await.remove(0);
+        fail(store, lease_of(&job), message, false, now).await;
+    }
+    let groups = store
+        .dead_groups(DeadGroupsParams::default())
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0].count, 2);
+    let mut kinds = groups[0].kinds.clone();
+    kinds.sort();
+    assert_eq!(kinds, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(groups[1].count, 1);
+    assert_eq!(groups[1].message, "disk full");
+    let none = store
+        .dead_groups(DeadGroupsParams {
+            since: Some(add_duration(now, secs(1))),
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "only deaths since the given time");
 }

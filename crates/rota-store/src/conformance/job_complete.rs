@@ -22,7 +22,7 @@ pub async fn completing_records_the_result_once(s: Subject) {
         .await
         .unwrap_err();
     assert_eq!(again.kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(job.id).await.unwrap(), done);
+    assert_eq!(store.job_get(JobGetParams { id: job.id }).await.unwrap(), done);
 }
 
 /// Intervals [30s, 60s, 120s], max_attempts 3: three failures, the configured delays
@@ -68,7 +68,7 @@ pub async fn a_job_failing_with_intervals_backs_off_as_configured_and_ends_dead(
         .collect();
     // Each gap is one second of running plus the configured delay.
     assert_eq!(gaps, [31, 61]);
-    let dead = store.job_get(id).await.unwrap();
+    let dead = store.job_get(JobGetParams { id: id }).await.unwrap();
     assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.args, args);
     assert_eq!(dead.errors.len(), 3);
@@ -101,12 +101,16 @@ pub async fn snoozing_reschedules_without_using_an_attempt(s: Subject) {
     insert_one(store, new_job("a"), now).await;
     let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
     let snoozed = store
-        .job_snooze(JobSnoozeParams {
-            lease: lease_of(&job),
-            delay: secs(300),
+        .job_snooze_many(JobSnoozeManyParams {
+            snoozes: vec![Snooze {
+                lease: lease_of(&job),
+                delay: secs(300),
+            }],
             now,
         })
         .await
+        .unwrap()
+        .remove(0)
         .unwrap();
     assert_eq!((snoozed.state, snoozed.attempt), (JobState::Scheduled, 0));
     assert_eq!(snoozed.run_at, add_duration(now, secs(300)));
@@ -296,7 +300,7 @@ pub async fn batch_results_are_per_item(s: Subject) {
     ));
     assert_eq!(out[2].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        store.job_get(jobs[1].id).await.unwrap().state,
+        store.job_get(JobGetParams { id: jobs[1].id }).await.unwrap().state,
         JobState::Running
     );
 }

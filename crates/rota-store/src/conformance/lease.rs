@@ -60,7 +60,7 @@ pub async fn a_heartbeat_with_a_stale_token_is_rejected(s: Subject) {
         .await
         .unwrap();
     assert_eq!(out[0].as_ref().unwrap_err().kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(job.id).await.unwrap(), job);
+    assert_eq!(store.job_get(JobGetParams { id: job.id }).await.unwrap(), job);
 }
 
 /// A worker that stops heartbeating loses the job after its lease; the job runs again.
@@ -79,7 +79,7 @@ pub async fn an_expired_lease_is_rescued_and_the_job_runs_again(s: Subject) {
     clock.advance(secs(1));
     let report = rescue(store, clock.now()).await;
     assert_eq!(report.retried, [id]);
-    let job = store.job_get(id).await.unwrap();
+    let job = store.job_get(JobGetParams { id: id }).await.unwrap();
     assert_eq!(
         (job.state, job.attempt, job.lease.clone()),
         (JobState::Retryable, 1, None)
@@ -112,7 +112,7 @@ pub async fn a_job_that_kills_its_worker_every_time_ends_dead(s: Subject) {
         .id;
     let mut runs = 0;
     for _ in 0..50 {
-        let job = store.job_get(id).await.unwrap();
+        let job = store.job_get(JobGetParams { id: id }).await.unwrap();
         if job.state.is_final() {
             break;
         }
@@ -126,7 +126,7 @@ pub async fn a_job_that_kills_its_worker_every_time_ends_dead(s: Subject) {
         clock.advance(secs(31));
         rescue(store, clock.now()).await;
     }
-    let job = store.job_get(id).await.unwrap();
+    let job = store.job_get(JobGetParams { id: id }).await.unwrap();
     assert_eq!((job.state, runs, job.errors.len()), (JobState::Dead, 4, 4));
 }
 
@@ -141,7 +141,7 @@ pub async fn a_stale_worker_cannot_complete_a_rescued_and_released_job(s: Subjec
         .remove(0);
     clock.advance(secs(31));
     rescue(store, clock.now()).await;
-    clock.set(store.job_get(first.id).await.unwrap().run_at);
+    clock.set(store.job_get(JobGetParams { id: first.id }).await.unwrap().run_at);
     let second = claim(store, "fresh", &["default"], &[], 1, clock.now())
         .await
         .remove(0);
@@ -159,7 +159,7 @@ pub async fn a_stale_worker_cannot_complete_a_rescued_and_released_job(s: Subjec
         .await
         .unwrap_err();
     assert_eq!(late.kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(first.id).await.unwrap(), done);
+    assert_eq!(store.job_get(JobGetParams { id: first.id }).await.unwrap(), done);
 }
 
 /// Rescue touches only expired leases.
@@ -181,7 +181,7 @@ pub async fn live_leases_are_not_rescued(s: Subject) {
     let report = rescue(store, add_duration(now, secs(35))).await;
     assert_eq!(report.retried, [old.id]);
     assert_eq!(
-        store.job_get(young.id).await.unwrap().state,
+        store.job_get(JobGetParams { id: young.id }).await.unwrap().state,
         JobState::Running
     );
 }
@@ -236,4 +236,26 @@ pub async fn a_queues_lease_applies_to_its_jobs(s: Subject) {
         out[1].as_ref().unwrap().expires_at,
         add_duration(later, secs(30))
     );
+}
+
+/// Running jobs are listed soonest lease expiry first, and only running ones.
+pub async fn running_jobs_are_listed_soonest_expiry_first(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert(store, vec![new_job("a"), new_job("b"), new_job("c")], now).await;
+    let first = claim(store, "w", &["default"], &["a"], 1, now).await.remove(0);
+    let second = claim(store, "w", &["default"], &["b"], 1, add_duration(now, secs(5)))
+        .await
+        .remove(0);
+    let running = store
+        .job_list_running(JobListRunningParams { limit: 10 })
+        .await
+        .unwrap();
+    let ids: Vec<_> = running.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![first.id, second.id]);
+    let one = store
+        .job_list_running(JobListRunningParams { limit: 1 })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
 }

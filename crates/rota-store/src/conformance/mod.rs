@@ -3,10 +3,12 @@
 //! A backend's `tests/conformance.rs` is one line:
 //!
 //! ```ignore
-//! rota_store::conformance_tests!(rota_testkit::sqlite_subject);
+//! rota_store::conformance_tests!(rota_testkit::sqlite_subject, rota_testkit::sqlite_subject_older);
 //! ```
 //!
-//! where the factory is an `async fn() -> Subject` giving a fresh, empty, migrated store.
+//! where the first factory is an `async fn() -> Subject` giving a fresh, empty, migrated
+//! store, and the second one giving a store left at the schema version before the current
+//! one (not migrated), for the migration case.
 //! That expands to one `#[tokio::test]` per case, grouped in a module per area. A change to
 //! Store behaviour lands here as a case, never as a backend-only test.
 
@@ -15,18 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rota_core::{Clock, ErrorReport, Job, ManualClock, NewJob};
+use rota_core::{add_duration, Clock, ErrorReport, Job, JobState, ManualClock, NewJob};
 
 use crate::*;
 
+pub mod change;
 pub mod dead;
 pub mod job_complete;
 pub mod job_fetch;
 pub mod job_insert;
 pub mod job_list;
+pub mod leader;
 pub mod lease;
 pub mod queue;
 pub mod schedule;
+pub mod store;
 
 /// A fresh store under test, with whatever keeps it alive (a temp dir, a database).
 pub struct Subject {
@@ -39,8 +44,27 @@ pub struct Subject {
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$factory`.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:path) => {
+    ($factory:path, $older:path) => {
+        mod store_migrate {
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_older_schema_is_brought_up_to_date() {
+                let subject = $older().await;
+                $crate::conformance::store::an_older_schema_is_brought_up_to_date(subject).await;
+            }
+        }
         $crate::conformance_cases! { $factory;
+            store {
+                health_reports_a_current_schema,
+                migrating_a_current_schema_changes_nothing,
+            }
+            change {
+                every_state_change_is_reported_once,
+            }
+            leader {
+                two_contenders_elect_one_leader,
+                a_leader_that_stops_renewing_is_replaced_after_expiry,
+                a_resigned_leader_hands_over_at_once,
+            }
             job_insert {
                 inserted_jobs_are_available_with_their_effective_policy,
                 jobs_with_a_future_run_at_are_scheduled,
@@ -78,6 +102,7 @@ macro_rules! conformance_tests {
                 a_stale_worker_cannot_complete_a_rescued_and_released_job,
                 live_leases_are_not_rescued,
                 a_queues_lease_applies_to_its_jobs,
+                running_jobs_are_listed_soonest_expiry_first,
             }
             dead {
                 dead_jobs_survive_pruning_unless_a_dead_retention_is_set,
@@ -85,6 +110,7 @@ macro_rules! conformance_tests {
                 retrying_dead_jobs_by_id_keeps_their_history,
                 retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs,
                 purging_deletes_only_matching_jobs_in_final_states,
+                dead_jobs_are_grouped_by_the_cause_of_their_last_error,
             }
             job_list {
                 a_missing_job_is_not_found,

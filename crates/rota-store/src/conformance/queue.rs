@@ -130,7 +130,7 @@ pub async fn workers_are_registered_and_seen_on_fetch(s: Subject) {
         add_duration(now, secs(10)),
     )
     .await;
-    let workers = store.worker_list().await.unwrap();
+    let workers = store.worker_list(WorkerListParams::default()).await.unwrap();
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].info, info);
     assert_eq!(
@@ -160,7 +160,7 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
         now,
     )
     .await;
-    let c = store.job_counts().await.unwrap();
+    let c = store.job_counts(JobCountsParams::default()).await.unwrap();
     assert_eq!(
         (
             count(&c, "a", JobState::Available),
@@ -171,7 +171,7 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
     );
     let jobs = claim(store, "w", &["default"], &["a"], 2, now).await;
     complete(store, lease_of(&jobs[0]), now).await.unwrap();
-    let c = store.job_counts().await.unwrap();
+    let c = store.job_counts(JobCountsParams::default()).await.unwrap();
     assert_eq!(
         (
             count(&c, "a", JobState::Available),
@@ -190,7 +190,7 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
         add_duration(now, secs(60)),
     )
     .await;
-    let c = store.job_counts().await.unwrap();
+    let c = store.job_counts(JobCountsParams::default()).await.unwrap();
     assert_eq!(
         (
             count(&c, "a", JobState::Scheduled),
@@ -208,7 +208,7 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
         })
         .await
         .unwrap();
-    let c = store.job_counts().await.unwrap();
+    let c = store.job_counts(JobCountsParams::default()).await.unwrap();
     assert_eq!(count(&c, "a", JobState::Completed), 0);
     let stats = store.queue_list(QueueListParams { now }).await.unwrap();
     let default = stats.iter().find(|q| q.queue.name == "default").unwrap();

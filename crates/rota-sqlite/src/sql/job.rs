@@ -1,0 +1,393 @@
+//! Job statements: enqueue, claim, lease, rescue, prune, purge, reads.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::{transition, Event, Job, JobId, JobState};
+use rota_store::*;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::queue::{queue_get, queue_required};
+use super::row::{job_columns, job_from_row};
+use super::worker::touch_worker;
+use super::write::{insert_job, job_promote_due, save_job, PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE};
+use super::{classify, db_err, from_micros, json, micros, Tx};
+
+pub(crate) use super::write::{job_delete, job_prune_state};
+
+const CLAIM_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job \
+             WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
+               AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
+             ORDER BY priority, run_at, id LIMIT ?4"
+);
+const RESCUE_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job \
+             WHERE state = 'running' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at LIMIT ?2"
+);
+pub(crate) const OLDEST_AVAILABLE: &str =
+    "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
+             ORDER BY run_at LIMIT 1";
+pub(crate) const OLDEST_WAITING: &str = "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
+const NEXT_DUE: &str =
+    "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1";
+const RUNNING_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
+);
+const DEAD_GROUPS_SELECT: &str = "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
+             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1";
+
+/// Statements on hot or large paths; `hot_statements_use_their_indexes` checks that none of
+/// them scans the job table.
+#[cfg(test)]
+pub(crate) const HOT_STATEMENTS: [(&str, &str); 10] = [
+    ("promote select", PROMOTE_DUE_SELECT),
+    ("promote update", PROMOTE_DUE_UPDATE),
+    ("claim", CLAIM_SELECT),
+    ("rescue", RESCUE_SELECT),
+    ("oldest available", OLDEST_AVAILABLE),
+    ("oldest waiting", OLDEST_WAITING),
+    ("next due", NEXT_DUE),
+    ("running", RUNNING_SELECT),
+    ("dead groups", DEAD_GROUPS_SELECT),
+    ("prune", PRUNE_DELETE),
+];
+#[cfg(not(test))]
+const _: (&str, &str, &str) = (PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE);
+
+/// One job by id.
+pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM job WHERE id = ?1"
+    ))
+    .map_err(db_err("preparing job lookup"))?
+    .query_row([id.as_bytes()], job_from_row)
+    .optional()
+    .map_err(|e| classify(&format!("reading job {id}"), e))?
+    .ok_or(StoreError::JobNotFound(id))
+}
+
+/// Loads a job, applies `event` and saves the result.
+pub(crate) fn job_apply(
+    tx: &Tx<'_>,
+    id: JobId,
+    event: Event,
+    now: Timestamp,
+) -> Result<Job, StoreError> {
+    let job = job_get(tx, id)?;
+    let cause = ChangeCause::of(&event);
+    let next = transition(&job, event, now)?;
+    save_job(tx, &job, &next, cause, now)?;
+    Ok(next)
+}
+
+/// Enqueues a batch (the caller's savepoint makes it all or nothing).
+pub(crate) fn job_insert_many(
+    tx: &Tx<'_>,
+    p: JobInsertManyParams,
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut queues: HashMap<String, QueueConfig> = HashMap::new();
+    let mut out = Vec::with_capacity(p.jobs.len());
+    for new in p.jobs {
+        if !queues.contains_key(&new.queue) {
+            rota_core::validation::validate_queue_name(&new.queue)?;
+            let queue = queue_required(tx, &new.queue)?;
+            queues.insert(queue.name, queue.config);
+        }
+        let same_key = match &new.unique_key {
+            Some(key) => jobs_with_unique_key(tx, key)?,
+            None => Vec::new(),
+        };
+        let queue = &queues[&new.queue];
+        match plan_enqueue(new, queue, &same_key, &p.defaults, p.now)? {
+            Planned::Duplicate(job) => out.push(Inserted {
+                job,
+                duplicate: true,
+            }),
+            Planned::Insert(job) => {
+                insert_job(tx, &job, ChangeCause::Enqueued)?;
+                out.push(Inserted {
+                    job,
+                    duplicate: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The jobs holding unique key `key`, newest first.
+fn jobs_with_unique_key(conn: &Connection, key: &str) -> Result<Vec<Job>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job WHERE unique_key = ?1 ORDER BY id DESC"
+        ))
+        .map_err(db_err("preparing unique-key lookup"))?;
+    let jobs = stmt
+        .query_map([key], job_from_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(|e| classify(&format!("looking up unique key {key:?}"), e));
+    jobs
+}
+
+/// Leases up to `max` jobs. Runs on the writer, so concurrent claimers are serialized and
+/// never share a job.
+pub(crate) fn job_claim_many(tx: &Tx<'_>, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
+    check_claim_queues(&p.queues)?;
+    let mut open_queues = Vec::with_capacity(p.queues.len());
+    let mut leases: HashMap<String, Duration> = HashMap::new();
+    for name in &p.queues {
+        let queue = queue_required(tx, name)?;
+        if !queue.paused {
+            leases.insert(queue.name.clone(), lease_for(Some(&queue.config), p.lease));
+            open_queues.push(queue.name);
+        }
+    }
+    touch_worker(tx, &p.worker, p.now)?;
+    if open_queues.is_empty() || p.max == 0 {
+        return Ok(Vec::new());
+    }
+    for queue in &open_queues {
+        job_promote_due(tx, queue, p.now)?;
+    }
+    // Per queue, the first `max` in claim order; merged, the first `max` of all. Querying
+    // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
+    let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
+    let mut stmt = tx
+        .prepare_cached(CLAIM_SELECT)
+        .map_err(db_err("preparing claim"))?;
+    let mut candidates = Vec::new();
+    for queue in &open_queues {
+        let rows = stmt
+            .query_map(
+                params![queue, micros(p.now), kinds, p.max as i64],
+                job_from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+            .map_err(|e| classify(&format!("claiming from queue {queue:?}"), e))?;
+        candidates.extend(rows);
+    }
+    if open_queues.len() > 1 {
+        candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        candidates.truncate(p.max);
+    }
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for job in candidates {
+        let event = Event::Fetched {
+            worker: p.worker.clone(),
+            lease_for: leases[&job.queue],
+        };
+        let next = transition(&job, event, p.now)?;
+        save_job(tx, &job, &next, ChangeCause::Fetched, p.now)?;
+        claimed.push(next);
+    }
+    Ok(claimed)
+}
+
+/// Extends leases, one answer per lease.
+pub(crate) fn lease_extend_many(
+    tx: &Tx<'_>,
+    p: LeaseExtendManyParams,
+) -> Result<Vec<Result<Extended, StoreError>>, StoreError> {
+    touch_worker(tx, &p.worker, p.now)?;
+    let mut leases: HashMap<String, Duration> = HashMap::new();
+    Ok(p.leases
+        .iter()
+        .map(|lease| {
+            let before = job_get(tx, lease.job)?;
+            if !leases.contains_key(&before.queue) {
+                let queue = queue_get(tx, &before.queue)?;
+                leases.insert(
+                    before.queue.clone(),
+                    lease_for(queue.as_ref().map(|q| &q.config), p.lease),
+                );
+            }
+            let event = Event::Heartbeat {
+                token: lease.token,
+                lease_for: leases[&before.queue],
+            };
+            let job = transition(&before, event, p.now)?;
+            save_job(tx, &before, &job, ChangeCause::Fetched, p.now)?;
+            Ok(Extended {
+                job: job.id,
+                expires_at: job.lease.as_ref().map_or(p.now, |l| l.expires_at),
+                cancel_requested: job.cancel_requested,
+            })
+        })
+        .collect())
+}
+
+/// Rescues up to `limit` expired leases.
+pub(crate) fn lease_rescue_expired(
+    tx: &Tx<'_>,
+    p: LeaseRescueParams,
+) -> Result<RescueReport, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(RESCUE_SELECT)
+        .map_err(db_err("preparing rescue"))?;
+    let expired = stmt
+        .query_map(params![micros(p.now), p.limit as i64], job_from_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(db_err("finding expired leases"))?;
+    let mut report = RescueReport::default();
+    for job in expired {
+        let next = transition(&job, Event::LeaseExpired, p.now)?;
+        save_job(tx, &job, &next, ChangeCause::Rescued, p.now)?;
+        report
+            .outcomes
+            .push((next.queue.clone(), next.kind.clone(), next.state));
+        match next.state {
+            JobState::Dead => report.dead.push(next.id),
+            JobState::Cancelled => report.cancelled.push(next.id),
+            _ => report.retried.push(next.id),
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes finished jobs past their retention.
+pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
+    let prune = |state: JobState, retention: Duration| {
+        job_prune_state(tx, state, rota_core::sub_duration(p.now, retention), p.limit)
+    };
+    Ok(PruneReport {
+        completed: prune(JobState::Completed, p.completed_retention)?,
+        cancelled: prune(JobState::Cancelled, p.cancelled_retention)?,
+        dead: match p.dead_retention {
+            Some(retention) => prune(JobState::Dead, retention)?,
+            None => 0,
+        },
+    })
+}
+
+/// The ids an operator's selector means; a filter without states means `default_state`.
+pub(crate) fn job_select_ids(
+    conn: &Connection,
+    selector: &JobSelector,
+    default_state: JobState,
+) -> Result<Vec<JobId>, StoreError> {
+    match selector_filter(selector, default_state) {
+        None => match selector {
+            JobSelector::Ids(ids) => Ok(ids.clone()),
+            JobSelector::Filter(_) => unreachable!("a filter selector has a filter"),
+        },
+        Some(filter) => {
+            let params = JobListParams {
+                filter,
+                after: None,
+                limit: 0,
+            };
+            Ok(job_list(conn, &params, usize::MAX >> 1)?
+                .into_iter()
+                .map(|j| j.id)
+                .collect())
+        }
+    }
+}
+
+/// Jobs matching a filter, newest first, after the cursor, at most `limit`.
+pub(crate) fn job_list(
+    conn: &Connection,
+    p: &JobListParams,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let f = &p.filter;
+    let list = |v: &[String]| (!v.is_empty()).then(|| json(&v));
+    let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM job \
+             WHERE (?1 IS NULL OR queue IN (SELECT value FROM json_each(?1))) \
+               AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2))) \
+               AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(job.tags) WHERE value = ?4)) \
+               AND (?5 IS NULL OR created_at >= ?5) \
+               AND (?6 IS NULL OR created_at < ?6) \
+               AND (?7 IS NULL OR id < ?7) \
+               AND (?9 IS NULL OR json_extract(errors, '$[#-1].fingerprint') = ?9) \
+             ORDER BY id DESC LIMIT ?8"
+        ))
+        .map_err(db_err("preparing job list"))?;
+    let rows = stmt
+        .query_map(
+            params![
+                list(&f.queues),
+                list(&f.kinds),
+                list(&states),
+                f.tag,
+                f.created_after.map(micros),
+                f.created_before.map(micros),
+                p.after.map(|id| id.as_bytes().to_vec()),
+                limit as i64,
+                f.error_group,
+            ],
+            job_from_row,
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+        .map_err(db_err("listing jobs"));
+    rows
+}
+
+/// The earliest run_at of a waiting job on `queues` (one index seek per queue).
+pub(crate) fn job_next_due(
+    conn: &Connection,
+    queues: &[String],
+) -> Result<Option<Timestamp>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(NEXT_DUE)
+        .map_err(db_err("finding the next due job"))?;
+    let mut earliest: Option<i64> = None;
+    for queue in queues {
+        let at: Option<i64> = stmt
+            .query_row([queue], |r| r.get(0))
+            .map_err(db_err("finding the next due job"))?;
+        earliest = earliest.into_iter().chain(at).min();
+    }
+    earliest
+        .map(from_micros)
+        .transpose()
+        .map_err(db_err("finding the next due job"))
+}
+
+/// Running jobs, soonest lease expiry first (the `job_leased` index).
+pub(crate) fn job_list_running(conn: &Connection, limit: usize) -> Result<Vec<Job>, StoreError> {
+    conn.prepare_cached(RUNNING_SELECT)
+        .and_then(|mut stmt| stmt.query_map([limit as i64], job_from_row)?.collect())
+        .map_err(db_err("listing running jobs"))
+}
+
+/// Dead jobs since `since`, one row each for [`group_dead`] (the `job_finished` index
+/// narrows the scan to dead jobs in the window).
+pub(crate) fn dead_rows(
+    conn: &Connection,
+    since: Option<Timestamp>,
+) -> Result<Vec<DeadRow>, StoreError> {
+    let err = db_err("grouping dead jobs");
+    let mut stmt = conn.prepare_cached(DEAD_GROUPS_SELECT).map_err(&err)?;
+    let rows = stmt
+        .query_map([since.map_or(i64::MIN, micros)], |r| {
+            Ok(DeadRow {
+                fingerprint: r.get(0)?,
+                message: r.get(1)?,
+                kind: r.get(2)?,
+                finished_at: from_micros(r.get(3)?)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(&err);
+    rows
+}

@@ -1,0 +1,175 @@
+//! Enqueue planning every backend shares: validation, policy resolution, the unique-key
+//! decision. A backend looks up the queue and the jobs holding the same unique key, calls
+//! [`plan_enqueue`], and writes what it says.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::validation::{nearest_name, validate_new_job};
+use rota_core::{Job, JobId, Limits, NewJob, RetryOverride, RetryPolicy};
+
+use crate::{QueueConfig, StoreError};
+
+/// The server-wide layers of retry policy resolution, and payload limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyDefaults {
+    /// The server default (the least specific layer).
+    pub retry: RetryPolicy,
+    /// Per-kind settings (between job and queue).
+    pub kinds: HashMap<String, RetryOverride>,
+    /// Payload limits.
+    pub limits: Limits,
+}
+
+/// What to do with one new job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    /// Store this job (validated, its policy resolved).
+    Insert(Job),
+    /// A job with the same unique key blocks it: answer with that job, store nothing.
+    Duplicate(Job),
+}
+
+/// Plans one enqueue: validates `new`, returns the unfinished (or recently finished) job
+/// among `same_key` that makes it a duplicate, or resolves it against its queue's settings
+/// into the job to store. `same_key` are the stored jobs with `new`'s unique key, newest
+/// first (empty when it has none).
+pub fn plan_enqueue(
+    new: NewJob,
+    queue: &QueueConfig,
+    same_key: &[Job],
+    defaults: &PolicyDefaults,
+    now: Timestamp,
+) -> Result<Planned, StoreError> {
+    validate_new_job(&new, &defaults.limits)?;
+    if new.unique_key.is_some() {
+        if let Some(existing) = same_key
+            .iter()
+            .find(|job| unique_key_blocks(job, new.unique_for, now))
+        {
+            return Ok(Planned::Duplicate(existing.clone()));
+        }
+    }
+    let policy = RetryPolicy::resolve(
+        &new.retry,
+        defaults.kinds.get(&new.kind),
+        Some(&queue.retry),
+        &defaults.retry,
+    );
+    let mut new = new;
+    if new.timeout.is_none() {
+        new.timeout = queue.timeout;
+    }
+    Ok(Planned::Insert(Job::from_new(
+        new,
+        JobId::new(now),
+        policy,
+        now,
+    )))
+}
+
+/// The error for an undeclared `queue`, naming the closest of the `declared` ones.
+pub fn queue_not_declared(queue: &str, declared: &[String]) -> StoreError {
+    StoreError::QueueNotDeclared {
+        queue: queue.to_owned(),
+        suggestion: nearest_name(queue, declared.iter().map(String::as_str)).map(str::to_owned),
+    }
+}
+
+/// Whether `existing`, which has the same unique key, makes a new enqueue a duplicate: it
+/// does while `existing` is unfinished, and for `unique_for` after it finished.
+pub fn unique_key_blocks(existing: &Job, unique_for: Option<Duration>, now: Timestamp) -> bool {
+    match existing.finished_at {
+        None => true,
+        Some(finished) => {
+            unique_for.is_some_and(|window| rota_core::add_duration(finished, window) > now)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rota_core::{Backoff, JobState};
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn insert(new: NewJob, queue: &QueueConfig) -> Job {
+        match plan_enqueue(new, queue, &[], &PolicyDefaults::default(), now()).unwrap() {
+            Planned::Insert(job) => job,
+            Planned::Duplicate(_) => panic!("not a duplicate"),
+        }
+    }
+
+    #[test]
+    fn the_queue_layer_fills_what_the_job_leaves_open() {
+        let queue = QueueConfig {
+            retry: RetryOverride {
+                max_attempts: Some(3),
+                backoff: Some(Backoff::Fixed {
+                    interval: Duration::from_secs(7),
+                }),
+            },
+            timeout: Some(Duration::from_secs(60)),
+            ..QueueConfig::default()
+        };
+        let job = insert(NewJob::new("q", "k", json!({})).max_attempts(5), &queue);
+        assert_eq!(job.max_attempts, 5, "the job's own setting wins");
+        assert_eq!(
+            job.backoff,
+            Backoff::Fixed {
+                interval: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(job.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(job.state, JobState::Available);
+    }
+
+    #[test]
+    fn an_unfinished_job_with_the_key_makes_a_duplicate() {
+        let queue = QueueConfig::default();
+        let first = insert(NewJob::new("q", "k", json!({})).unique_key("u"), &queue);
+        let planned = plan_enqueue(
+            NewJob::new("q", "k", json!({})).unique_key("u"),
+            &queue,
+            std::slice::from_ref(&first),
+            &PolicyDefaults::default(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(planned, Planned::Duplicate(first));
+    }
+
+    #[test]
+    fn a_finished_job_blocks_its_key_only_within_unique_for() {
+        let mut done = insert(NewJob::new("q", "k", json!({})).unique_key("u"), &Default::default());
+        done.finished_at = Some(now());
+        let later = rota_core::add_duration(now(), Duration::from_secs(30));
+        assert!(!unique_key_blocks(&done, None, later));
+        assert!(unique_key_blocks(&done, Some(Duration::from_secs(60)), later));
+        assert!(!unique_key_blocks(&done, Some(Duration::from_secs(10)), later));
+    }
+
+    #[test]
+    fn invalid_jobs_are_refused_naming_the_field() {
+        let err = plan_enqueue(
+            NewJob::new("q", "", json!({})),
+            &QueueConfig::default(),
+            &[],
+            &PolicyDefaults::default(),
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "kind"), "{err}");
+    }
+
+    #[test]
+    fn an_undeclared_queue_names_the_nearest() {
+        let err = queue_not_declared("defualt", &["default".into(), "mail".into()]);
+        assert!(err.to_string().contains("did you mean \"default\""), "{err}");
+    }
+}

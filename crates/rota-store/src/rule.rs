@@ -1,0 +1,248 @@
+//! Small rules every backend applies the same way: lease length per queue, selector
+//! defaults, the purge filter, progress and page-size validation, schedule restarts.
+//! Pure functions, unit-tested without a database.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::schedule::ScheduleDef;
+use rota_core::{JobState, Progress, ValidationError};
+
+use crate::{JobFilter, JobSelector, QueueConfig, ScheduleRecord, StoreError};
+
+/// Largest page of a job listing.
+pub const PAGE_LIMIT_MAX: usize = 1000;
+/// Page size when none is given.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+
+/// The lease a job of `queue` gets: the queue's own, else the server default.
+pub fn lease_for(queue: Option<&QueueConfig>, default: Duration) -> Duration {
+    queue.and_then(|q| q.lease).unwrap_or(default)
+}
+
+/// The filter an operator's selector means, when it is a filter: one that names no states
+/// means `default_state` (dead jobs, for retry and purge), so nothing else is touched.
+pub fn selector_filter(selector: &JobSelector, default_state: JobState) -> Option<JobFilter> {
+    match selector {
+        JobSelector::Ids(_) => None,
+        JobSelector::Filter(filter) => {
+            let mut filter = filter.clone();
+            if filter.states.is_empty() {
+                filter.states = vec![default_state];
+            }
+            Some(filter)
+        }
+    }
+}
+
+/// The states a purge may delete: the final ones among `requested`.
+pub fn purgeable_states(requested: &[JobState]) -> Vec<JobState> {
+    requested.iter().copied().filter(|s| s.is_final()).collect()
+}
+
+/// Checks a progress report (percent 0..=100).
+pub fn check_progress(progress: &Progress) -> Result<(), StoreError> {
+    if progress.percent > 100 {
+        return Err(ValidationError::new(
+            "progress.percent",
+            format!("must be between 0 and 100, got {}", progress.percent),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks a listing's page size (1..=[`PAGE_LIMIT_MAX`]).
+pub fn check_page_limit(limit: usize) -> Result<usize, StoreError> {
+    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(ValidationError::new(
+            "limit",
+            format!("must be between 1 and {PAGE_LIMIT_MAX}, got {limit}"),
+        )
+        .into());
+    }
+    Ok(limit)
+}
+
+/// Checks a claim request: at least one queue.
+pub fn check_claim_queues(queues: &[String]) -> Result<(), StoreError> {
+    if queues.is_empty() {
+        return Err(
+            ValidationError::new("queues", "name at least one queue to fetch from").into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a schedule definition before it is stored.
+pub fn check_schedule(schedule: &ScheduleDef) -> Result<(), StoreError> {
+    schedule.validate()?;
+    Ok(())
+}
+
+/// The `last_slot` an upserted schedule keeps: a new schedule, a changed expression or time
+/// zone, or one enabled again starts counting at `now` (the old timing's missed slots, or
+/// those passed while disabled, never fire); any other change keeps its place.
+pub fn schedule_last_slot(
+    existing: Option<&ScheduleRecord>,
+    new: &ScheduleDef,
+    now: Timestamp,
+) -> Timestamp {
+    match existing {
+        Some(old)
+            if old.schedule.expression == new.expression
+                && old.schedule.timezone == new.timezone
+                && (old.schedule.enabled || !new.enabled) =>
+        {
+            old.last_slot
+        }
+        _ => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rota_core::schedule::{JobTemplate, MisfirePolicy, ScheduleSource};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn def(expression: &str, enabled: bool) -> ScheduleDef {
+        ScheduleDef {
+            name: "s".into(),
+            expression: expression.into(),
+            timezone: "UTC".into(),
+            template: JobTemplate {
+                queue: "default".into(),
+                kind: "k".into(),
+                args: serde_json::json!({}),
+                priority: None,
+                retry: Default::default(),
+                timeout: None,
+            },
+            misfire: MisfirePolicy::Latest,
+            backfill: Duration::from_secs(3600),
+            enabled,
+            source: ScheduleSource::Api,
+        }
+    }
+
+    fn record(schedule: ScheduleDef, last_slot: Timestamp) -> ScheduleRecord {
+        ScheduleRecord {
+            schedule,
+            last_slot,
+            fired: 0,
+            missed: 0,
+            recovered: 0,
+            last_job: None,
+            updated_at: last_slot,
+        }
+    }
+
+    #[test]
+    fn a_queue_lease_wins_over_the_default() {
+        let queue = QueueConfig {
+            lease: Some(Duration::from_secs(5)),
+            ..QueueConfig::default()
+        };
+        assert_eq!(lease_for(Some(&queue), Duration::from_secs(30)), Duration::from_secs(5));
+        assert_eq!(
+            lease_for(Some(&QueueConfig::default()), Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(lease_for(None, Duration::from_secs(30)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_filter_without_states_means_the_default_state() {
+        let selector = JobSelector::Filter(JobFilter::default());
+        assert_eq!(
+            selector_filter(&selector, JobState::Dead).unwrap().states,
+            vec![JobState::Dead]
+        );
+        let explicit = JobSelector::Filter(JobFilter {
+            states: vec![JobState::Cancelled],
+            ..JobFilter::default()
+        });
+        assert_eq!(
+            selector_filter(&explicit, JobState::Dead).unwrap().states,
+            vec![JobState::Cancelled]
+        );
+        assert!(selector_filter(&JobSelector::Ids(vec![]), JobState::Dead).is_none());
+    }
+
+    #[test]
+    fn only_final_states_are_purgeable() {
+        assert_eq!(
+            purgeable_states(&[JobState::Dead, JobState::Running, JobState::Completed]),
+            vec![JobState::Dead, JobState::Completed]
+        );
+        assert!(purgeable_states(&[JobState::Available]).is_empty());
+    }
+
+    #[test]
+    fn progress_above_100_is_refused_naming_the_field() {
+        let ok = Progress {
+            percent: 100,
+            message: None,
+        };
+        assert!(check_progress(&ok).is_ok());
+        let err = check_progress(&Progress {
+            percent: 101,
+            message: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("progress.percent"), "{err}");
+    }
+
+    #[test]
+    fn page_limits_outside_1_to_1000_are_refused() {
+        assert_eq!(check_page_limit(1).unwrap(), 1);
+        assert_eq!(check_page_limit(1000).unwrap(), 1000);
+        assert!(check_page_limit(0).is_err());
+        let err = check_page_limit(1001).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn claims_name_at_least_one_queue() {
+        assert!(check_claim_queues(&[]).is_err());
+        assert!(check_claim_queues(&["q".into()]).is_ok());
+    }
+
+    #[test]
+    fn an_invalid_schedule_is_refused() {
+        assert!(check_schedule(&def("*/5 * * * *", true)).is_ok());
+        assert!(check_schedule(&def("not cron", true)).is_err());
+    }
+
+    #[test]
+    fn schedules_restart_only_when_their_timing_changes_or_they_are_enabled_again() {
+        let old = record(def("*/5 * * * *", true), t(0));
+        assert_eq!(schedule_last_slot(None, &old.schedule, t(100)), t(100), "new");
+        let mut same_timing = def("*/5 * * * *", true);
+        same_timing.template.kind = "other".into();
+        assert_eq!(schedule_last_slot(Some(&old), &same_timing, t(100)), t(0));
+        assert_eq!(
+            schedule_last_slot(Some(&old), &def("*/10 * * * *", true), t(100)),
+            t(100),
+            "expression changed"
+        );
+        let mut zone = def("*/5 * * * *", true);
+        zone.timezone = "Europe/London".into();
+        assert_eq!(schedule_last_slot(Some(&old), &zone, t(100)), t(100), "zone changed");
+        let disabled = record(def("*/5 * * * *", false), t(0));
+        assert_eq!(
+            schedule_last_slot(Some(&disabled), &def("*/5 * * * *", true), t(100)),
+            t(100),
+            "enabled again"
+        );
+        assert_eq!(
+            schedule_last_slot(Some(&old), &def("*/5 * * * *", false), t(100)),
+            t(0),
+            "disabling keeps the place"
+        );
+    }
+}
