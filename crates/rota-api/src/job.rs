@@ -39,7 +39,7 @@ pub struct NewJobRequest {
     /// Backoff: `{"intervals": ["30s", "60s"]}`, `{"fixed": {"interval": "10s"}}` or
     /// `{"exponential": {"initial": "15s", "factor": 2, "max": "1h", "jitter": 0.2}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::BackoffSchema>)]
     pub backoff: Option<Backoff>,
     /// Per-attempt time limit, such as `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,14 +169,14 @@ pub struct JobView {
     pub args: Value,
     /// 0..=9, lower first.
     pub priority: u8,
-    /// scheduled, available, running, retryable, completed, dead or cancelled.
-    pub state: String,
+    /// Its state.
+    pub state: crate::JobState,
     /// Attempts started.
     pub attempt: u32,
     /// The effective attempt limit.
     pub max_attempts: u32,
     /// The effective backoff.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::BackoffSchema)]
     pub backoff: Backoff,
     /// Per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,7 +245,7 @@ impl From<Job> for JobView {
             kind: job.kind,
             args: job.args,
             priority: job.priority,
-            state: job.state.as_str().to_owned(),
+            state: job.state.into(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             backoff: job.backoff,
@@ -305,7 +305,7 @@ pub struct ItemOutcome {
     pub job: String,
     /// Its state afterwards, when the operation succeeded for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<crate::JobState>,
     /// Why it failed for this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Problem>,

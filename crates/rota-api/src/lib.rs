@@ -6,12 +6,14 @@
 //! from these definitions. Domain types live in `rota-core`; the conversions are here.
 
 mod job;
+mod kind;
 mod problem;
 mod queue;
 mod schedule;
 mod work;
 
 pub use job::*;
+pub use kind::{BackoffSchema, JobState, Misfire, ScheduleSource, Severity};
 pub use problem::Problem;
 pub use queue::*;
 pub use schedule::*;

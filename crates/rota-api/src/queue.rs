@@ -16,7 +16,7 @@ pub struct QueueDeclareRequest {
     pub max_attempts: Option<u32>,
     /// Queue-level backoff (same shapes as on a job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::BackoffSchema>)]
     pub backoff: Option<rota_core::Backoff>,
     /// Lease length for jobs fetched from it, such as `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,8 +66,15 @@ pub struct QueueList {
 /// A known worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerView {
-    /// Its id.
+    /// Its id (unique per process).
     pub id: String,
+    /// Its stable name (`rota worker --name`, the host name by default), as checked by
+    /// `rota health --worker NAME`.
+    #[serde(default)]
+    pub name: String,
+    /// It fetched or heartbeated within the server's lease length.
+    #[serde(default)]
+    pub alive: bool,
     /// Queues it polls.
     pub queues: Vec<String>,
     /// Kinds it handles (empty: any).
@@ -135,7 +142,7 @@ pub struct FindingView {
     /// The check.
     pub check: String,
     /// ok, warn or fail.
-    pub severity: String,
+    pub severity: crate::Severity,
     /// What was found.
     pub message: String,
     /// What to do.

@@ -38,14 +38,14 @@ pub struct ScheduleRequest {
     pub max_attempts: Option<u32>,
     /// Backoff of its jobs (same shapes as on a job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::BackoffSchema>)]
     pub backoff: Option<Backoff>,
     /// Per-attempt time limit of its jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// skip, latest (default) or all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub misfire: Option<String>,
+    pub misfire: Option<crate::Misfire>,
     /// How far back `all` recovers (default 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<String>,
@@ -84,9 +84,7 @@ impl ScheduleRequest {
             },
             misfire: self
                 .misfire
-                .as_deref()
-                .map(|m| m.parse::<MisfirePolicy>().map_err(|e| named("misfire", e)))
-                .transpose()?
+                .map(MisfirePolicy::from)
                 .unwrap_or_default(),
             backfill: duration(
                 "backfill",
@@ -114,13 +112,13 @@ pub struct ScheduleView {
     /// The kind of its jobs.
     pub kind: String,
     /// skip, latest or all.
-    pub misfire: String,
+    pub misfire: crate::Misfire,
     /// How far back `all` recovers.
     pub backfill: String,
     /// Whether it fires.
     pub enabled: bool,
     /// config or api.
-    pub source: String,
+    pub source: crate::ScheduleSource,
     /// The next slot, if enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -133,7 +131,7 @@ pub struct ScheduleView {
     pub last_job: Option<String>,
     /// That job's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_job_state: Option<String>,
+    pub last_job_state: Option<crate::JobState>,
     /// Slots fired on time.
     pub fired: u64,
     /// Slots missed while no scheduler ran.

@@ -19,11 +19,16 @@ pub struct FetchRequest {
     pub kinds: Vec<String>,
     /// At most this many jobs (1..=1000; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: Option<u32>,
     /// How long to wait for a job, such as `30s` (default 0: answer at once; at most 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<String>,
-    /// About the worker, recorded when it is first seen: its host.
+    /// About the worker, recorded when it is first seen: its stable name (the host name
+    /// unless set), which health checks ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Its process id.

@@ -9,14 +9,13 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "rota", version, about, propagate_version = true)]
 pub struct Cli {
-    #[command(flatten)]
-    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// How client commands reach the server.
-#[derive(Debug, Clone, Args)]
+/// How client commands reach the server (only on the commands that talk to one, so that
+/// `rota serve --help` does not offer them).
+#[derive(Debug, Clone, Default, Args)]
 pub struct ClientArgs {
     /// The server's URL [default: http://127.0.0.1:7700].
     #[arg(long, global = true, env = "ROTA_URL")]
@@ -41,39 +40,102 @@ pub enum Command {
     /// Run the server (embedded SQLite by default).
     Serve(ServeArgs),
     /// Enqueue a job.
-    Enqueue(EnqueueArgs),
+    Enqueue {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: EnqueueArgs,
+    },
     /// Inspect and manage jobs.
-    #[command(subcommand)]
-    Jobs(JobsCommand),
+    Jobs {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Dead jobs: list and retry.
-    #[command(subcommand)]
-    Dead(DeadCommand),
-    /// Queues: list, declare, pause, resume.
-    #[command(subcommand)]
-    Queues(QueuesCommand),
+    Dead {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+    /// Queues: list, show, declare, pause, resume.
+    Queues {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: QueuesCommand,
+    },
     /// Cron schedules: list, show, create, delete, pause, resume, trigger.
-    #[command(subcommand)]
-    Schedules(SchedulesCommand),
+    Schedules {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SchedulesCommand,
+    },
     /// Workers the server has seen.
-    Workers,
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run jobs by executing a command for each (any language).
-    Worker(WorkerArgs),
+    Worker {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: WorkerArgs,
+    },
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Measure throughput and latency (starts a server unless --url is given).
-    Bench(BenchArgs),
+    Bench {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: BenchArgs,
+    },
     /// Check everything that can need action, with the fix; exits 1 if anything does.
     Doctor {
-        /// Check this SQLite database directly instead of asking the server at --url.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Check this database directly (a SQLite file or sqlite://PATH) instead of asking
+        /// the server at --url.
         #[arg(long)]
         database: Option<String>,
     },
-    /// Exit 0 if the server is ready, 1 if not (for container health checks).
-    Health,
+    /// Exit 0 if the server is ready, 1 if not (for container health checks); with
+    /// --worker NAME, whether that worker fetched or heartbeated within its lease.
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Check this worker (its --name; the host name by default) instead of the server.
+        #[arg(long)]
+        worker: Option<String>,
+    },
     /// Database schema: status, or apply pending migrations.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+}
+
+impl Command {
+    /// The server a client command talks to (`None` for serve, token and migrate).
+    pub fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Enqueue { client, .. }
+            | Command::Jobs { client, .. }
+            | Command::Dead { client, .. }
+            | Command::Queues { client, .. }
+            | Command::Schedules { client, .. }
+            | Command::Workers { client }
+            | Command::Worker { client, .. }
+            | Command::Bench { client, .. }
+            | Command::Doctor { client, .. }
+            | Command::Health { client, .. } => Some(client),
+            Command::Serve(_) | Command::Token(_) | Command::Migrate(_) => None,
+        }
+    }
 }
 
 /// `rota bench`.
@@ -347,6 +409,11 @@ pub enum SchedulesCommand {
 pub enum QueuesCommand {
     /// Every queue with its counts.
     List,
+    /// One queue with its counts.
+    Show {
+        /// The queue name.
+        name: String,
+    },
     /// Declare a queue (or update it).
     Declare {
         /// The queue name.
@@ -389,7 +456,11 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long running jobs may finish before their leases are handed back.
     #[arg(long, default_value = "10s")]
     pub grace: String,
-    /// This worker's id (default: host:pid).
+    /// This worker's id, unique per process (default: name:pid).
     #[arg(long)]
     pub id: Option<String>,
+    /// This worker's stable name, as `rota health --worker NAME` asks for it (default: the
+    /// host name, as in a container).
+    #[arg(long)]
+    pub name: Option<String>,
 }

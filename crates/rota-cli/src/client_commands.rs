@@ -23,7 +23,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
     let client = client(args)?;
     let json = args.json;
     match command {
-        Command::Enqueue(e) => {
+        Command::Enqueue { args: e, .. } => {
             let enqueued = client.enqueue(&new_job(e)?).await?;
             print(json, &enqueued, |e| {
                 format!(
@@ -39,22 +39,22 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Jobs(JobsCommand::List { filter, state }) => {
+        Command::Jobs { command: JobsCommand::List { filter, state }, .. } => {
             let mut query = list_query(&filter);
             query.extend(state.map(|s| ("state", s)));
             let page = client.jobs(&query).await?;
             print(json, &page, |p| output::jobs_table(&p.jobs));
         }
-        Command::Jobs(JobsCommand::Show { id }) => {
+        Command::Jobs { command: JobsCommand::Show { id }, .. } => {
             print(json, &client.job(&id).await?, output::job_detail)
         }
-        Command::Jobs(JobsCommand::Cancel { id }) => {
+        Command::Jobs { command: JobsCommand::Cancel { id }, .. } => {
             print(json, &client.cancel(&id).await?, output::job_detail)
         }
-        Command::Jobs(JobsCommand::Retry { id }) => {
+        Command::Jobs { command: JobsCommand::Retry { id }, .. } => {
             print(json, &client.retry(&id).await?, output::job_detail)
         }
-        Command::Jobs(JobsCommand::Wait { id, timeout }) => {
+        Command::Jobs { command: JobsCommand::Wait { id, timeout }, .. } => {
             let limit = rota_core::parse_duration(&timeout).context("--timeout")?;
             let started = Instant::now();
             let job = loop {
@@ -64,20 +64,20 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 let job = client
                     .job_wait(&id, &rota_core::format_duration(left))
                     .await?;
-                if is_final(&job.state) || started.elapsed() >= limit {
+                if job.state.is_final() || started.elapsed() >= limit {
                     break job;
                 }
             };
             print(json, &job, output::job_detail);
-            if !is_final(&job.state) {
+            if !job.state.is_final() {
                 eprintln!("rota: job {id} is still {} after {timeout}", job.state);
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Dead(DeadCommand::List {
+        Command::Dead { command: DeadCommand::List {
             filter: _,
             group: true,
-        }) => {
+        }, .. } => {
             let groups = client.dead_groups().await?;
             print(json, &groups, |g| {
                 output::table(
@@ -97,19 +97,19 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Dead(DeadCommand::List {
+        Command::Dead { command: DeadCommand::List {
             filter,
             group: false,
-        }) => {
+        }, .. } => {
             let page = client.dead(&list_query(&filter)).await?;
             print(json, &page, |p| output::jobs_table(&p.jobs));
         }
-        Command::Dead(DeadCommand::Retry {
+        Command::Dead { command: DeadCommand::Retry {
             ids,
             queue,
             kind,
             group,
-        }) => {
+        }, .. } => {
             let selection = dead_selection("retry", ids, queue, kind, group)?;
             let outcomes = client.retry_dead(&selection).await?;
             print(json, &outcomes, |o| {
@@ -125,26 +125,26 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 text
             });
         }
-        Command::Dead(DeadCommand::Purge {
+        Command::Dead { command: DeadCommand::Purge {
             ids,
             queue,
             kind,
             group,
-        }) => {
+        }, .. } => {
             let selection = dead_selection("purge", ids, queue, kind, group)?;
             let count = client.purge_dead(&selection).await?;
             print(json, &count, |c| {
                 format!("purged {} dead job(s)\n", c.count)
             });
         }
-        Command::Queues(QueuesCommand::List) => print(json, &client.queues().await?, |q| {
+        Command::Queues { command: QueuesCommand::List, .. } => print(json, &client.queues().await?, |q| {
             output::queues_table(&q.queues)
         }),
-        Command::Queues(QueuesCommand::Declare {
+        Command::Queues { command: QueuesCommand::Declare {
             name,
             max_attempts,
             lease,
-        }) => {
+        }, .. } => {
             let queue = client
                 .declare_queue(
                     &name,
@@ -159,18 +159,27 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 output::queues_table(std::slice::from_ref(q))
             });
         }
-        Command::Queues(QueuesCommand::Pause { name }) => {
+        Command::Queues {
+            command: QueuesCommand::Show { name },
+            ..
+        } => print(json, &client.queue(&name).await?, |q| {
+            output::queues_table(std::slice::from_ref(q))
+        }),
+        Command::Queues { command: QueuesCommand::Pause { name }, .. } => {
             print(json, &client.pause_queue(&name).await?, |q| {
                 format!("queue {} paused\n", q.name)
             })
         }
-        Command::Queues(QueuesCommand::Resume { name }) => {
+        Command::Queues { command: QueuesCommand::Resume { name }, .. } => {
             print(json, &client.resume_queue(&name).await?, |q| {
                 format!("queue {} resumed\n", q.name)
             })
         }
-        Command::Schedules(command) => schedules(&client, json, command).await?,
-        Command::Health => {
+        Command::Schedules { command, .. } => schedules(&client, json, command).await?,
+        Command::Health {
+            worker: Some(name), ..
+        } => return worker_health(&client, json, &name).await,
+        Command::Health { worker: None, .. } => {
             let (ready, report) = client.ready().await?;
             print(json, &report, |r| {
                 let mut text = format!("{}\n", if r.ready { "ready" } else { "NOT READY" });
@@ -190,12 +199,14 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 ExitCode::FAILURE
             });
         }
-        Command::Workers => {
+        Command::Workers { .. } => {
             let workers = client.workers().await?;
             print(json, &workers, |w| {
                 output::table(
                     &[
+                        "name",
                         "id",
+                        "alive",
                         "host",
                         "pid",
                         "queues",
@@ -207,7 +218,9 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                         .iter()
                         .map(|w| {
                             vec![
+                                w.name.clone(),
                                 w.id.clone(),
+                                if w.alive { "yes" } else { "no" }.into(),
                                 w.host.clone(),
                                 w.pid.to_string(),
                                 w.queues.join(","),
@@ -225,15 +238,41 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
             });
         }
         Command::Serve(_)
-        | Command::Worker(_)
+        | Command::Worker { .. }
         | Command::Token(_)
         | Command::Migrate(_)
-        | Command::Bench(_)
+        | Command::Bench { .. }
         | Command::Doctor { .. } => {
             unreachable!("dispatched in main")
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rota health --worker NAME`: exit 0 when a worker of that name fetched or heartbeated
+/// within its lease, 1 otherwise, with one line saying which.
+async fn worker_health(client: &Client, json: bool, name: &str) -> anyhow::Result<ExitCode> {
+    let workers = client.workers().await?;
+    let mine: Vec<_> = workers.workers.iter().filter(|w| w.name == name).collect();
+    let alive = mine.iter().find(|w| w.alive);
+    let line = match (alive, mine.first()) {
+        (Some(w), _) => format!("worker {name} is alive: {} last seen {}", w.id, w.last_seen),
+        (None, Some(w)) => format!(
+            "worker {name} is NOT alive: {} last seen {}, longer ago than its lease",
+            w.id, w.last_seen
+        ),
+        (None, None) => format!("worker {name} is NOT alive: the server has never seen it (is it started with --name {name}?)"),
+    };
+    if json {
+        print(true, &serde_json::json!({"worker": name, "alive": alive.is_some(), "detail": line}), |_| String::new());
+    } else {
+        println!("{line}");
+    }
+    Ok(if alive.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The dead jobs a retry or purge means; one of ids, --queue, --kind or --group is required.
@@ -253,10 +292,6 @@ fn dead_selection(
         kinds: kind.into_iter().collect(),
         group,
     })
-}
-
-fn is_final(state: &str) -> bool {
-    matches!(state, "completed" | "dead" | "cancelled")
 }
 
 fn list_query(filter: &ListArgs) -> Vec<(&'static str, String)> {
@@ -340,7 +375,11 @@ async fn schedules(client: &Client, json: bool, command: SchedulesCommand) -> an
                 queue,
                 kind,
                 args,
-                misfire: Some(misfire),
+                misfire: Some(
+                    misfire
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("--misfire: {e}"))?,
+                ),
                 backfill,
                 max_attempts,
                 ..Default::default()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -102,8 +102,8 @@ const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 /// Everything `rota serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The database.
+    pub database: crate::store::DatabaseUrl,
     /// Where to listen.
     pub bind: SocketAddr,
     /// Commit durability.
@@ -121,7 +121,7 @@ pub struct ServeConfig {
     /// Allow a non-loopback bind without tokens.
     pub insecure_no_auth: bool,
     /// Accepted tokens.
-    pub auth: rota_server::auth::Auth,
+    pub auth: rota_server::Auth,
     /// Schedules from the file.
     pub schedules: Vec<rota_core::schedule::ScheduleDef>,
 }
@@ -214,7 +214,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         .clone()
         .or(file.database)
         .unwrap_or_else(|| DATABASE_DEFAULT.to_owned());
-    let database = database_path(&database)?;
+    let database = crate::store::DatabaseUrl::parse(&database)?;
     let bind_raw = args
         .bind
         .clone()
@@ -230,7 +230,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     };
     let lease = match file.lease {
         Some(raw) => duration("lease", &raw)?,
-        None => rota_server::state::LEASE_DEFAULT,
+        None => rota_server::LEASE_DEFAULT,
     };
     let retry = file
         .retry
@@ -284,9 +284,9 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .scope
             .parse()
             .map_err(|e| anyhow::anyhow!("token[{i}] ({}).scope: {e}", t.name))?;
-        let hash = rota_server::auth::TokenEntry::parse_hash(&t.hash)
+        let hash = rota_server::TokenEntry::parse_hash(&t.hash)
             .map_err(|e| anyhow::anyhow!("token[{i}] ({}).hash: {e}", t.name))?;
-        tokens.push(rota_server::auth::TokenEntry {
+        tokens.push(rota_server::TokenEntry {
             name: t.name,
             scope,
             hash,
@@ -318,14 +318,14 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     Ok(ServeConfig {
         schedules,
-        auth: rota_server::auth::Auth { tokens },
+        auth: rota_server::Auth { tokens },
         database,
         bind,
         durability,
         body_limit: args
             .body_limit
             .or(file.body_limit)
-            .unwrap_or(rota_server::state::BODY_LIMIT_DEFAULT),
+            .unwrap_or(rota_server::BODY_LIMIT_DEFAULT),
         lease,
         retry,
         queues,
@@ -334,22 +334,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     })
 }
 
-/// The SQLite file a database setting names, or an error listing what is supported.
-pub fn database_path(raw: &str) -> anyhow::Result<PathBuf> {
-    if let Some(path) = raw.strip_prefix("sqlite://") {
-        return Ok(PathBuf::from(path));
-    }
-    if let Some((scheme, _)) = raw.split_once("://") {
-        bail!(
-            "database: unsupported URL scheme `{scheme}://`; supported: a SQLite file path (such as rota.db) or sqlite://PATH{}",
-            if scheme.starts_with("postgres") { " (PostgreSQL support is not in this build yet)" } else { "" }
-        );
-    }
-    Ok(PathBuf::from(raw))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -398,26 +386,16 @@ mod tests {
         let from_file = resolve(&args(None)).unwrap();
         assert_eq!(from_file.bind.to_string(), "127.0.0.1:9001");
         assert_eq!(from_file.durability, Durability::Normal);
-        assert_eq!(from_file.database, PathBuf::from(DATABASE_DEFAULT));
+        assert_eq!(
+            from_file.database,
+            crate::store::DatabaseUrl::Sqlite(PathBuf::from(DATABASE_DEFAULT))
+        );
         assert_eq!(
             from_file.queues["mail"].lease,
             Some(Duration::from_secs(60))
         );
         let from_flag = resolve(&args(Some("127.0.0.1:9002"))).unwrap();
         assert_eq!(from_flag.bind.to_string(), "127.0.0.1:9002");
-    }
-
-    #[test]
-    fn unsupported_schemes_list_what_is_supported() {
-        let err = database_path("mysql://x").unwrap_err().to_string();
-        assert!(
-            err.contains("`mysql://`") && err.contains("sqlite://PATH"),
-            "{err}"
-        );
-        assert_eq!(
-            database_path("sqlite:///tmp/x.db").unwrap(),
-            PathBuf::from("/tmp/x.db")
-        );
     }
 }
 

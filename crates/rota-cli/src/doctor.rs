@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use rota::api::FindingView;
+use rota::api::{FindingView, Severity};
 use rota_core::{Clock, SystemClock};
-use rota_sqlite::{SqliteOptions, SqliteStore};
 
 use crate::cli::ClientArgs;
 use crate::output::print;
@@ -14,13 +12,13 @@ use crate::output::print;
 pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
     let mut report = match database {
         Some(raw) => {
-            let path = crate::config::database_path(&raw)?;
-            if !path.exists() {
-                anyhow::bail!("database {}: no such file (start `rota serve` once, or pass the right --database)", path.display());
+            let url = crate::store::DatabaseUrl::parse(&raw)?;
+            if !url.exists() {
+                anyhow::bail!("database {url}: no such file (start `rota serve` once, or pass the right --database)");
             }
-            let store = SqliteStore::open(SqliteOptions::new(&path))
-                .with_context(|| format!("opening {}", path.display()))?;
-            rota_server::routes::health::doctor_report(&store, SystemClock.now()).await
+            let store =
+                crate::store::open_store(&url, rota_sqlite::Durability::Full).await?;
+            rota_server::doctor_report_of(&*store, SystemClock.now()).await
         }
         None => {
             crate::client_commands::client(client_args)?
@@ -34,27 +32,27 @@ pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::
         let finding = match crate::config::read_file(config, true) {
             Ok(_) => FindingView {
                 check: "config".into(),
-                severity: "ok".into(),
+                severity: Severity::Ok,
                 message: "rota.toml is valid".into(),
                 fix: None,
             },
             Err(err) => FindingView {
                 check: "config".into(),
-                severity: "fail".into(),
+                severity: Severity::Fail,
                 message: format!("{err:#}"),
                 fix: Some("correct rota.toml; `rota serve` refuses to start with it".into()),
             },
         };
-        report.healthy &= finding.severity == "ok";
+        report.healthy &= finding.severity == Severity::Ok;
         report.findings.insert(0, finding);
     }
     print(client_args.json, &report, |r| {
         let mut text = String::new();
         for f in &r.findings {
-            let mark = match f.severity.as_str() {
-                "ok" => "ok  ",
-                "warn" => "WARN",
-                _ => "FAIL",
+            let mark = match f.severity {
+                Severity::Ok => "ok  ",
+                Severity::Warn => "WARN",
+                Severity::Fail => "FAIL",
             };
             text.push_str(&format!("{mark} {:<10} {}\n", f.check, f.message));
             if let Some(fix) = &f.fix {

@@ -9,6 +9,7 @@ mod doctor;
 mod migrate;
 mod output;
 mod serve;
+mod store;
 mod worker;
 
 use std::process::ExitCode;
@@ -39,16 +40,19 @@ fn main() -> ExitCode {
 async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
-        cli::Command::Worker(args) => worker::run(args, &cli.client).await,
-        cli::Command::Migrate(command) => migrate::run(command),
-        cli::Command::Bench(args) => bench::run(args, &cli.client).await,
-        cli::Command::Doctor { database } => doctor::run(database, &cli.client).await,
+        cli::Command::Worker { client, args } => worker::run(args, &client).await,
+        cli::Command::Migrate(command) => migrate::run(command).await,
+        cli::Command::Bench { client, args } => bench::run(args, &client).await,
+        cli::Command::Doctor { client, database } => doctor::run(database, &client).await,
         cli::Command::Token(cli::TokenCommand::New { scope, name }) => {
-            let (token, hash) = rota_server::auth::generate_token()?;
+            let (token, hash) = rota_server::generate_token()?;
             println!("{token}");
             eprintln!("Keep the token above secret; it is shown once. Add this to rota.toml:\n\n[[token]]\nname = {name:?}\nscope = {scope:?}\nhash = {hash:?}");
             Ok(ExitCode::SUCCESS)
         }
-        command => client_commands::run(command, &cli.client).await,
+        command => {
+            let client = command.client_args().cloned().unwrap_or_default();
+            client_commands::run(command, &client).await
+        }
     }
 }

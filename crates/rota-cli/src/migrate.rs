@@ -1,54 +1,53 @@
-//! `rota migrate status|up`.
+//! `rota migrate status|up`, through the same store step `serve` runs at start-up.
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use rota_sqlite::{migrate, SqliteOptions, SqliteStore, SCHEMA_VERSION};
+use rota_core::{Clock, SystemClock};
+use rota_sqlite::Durability;
+use rota_store::{StoreHealthParams, StoreMigrateParams};
 
 use crate::cli::MigrateCommand;
-use crate::config::database_path;
+use crate::store::{open_store, DatabaseUrl};
 
 /// Runs a migrate command.
-pub fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
     match command {
         MigrateCommand::Status { database } => {
-            let path = database_path(&database)?;
-            if !path.exists() {
-                println!("{}: no database yet; `rota serve` or `rota migrate up` creates it at schema {SCHEMA_VERSION}", path.display());
+            let url = DatabaseUrl::parse(&database)?;
+            if !url.exists() {
+                println!("{url}: no database yet; `rota serve` or `rota migrate up` creates it at schema {}", rota_sqlite::SCHEMA_VERSION);
                 return Ok(ExitCode::SUCCESS);
             }
-            let current = migrate::current_version(&path)?;
-            let verdict = match current.cmp(&SCHEMA_VERSION) {
+            let store = open_store(&url, Durability::Full).await?;
+            let health = store.store_health(StoreHealthParams::default()).await?;
+            let (current, expected) = (health.schema_version, health.schema_expected);
+            let verdict = match current.cmp(&expected) {
                 std::cmp::Ordering::Equal => "up to date".to_owned(),
                 std::cmp::Ordering::Less => format!(
                     "{} migration(s) pending: run `rota migrate up`",
-                    SCHEMA_VERSION - current
+                    expected - current
                 ),
                 std::cmp::Ordering::Greater => {
                     "written by a newer rota: upgrade this binary".to_owned()
                 }
             };
-            println!(
-                "{}: schema {current}, this binary {SCHEMA_VERSION}: {verdict}",
-                path.display()
-            );
-            Ok(if current > SCHEMA_VERSION {
+            println!("{url}: schema {current}, this binary {expected}: {verdict}");
+            Ok(if current > expected {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             })
         }
         MigrateCommand::Up { database } => {
-            let path = database_path(&database)?;
-            let store = SqliteStore::open(SqliteOptions::new(&path))
-                .with_context(|| format!("migrating {}", path.display()))?;
-            let report = store.migration();
-            println!(
-                "{}: schema {} -> {}",
-                path.display(),
-                report.from,
-                report.to
-            );
+            let url = DatabaseUrl::parse(&database)?;
+            let store = open_store(&url, Durability::Full).await?;
+            let report = store
+                .store_migrate(StoreMigrateParams {
+                    now: SystemClock.now(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating {url}: {e}"))?;
+            println!("{url}: schema {} -> {}", report.from, report.to);
             Ok(ExitCode::SUCCESS)
         }
     }

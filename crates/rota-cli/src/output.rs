@@ -48,7 +48,7 @@ pub fn jobs_table(jobs: &[JobView]) -> String {
                     j.id.clone(),
                     j.queue.clone(),
                     j.kind.clone(),
-                    j.state.clone(),
+                    j.state.to_string(),
                     format!("{}/{}", j.attempt, j.max_attempts),
                     j.run_at.to_string(),
                 ]

@@ -1,15 +1,14 @@
-//! `rota serve`: open the store, reconcile queues, start the engine, serve HTTP until
-//! SIGINT or SIGTERM, then shut down in order.
+//! `rota serve`: resolve the configuration, open the store, start the [`rota_server::Server`]
+//! (migrations, configured queues and schedules, engine services), serve HTTP until SIGINT
+//! or SIGTERM, then shut down in order.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rota_core::{Clock, SystemClock};
-use rota_server::{AppState, ServerConfig};
-use rota_sqlite::{SqliteOptions, SqliteStore};
-use rota_store::{PolicyDefaults, QueueDeclareParams, Store};
-use tokio_util::sync::CancellationToken;
+use rota_server::{Server, ServerConfig, Startup};
+use rota_store::PolicyDefaults;
 use tracing::info;
 
 use crate::cli::ServeArgs;
@@ -32,36 +31,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("cannot listen on {}: {e}", config.bind)
         }
     })?;
-    let mut options = SqliteOptions::new(&config.database);
-    options.durability = config.durability;
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await
-        .context("opening the database")?
-        .with_context(|| format!("opening database {}", config.database.display()))?;
-    let migration = store.migration();
-    if migration.from == migration.to {
-        info!(schema = migration.to, database = %config.database.display(), "database schema is current");
-    } else {
-        info!(from = migration.from, to = migration.to, database = %config.database.display(), "applied database migrations");
-    }
+    let store = crate::store::open_store(&config.database, config.durability).await?;
     if config.durability == rota_sqlite::Durability::Normal {
         tracing::warn!(
             "durability = normal: acknowledged jobs survive a crash of rota, not a power loss"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(store);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    for (name, queue) in &config.queues {
-        store
-            .queue_declare(QueueDeclareParams {
-                name: name.clone(),
-                config: queue.clone(),
-                now: clock.now(),
-            })
-            .await
-            .with_context(|| format!("declaring queue {name:?} from the config file"))?;
-    }
-    reconcile_schedules(&*store, &config.schedules, clock.now()).await?;
     let defaults = PolicyDefaults {
         retry: rota_core::RetryPolicy::resolve(
             &config.retry,
@@ -75,32 +51,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if config.auth.enabled() {
         info!(tokens = config.auth.tokens.len(), "bearer-token auth is on");
     }
-    let state = AppState::new(
-        store.clone(),
-        clock.clone(),
+    let server = Server::start(
+        store,
+        clock,
         ServerConfig {
             body_limit: config.body_limit,
             lease: config.lease,
             defaults: Arc::new(defaults),
             auth: config.auth.clone(),
+            ..ServerConfig::default()
         },
-    );
-    let shutdown = CancellationToken::new();
-    rota_server::maintenance::spawn(&state, shutdown.clone());
-    let services = state.clone();
-    info!(address = %config.bind, "rota listening on http://{}", config.bind);
-    let signal = shutdown.clone();
-    rota_server::serve(listener, state, async move {
-        wait_for_signal().await;
-        info!("shutting down: finishing in-flight requests");
-        signal.cancel();
-    })
+        Startup {
+            queues: config.queues.clone().into_iter().collect(),
+            schedules: config.schedules.clone(),
+        },
+    )
     .await
-    .context("serving HTTP")?;
-    shutdown.cancel();
-    services.join_services().await;
-    // Dropping the last handle flushes and stops the writer.
-    drop(store);
+    .with_context(|| format!("starting on database {}", config.database))?;
+    let migration = server.migration();
+    if migration.from == migration.to {
+        info!(schema = migration.to, database = %config.database, "database schema is current");
+    } else {
+        info!(from = migration.from, to = migration.to, database = %config.database, "applied database migrations");
+    }
+    info!(address = %config.bind, "rota listening on http://{}", config.bind);
+    server
+        .serve(listener, async move {
+            wait_for_signal().await;
+            info!("shutting down: finishing in-flight requests");
+        })
+        .await
+        .context("serving HTTP")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -122,37 +103,4 @@ pub fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Makes the stored config schedules match the file: adds and updates the file's, removes
-/// config schedules no longer in it (their jobs stay). API schedules are left alone.
-async fn reconcile_schedules(
-    store: &dyn Store,
-    schedules: &[rota_core::schedule::ScheduleDef],
-    now: jiff::Timestamp,
-) -> anyhow::Result<()> {
-    for def in schedules {
-        store
-            .schedule_upsert(rota_store::ScheduleUpsertParams {
-                schedule: def.clone(),
-                now,
-            })
-            .await
-            .with_context(|| format!("saving schedule {:?} from the config file", def.name))?;
-    }
-    for record in store.schedule_list().await? {
-        let gone = record.schedule.source == rota_core::schedule::ScheduleSource::Config
-            && !schedules.iter().any(|d| d.name == record.schedule.name);
-        if gone {
-            store.schedule_delete(&record.schedule.name).await?;
-            info!(schedule = %record.schedule.name, "removed schedule no longer in the config file");
-        }
-    }
-    if !schedules.is_empty() {
-        info!(
-            schedules = schedules.len(),
-            "schedules from the config file are in place"
-        );
-    }
-    Ok(())
 }

@@ -577,7 +577,7 @@ misfire = "latest"
 async fn config_schedules_are_reconciled_at_start_up_and_bad_ones_refused() {
     let mut server = Server::start("[[schedule]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\nqueue = \"default\"\nkind = \"report\"\n");
     let client = server.client();
-    assert_eq!(client.schedule("nightly").await.unwrap().source, "config");
+    assert_eq!(client.schedule("nightly").await.unwrap().source, rota::api::ScheduleSource::Config);
     let triggered: Enqueued = client.schedule_action("nightly", "trigger").await.unwrap();
     server.kill9();
     // Updated: another expression; then removed: its history (jobs) stays.

@@ -1,19 +1,24 @@
 //! Rota's HTTP server: the `/v1` API over an `Arc<dyn Store>`.
 //!
-//! [`app`] builds the axum `Router` from [`AppState`] (tests call it directly with
+//! [`Server`] is the assembly `rota serve` runs: it migrates the store, declares the
+//! configured queues and schedules, starts the engine services and serves until told to
+//! stop. [`app`] builds the axum `Router` from [`AppState`] (tests call it directly with
 //! `oneshot`); [`serve`] runs it on a listener until a shutdown future resolves. Every
 //! handler lives in [`routes`], annotated with `#[utoipa::path]`, which is both its route and
 //! its entry in the OpenAPI document served at `/v1/openapi.json`. Errors are [`ApiError`],
 //! rendered as `application/problem+json` with a stable `code`; request bodies, paths and
 //! queries are read through extractors ([`extract`]) whose rejections are problems too.
 
-pub mod auth;
-pub mod error;
-pub mod extract;
-pub mod maintenance;
+mod auth;
+pub mod diagnostics;
+mod error;
+mod extract;
+mod maintenance;
 pub mod metrics;
-pub mod routes;
-pub mod state;
+mod routes;
+mod server;
+mod state;
+pub mod view;
 
 use std::future::Future;
 
@@ -23,8 +28,11 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use auth::{generate_token, Auth, Scope, TokenEntry};
+pub use diagnostics::doctor_report_of;
 pub use error::ApiError;
-pub use state::{AppState, ServerConfig};
+pub use server::{Server, StartError, Startup};
+pub use state::{node_id, AppState, ServerConfig, BODY_LIMIT_DEFAULT, LEASE_DEFAULT, WAIT_MAX};
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -52,7 +60,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(work::fail))
         .routes(routes!(work::hand_back))
         .routes(routes!(queues::list_queues))
-        .routes(routes!(queues::declare_queue))
+        .routes(routes!(queues::get_queue, queues::declare_queue))
         .routes(routes!(queues::pause_queue))
         .routes(routes!(queues::resume_queue))
         .routes(routes!(queues::list_workers))
@@ -105,22 +113,43 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             count_request,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            explain_body_limit,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-/// Prometheus text exposition of every metric.
+/// Every metric: Prometheus text (0.0.4), or OpenMetrics when the scraper asks for it.
 async fn metrics_route(
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.metrics.render(&*state.store, state.clock.now()).await {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let snapshot = match state.diagnostics.snapshot().await {
+        Ok(snapshot) => snapshot,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    match state.metrics.render(&snapshot, state.store.write_stats()).await {
+        Ok(text) if openmetrics => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Ok(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            text,
+            metrics::prometheus_text(&text),
         )
             .into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -140,6 +169,29 @@ async fn count_request(
     let response = next.run(request).await;
     state.metrics.http(&route, response.status().as_u16());
     response
+}
+
+/// A body over the limit gets a problem that names the limit and the setting raising it.
+async fn explain_body_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    ApiError::from(rota_api::Problem::new(
+        413,
+        "payload_too_large",
+        "Payload too large",
+        format!(
+            "the request body is larger than this server's limit of {} bytes; send less (store large payloads elsewhere and pass a reference) or raise the limit with --body-limit, ROTA_BODY_LIMIT or body_limit in rota.toml",
+            state.config.body_limit
+        ),
+    ))
+    .into_response()
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and

@@ -1,9 +1,11 @@
 //! Prometheus metrics at `/metrics`, in the text exposition format (prometheus-client).
 //!
-//! Counters are counted where things happen (handlers, and the engine through
-//! [`rota_engine::EngineObserver`]); gauges are read at scrape time from cheap aggregates
-//! (the store's job counts, per-queue index seeks, the worker list, the doctor), never from
-//! a scan of the jobs. Kinds are capped at [`KIND_LABELS_MAX`] label values; later kinds are
+//! Counters are counted from the store's job changes ([`Metrics`] is a
+//! [`rota_store::Notifier`]) and from the engine's schedule fires
+//! ([`rota_engine::EngineObserver`]); gauges come from the shared diagnostics snapshot
+//! (job counts, oldest ready job per queue, live workers, the doctor's findings), refreshed
+//! at most once a second, never from a scan of the jobs. Served as Prometheus text 0.0.4
+//! ([`prometheus_text`]) or, when asked for, OpenMetrics. Kinds are capped at [`KIND_LABELS_MAX`] label values; later kinds are
 //! counted under `other`.
 
 use std::collections::HashSet;
@@ -16,8 +18,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use rota_core::{Job, JobState};
-use rota_store::{Inserted, QueueListParams, RescueReport, Store};
+use rota_core::JobState;
+use rota_store::{ChangeCause, Inserted, JobChange, Notifier, WriteStats};
+
+use crate::diagnostics::Snapshot;
 
 /// Distinct kinds that get their own label value.
 pub const KIND_LABELS_MAX: usize = 50;
@@ -231,56 +235,45 @@ impl Metrics {
         }
     }
 
-    /// Jobs were enqueued.
-    pub fn enqueued(&self, inserted: &[Inserted]) {
-        for i in inserted.iter().filter(|i| !i.duplicate) {
-            self.enqueued
-                .get_or_create(&self.labels(&i.job.queue, &i.job.kind))
-                .inc();
-        }
-    }
-
-    /// Jobs were leased.
-    pub fn started(&self, jobs: &[Job]) {
-        for job in jobs {
-            if let Some(started) = job.attempted_at {
-                let waited = started.duration_since(job.run_at).as_secs_f64().max(0.0);
-                self.wait_seconds
+    /// Counts one committed batch of job changes (outcomes, retries, rescues, and the
+    /// wait and run histograms).
+    fn count_changes(&self, changes: &[JobChange]) {
+        for c in changes {
+            let Some(to) = c.to else { continue };
+            let labels = || self.labels(&c.queue, &c.kind);
+            let seconds = || c.took.map_or(0.0, |d| d.as_secs_f64());
+            match c.cause {
+                ChangeCause::Enqueued => self.enqueued.get_or_create(&labels()).inc(),
+                ChangeCause::Failed => self.failed.get_or_create(&labels()).inc(),
+                ChangeCause::Rescued => {
+                    self.lease_expirations.inc();
+                    self.rescued.get_or_create(&labels()).inc()
+                }
+                _ => 0,
+            };
+            match (c.from, to) {
+                (_, JobState::Running) => self
+                    .wait_seconds
                     .get_or_create(&QueueLabels {
-                        queue: job.queue.clone(),
+                        queue: c.queue.clone(),
                     })
-                    .observe(waited);
-            }
-        }
-    }
-
-    /// Workers reported outcomes; `failed` says whether the report was a failure.
-    pub fn reported(&self, jobs: &[&Job], failed: bool) {
-        for job in jobs {
-            let labels = self.labels(&job.queue, &job.kind);
-            if failed && job.state != JobState::Scheduled {
-                self.failed.get_or_create(&labels).inc();
-            }
-            match job.state {
-                JobState::Completed => {
-                    self.completed.get_or_create(&labels).inc();
-                    if let (Some(start), Some(end)) = (job.attempted_at, job.finished_at) {
-                        let ran = end.duration_since(start).as_secs_f64().max(0.0);
-                        self.run_seconds
-                            .get_or_create(&QueueLabels {
-                                queue: job.queue.clone(),
-                            })
-                            .observe(ran);
-                    }
+                    .observe(seconds()),
+                (_, JobState::Completed) => {
+                    self.completed.get_or_create(&labels()).inc();
+                    self.run_seconds
+                        .get_or_create(&QueueLabels {
+                            queue: c.queue.clone(),
+                        })
+                        .observe(seconds());
                 }
-                JobState::Retryable if failed => {
-                    self.retried.get_or_create(&labels).inc();
+                (Some(JobState::Running), JobState::Retryable) => {
+                    self.retried.get_or_create(&labels()).inc();
                 }
-                JobState::Dead => {
-                    self.dead.get_or_create(&labels).inc();
+                (_, JobState::Dead) => {
+                    self.dead.get_or_create(&labels()).inc();
                 }
-                JobState::Cancelled => {
-                    self.cancelled.get_or_create(&labels).inc();
+                (_, JobState::Cancelled) => {
+                    self.cancelled.get_or_create(&labels()).inc();
                 }
                 _ => {}
             }
@@ -297,42 +290,34 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric, with gauges read now.
+    /// The OpenMetrics text of every metric, with gauges read from `snapshot`.
     pub async fn render(
         &self,
-        store: &dyn Store,
-        now: jiff::Timestamp,
+        snapshot: &Snapshot,
+        write_stats: Option<WriteStats>,
     ) -> Result<String, rota_store::StoreError> {
         let _one_scrape_at_a_time = self.scrape.lock().await;
         self.jobs.clear();
-        for c in store.job_counts().await? {
+        for c in &snapshot.counts {
             self.jobs
                 .get_or_create(&StateLabels {
-                    queue: c.queue,
+                    queue: c.queue.clone(),
                     state: c.state.as_str().into(),
                 })
                 .inc_by(c.count as i64);
         }
         self.oldest_ready.clear();
-        for q in store.queue_list(QueueListParams { now }).await? {
+        for q in &snapshot.queues {
             let age = q.oldest_ready_age.map_or(0.0, |a| a.as_secs_f64());
             self.oldest_ready
                 .get_or_create(&QueueLabels {
-                    queue: q.queue.name,
+                    queue: q.queue.name.clone(),
                 })
                 .set(age);
         }
-        let live_since = rota_core::sub_duration(now, rota_engine::doctor::LIVE_WORKER_WINDOW);
-        self.workers.set(
-            store
-                .worker_list()
-                .await?
-                .iter()
-                .filter(|w| w.last_seen >= live_since)
-                .count() as i64,
-        );
+        self.workers.set(snapshot.workers_live as i64);
         self.doctor_warnings.clear();
-        for f in rota_engine::doctor::diagnose(store, now).await {
+        for f in &snapshot.findings {
             let gauge = self.doctor_warnings.get_or_create(&CheckLabels {
                 check: f.check.to_owned(),
             });
@@ -340,9 +325,9 @@ impl Metrics {
                 gauge.inc();
             }
         }
-        if let Some((transactions, requests)) = store.write_stats() {
-            self.store_transactions.set(transactions as i64);
-            self.store_requests.set(requests as i64);
+        if let Some(stats) = write_stats {
+            self.store_transactions.set(stats.transactions as i64);
+            self.store_requests.set(stats.requests as i64);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry)
@@ -351,21 +336,42 @@ impl Metrics {
     }
 }
 
-impl rota_engine::EngineObserver for Metrics {
-    fn rescued(&self, report: &RescueReport) {
-        for (queue, kind, state) in &report.outcomes {
-            let labels = self.labels(queue, kind);
-            self.lease_expirations.inc();
-            self.rescued.get_or_create(&labels).inc();
-            match state {
-                JobState::Dead => self.dead.get_or_create(&labels).inc(),
-                JobState::Cancelled => self.cancelled.get_or_create(&labels).inc(),
-                _ => self.retried.get_or_create(&labels).inc(),
-            };
+/// The Prometheus text format (version 0.0.4) of an OpenMetrics exposition: a counter's
+/// `# HELP` and `# TYPE` lines name its `_total` series (OpenMetrics names the family
+/// without the suffix, which a 0.0.4 parser such as `promtool check metrics` reads as a
+/// series without help), and the `# EOF` and `# UNIT` lines go.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
         }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
     }
+    out
+}
 
-    fn fired(&self, schedule: &str, slots: usize, recovered: usize, jobs: &[Inserted]) {
+impl Notifier for Metrics {
+    fn notify(&self, changes: &[JobChange]) {
+        self.count_changes(changes);
+    }
+}
+
+impl rota_engine::EngineObserver for Metrics {
+    fn fired(&self, schedule: &str, slots: usize, recovered: usize, _jobs: &[Inserted]) {
         let labels = ScheduleLabels {
             schedule: schedule.to_owned(),
         };
@@ -375,7 +381,6 @@ impl rota_engine::EngineObserver for Metrics {
         self.schedule_recovered
             .get_or_create(&labels)
             .inc_by(recovered as u64);
-        self.enqueued(jobs);
     }
 }
 

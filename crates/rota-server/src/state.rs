@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rota_core::Clock;
 use rota_engine::WakeHub;
-use rota_store::{PolicyDefaults, Store};
+use rota_store::{Notifiers, PolicyDefaults, Store};
+
+use crate::diagnostics::Diagnostics;
 
 /// Largest request body unless configured otherwise.
 pub const BODY_LIMIT_DEFAULT: usize = 1024 * 1024;
@@ -26,6 +28,19 @@ pub struct ServerConfig {
     pub defaults: Arc<PolicyDefaults>,
     /// Accepted bearer tokens (none: auth off, loopback only).
     pub auth: crate::auth::Auth,
+    /// This node's id, the holder of the maintenance leadership when it leads.
+    pub node: String,
+}
+
+/// A node id unique to this process: host, process id and start time.
+pub fn node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let started = jiff::Timestamp::now().as_millisecond();
+    format!("{host}:{}:{started}", std::process::id())
 }
 
 impl Default for ServerConfig {
@@ -35,6 +50,7 @@ impl Default for ServerConfig {
             lease: LEASE_DEFAULT,
             defaults: Arc::default(),
             auth: crate::auth::Auth::default(),
+            node: node_id(),
         }
     }
 }
@@ -46,8 +62,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// Wake-ups for long polls: queue names for fetches, `job:<id>` for job waits.
+    /// Wake-ups for long polls (fetches and job waits), fed by the store's job changes.
     pub wake: WakeHub,
+    /// The shared diagnostics snapshot behind `/readyz`, `/metrics` and the doctor.
+    pub diagnostics: Arc<Diagnostics>,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Workers already registered by this process (registration is once per worker).
@@ -64,18 +82,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `store` with `config`.
+    /// State over `store` with `config`. Attaches the store's notifier: every committed
+    /// job change wakes waiting fetches and job waits and is counted in the metrics.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let wake = WakeHub::new();
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        store.notifier_set(Arc::new(Notifiers(vec![
+            Arc::new(wake.clone()),
+            metrics.clone(),
+        ])));
         Self {
+            diagnostics: Arc::new(Diagnostics::new(store.clone(), clock.clone())),
             store,
             clock,
-            wake: WakeHub::new(),
+            wake,
             config: Arc::new(config),
             registered: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             schedules_changed: Arc::new(tokio::sync::Notify::new()),
             services: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
         }
     }
 
@@ -99,10 +125,5 @@ impl AppState {
         for handle in handles {
             let _ = handle.await;
         }
-    }
-
-    /// The wake-up key of one job's final state.
-    pub fn job_key(id: &rota_core::JobId) -> String {
-        format!("job:{id}")
     }
 }

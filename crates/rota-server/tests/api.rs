@@ -437,7 +437,7 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_required_and_checked_by_scope() {
-    use rota_server::auth::{generate_token, Auth, Scope, TokenEntry};
+    use rota_server::{generate_token, Auth, Scope, TokenEntry};
     let mut tokens = Vec::new();
     let mut entries = Vec::new();
     for scope in [Scope::Produce, Scope::Work, Scope::Admin] {

@@ -377,6 +377,9 @@ pub struct QueueStats {
 pub struct WorkerInfo {
     /// Unique id, such as `host:pid:random`.
     pub id: String,
+    /// Stable name (the host name unless set), for health checks.
+    #[serde(default)]
+    pub name: String,
     /// Host name.
     pub host: String,
     /// Process id.

@@ -244,6 +244,11 @@ impl Client {
         self.get("/v1/queues").await
     }
 
+    /// One queue with its counts.
+    pub async fn queue(&self, name: &str) -> Result<QueueView, ClientError> {
+        self.get(&format!("/v1/queues/{}", encode(name))).await
+    }
+
     /// Declares a queue or updates it.
     pub async fn declare_queue(
         &self,

@@ -1,4 +1,6 @@
-//! The Rota SDK: [`Client`] speaks the `/v1` HTTP API for producers, operators and workers.
+//! The Rota SDK: [`Client`] speaks the `/v1` HTTP API for producers, operators and workers;
+//! [`Worker`] runs jobs through a [`Handler`] (fetch loop, batched heartbeats, timeouts,
+//! cancellation, graceful hand-back).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rota::ClientError> {
@@ -19,7 +21,9 @@
 //! [`ClientError::Api`] with the server's problem document (stable `code`, `detail`).
 
 mod client;
+pub mod worker;
 
 pub use client::{Client, ClientError};
+pub use worker::{Handler, JobContext, Outcome, Worker, WorkerError, WorkerOptions};
 /// The `/v1` wire types.
 pub use rota_api as api;

@@ -3,21 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rota_api::*;
-use rota_engine::doctor::{diagnose, Finding, Severity};
+use rota_api::{CheckView, DoctorReport, ReadyReport, Severity};
+use rota_store::StoreHealthParams;
 
+use crate::diagnostics::finding_view;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-
-fn finding_view(f: Finding) -> FindingView {
-    FindingView {
-        check: f.check.to_owned(),
-        severity: f.severity.as_str().to_owned(),
-        message: f.message,
-        fix: f.fix,
-    }
-}
 
 /// The process is alive (no dependency is checked).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
@@ -26,11 +18,12 @@ pub async fn healthz() -> Response {
 }
 
 /// Ready to serve: the store answers, its schema is current, the engine services run. The
-/// doctor's warnings are listed but do not fail readiness. 503 when not ready.
+/// doctor's warnings (from the shared snapshot, at most a second or two old) are listed but
+/// do not fail readiness. 503 when not ready.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = ReadyReport), (status = 503, body = ReadyReport)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = Vec::new();
-    let store = state.store.store_health().await;
+    let store = state.store.store_health(StoreHealthParams::default()).await;
     checks.push(CheckView {
         name: "store".into(),
         ok: store.is_ok(),
@@ -55,15 +48,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         ok: total > 0 && running == total,
         detail: format!("{running} of {total} services running"),
     });
-    let warnings = if store.is_ok() {
-        diagnose(&*state.store, state.clock.now())
-            .await
-            .into_iter()
-            .filter(|f| f.severity != Severity::Ok)
+    let warnings = match (&store, state.diagnostics.snapshot().await) {
+        (Ok(_), Ok(snapshot)) => snapshot
+            .findings
+            .iter()
+            .cloned()
             .map(finding_view)
-            .collect()
-    } else {
-        vec![]
+            .filter(|f| f.severity != Severity::Ok)
+            .collect(),
+        _ => vec![],
     };
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
@@ -82,20 +75,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The doctor's report for `store` at `now` (also used by `rota doctor --database`).
-pub async fn doctor_report(store: &dyn rota_store::Store, now: jiff::Timestamp) -> DoctorReport {
-    let findings: Vec<Finding> = diagnose(store, now).await;
-    let healthy = findings.iter().all(|f| f.severity == Severity::Ok);
-    DoctorReport {
-        healthy,
-        findings: findings.into_iter().map(finding_view).collect(),
-    }
-}
-
 /// Every doctor check, with the fix for what needs action.
 #[utoipa::path(get, path = "/v1/doctor", tag = "health", responses((status = 200, body = DoctorReport)))]
 pub async fn doctor(State(state): State<AppState>) -> Result<ApiJson<DoctorReport>, ApiError> {
-    Ok(ApiJson(
-        doctor_report(&*state.store, state.clock.now()).await,
-    ))
+    Ok(ApiJson(state.diagnostics.snapshot().await?.doctor_report()))
 }

@@ -1,7 +1,11 @@
 //! Jobs: enqueue, read, list, wait, cancel, retry, dead jobs.
 
 use axum::extract::State;
-use rota_api::*;
+use rota_api::{
+    Count, EnqueueManyRequest, EnqueueManyResponse, Enqueued, ErrorGroupList, ErrorGroupView,
+    ItemOutcome, ItemOutcomes, JobPageView, JobSelection, JobView, NewJobRequest, Problem,
+    ProgressRequest,
+};
 use rota_core::{JobId, JobState};
 use rota_store::*;
 use serde::Deserialize;
@@ -32,13 +36,6 @@ async fn enqueue_all(
             now,
         })
         .await?;
-    state.metrics.enqueued(&inserted);
-    for i in &inserted {
-        // Scheduled jobs too: waiting fetches re-plan their wake-up for the new run_at.
-        if !i.duplicate {
-            state.wake.notify(&i.job.queue);
-        }
-    }
     Ok(inserted
         .into_iter()
         .map(|i| Enqueued {
@@ -93,9 +90,9 @@ pub async fn get_job(
     let wait = wait_param("wait", query.wait.as_deref(), WAIT_MAX)?;
     let mut deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a finish between the read and the wait is not missed.
-    let finished = state.wake.subscribe(&[AppState::job_key(&id)]);
+    let finished = state.wake.subscribe_job(id);
     loop {
-        let job = state.store.job_get(id).await?;
+        let job = state.store.job_get(JobGetParams { id }).await?;
         if job.state.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(ApiJson(job.into()));
         }
@@ -155,13 +152,8 @@ fn list_params(
         })?],
         (None, None) => vec![],
     };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("limit: must be between 1 and 1000, got {limit}"),
-        ));
-    }
+    // Checked by the store (`check_page_limit`), which names the field.
+    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     Ok(JobListParams {
         filter: JobFilter {
             queues: query.queue.into_iter().collect(),
@@ -182,11 +174,7 @@ fn list_params(
 }
 
 async fn list(state: &AppState, params: JobListParams) -> Result<JobPageView, ApiError> {
-    let page = state.store.job_list(params).await?;
-    Ok(JobPageView {
-        jobs: page.jobs.into_iter().map(Into::into).collect(),
-        next: page.next.map(|id| id.to_string()),
-    })
+    Ok(crate::view::job_page(&*state.store, params).await?)
 }
 
 /// Jobs matching filters, newest first, a page at a time.
@@ -204,7 +192,10 @@ pub async fn list_jobs(
 pub async fn dead_groups(
     State(state): State<AppState>,
 ) -> Result<ApiJson<ErrorGroupList>, ApiError> {
-    let groups = state.store.dead_groups(None).await?;
+    let groups = state
+        .store
+        .dead_groups(DeadGroupsParams::default())
+        .await?;
     Ok(ApiJson(ErrorGroupList {
         groups: groups
             .into_iter()
@@ -242,7 +233,7 @@ pub(crate) fn outcomes(
             .map(|(id, r)| match r {
                 Ok(job) => ItemOutcome {
                     job: id.to_string(),
-                    state: Some(job.state.as_str().into()),
+                    state: Some(job.state.into()),
                     error: None,
                 },
                 Err(err) => ItemOutcome {
@@ -275,17 +266,6 @@ pub async fn cancel(
             now: state.clock.now(),
         })
         .await?;
-    if let Some(Ok(job)) = out.first() {
-        if job.state.is_final() {
-            state.metrics.reported(&[job], false);
-        }
-    }
-    if out
-        .first()
-        .is_some_and(|r| r.as_ref().is_ok_and(|j| j.state.is_final()))
-    {
-        state.wake.notify(&AppState::job_key(&id));
-    }
     single(out.remove(0))
 }
 
@@ -304,9 +284,6 @@ pub async fn retry(
             now: state.clock.now(),
         })
         .await?;
-    if let Some(Ok(job)) = out.first() {
-        state.wake.notify(&job.queue);
-    }
     single(out.remove(0))
 }
 
@@ -361,9 +338,6 @@ pub async fn retry_dead(
     } else {
         requested
     };
-    for job in results.iter().flatten() {
-        state.wake.notify(&job.queue);
-    }
     Ok(ApiJson(outcomes(&ids, results)))
 }
 

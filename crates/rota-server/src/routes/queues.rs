@@ -1,38 +1,16 @@
 //! Queues and workers.
 
 use axum::extract::State;
-use rota_api::*;
+use rota_api::{Problem, QueueDeclareRequest, QueueList, QueueView, WorkerList};
 use rota_store::*;
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
-fn queue_view(stats: QueueStats) -> QueueView {
-    QueueView {
-        name: stats.queue.name,
-        paused: stats.queue.paused,
-        counts: stats
-            .counts
-            .into_iter()
-            .map(|(state, n)| (state.as_str().to_owned(), n))
-            .collect(),
-        oldest_ready_age_seconds: stats.oldest_ready_age.map(|d| d.as_secs_f64()),
-        max_attempts: stats.queue.config.retry.max_attempts,
-        lease: stats.queue.config.lease.map(rota_core::format_duration),
-    }
-}
-
 async fn view_of(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
-    let all = state
-        .store
-        .queue_list(QueueListParams {
-            now: state.clock.now(),
-        })
-        .await?;
-    all.into_iter()
-        .find(|q| q.queue.name == name)
-        .map(queue_view)
+    crate::view::queue_named(&*state.store, name, state.clock.now())
+        .await?
         .ok_or_else(|| {
             ApiError::not_found(
                 "queue_not_declared",
@@ -45,14 +23,8 @@ async fn view_of(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, body = QueueList)))]
 pub async fn list_queues(State(state): State<AppState>) -> Result<ApiJson<QueueList>, ApiError> {
-    let all = state
-        .store
-        .queue_list(QueueListParams {
-            now: state.clock.now(),
-        })
-        .await?;
     Ok(ApiJson(QueueList {
-        queues: all.into_iter().map(queue_view).collect(),
+        queues: crate::view::queues(&*state.store, state.clock.now()).await?,
     }))
 }
 
@@ -66,14 +38,25 @@ fn duration_field(
         .transpose()?)
 }
 
-/// Declare a queue, or update its settings.
+/// One queue, with job counts per state and the age of its oldest ready job.
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<QueueView>, ApiError> {
+    Ok(ApiJson(view_of(&state, &name).await?))
+}
+
+/// Declare a queue, or update its settings; an empty body declares it with defaults.
 #[utoipa::path(put, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path, description = "queue name")), request_body = QueueDeclareRequest,
     responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn declare_queue(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(request): ApiJson<QueueDeclareRequest>,
+    request: Option<ApiJson<QueueDeclareRequest>>,
 ) -> Result<ApiJson<QueueView>, ApiError> {
+    let request = request.map(|r| r.0).unwrap_or_default();
     let config = QueueConfig {
         retry: request.retry(),
         lease: duration_field("lease", &request.lease)?,
@@ -105,7 +88,7 @@ async fn set_paused(
         })
         .await?;
     if !paused {
-        state.wake.notify(&name);
+        state.wake.wake_queue(&name);
     }
     Ok(ApiJson(view_of(state, &name).await?))
 }
@@ -134,21 +117,12 @@ pub async fn resume_queue(
 #[utoipa::path(get, path = "/v1/workers", tag = "workers",
     responses((status = 200, body = WorkerList)))]
 pub async fn list_workers(State(state): State<AppState>) -> Result<ApiJson<WorkerList>, ApiError> {
-    let workers = state.store.worker_list().await?;
+    let now = state.clock.now();
+    let workers = state.store.worker_list(WorkerListParams::default()).await?;
     Ok(ApiJson(WorkerList {
         workers: workers
             .into_iter()
-            .map(|w| WorkerView {
-                id: w.info.id,
-                queues: w.info.queues,
-                kinds: w.info.kinds,
-                host: w.info.host,
-                pid: w.info.pid,
-                concurrency: w.info.concurrency,
-                version: w.info.version,
-                started_at: w.started_at,
-                last_seen: w.last_seen,
-            })
+            .map(|w| crate::view::worker(w, state.config.lease, now))
             .collect(),
     }))
 }

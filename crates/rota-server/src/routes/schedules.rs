@@ -1,7 +1,7 @@
 //! Schedules: list, show, create, delete, pause, resume, trigger.
 
 use axum::extract::State;
-use rota_api::*;
+use rota_api::{Count, Enqueued, Problem, ScheduleList, ScheduleRequest, ScheduleView};
 use rota_core::schedule::{ScheduleDef, ScheduleSource};
 use rota_store::*;
 
@@ -10,51 +10,13 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
 async fn view(state: &AppState, record: ScheduleRecord) -> ScheduleView {
-    let def = &record.schedule;
-    let now = state.clock.now();
-    let next_slot = if def.enabled {
-        def.validate()
-            .ok()
-            .and_then(|c| c.next_after(record.last_slot.max(now)))
-    } else {
-        None
-    };
-    let last_job_state = match record.last_job {
-        Some(id) => state
-            .store
-            .job_get(id)
-            .await
-            .ok()
-            .map(|j| j.state.as_str().to_owned()),
-        None => None,
-    };
-    ScheduleView {
-        name: def.name.clone(),
-        cron: def.expression.clone(),
-        timezone: def.timezone.clone(),
-        queue: def.template.queue.clone(),
-        kind: def.template.kind.clone(),
-        misfire: format!("{:?}", def.misfire).to_lowercase(),
-        backfill: rota_core::format_duration(def.backfill),
-        enabled: def.enabled,
-        source: match def.source {
-            ScheduleSource::Config => "config".into(),
-            ScheduleSource::Api => "api".into(),
-        },
-        next_slot,
-        last_slot: record.last_slot,
-        last_job: record.last_job.map(|id| id.to_string()),
-        last_job_state,
-        fired: record.fired,
-        missed: record.missed,
-        recovered: record.recovered,
-    }
+    crate::view::schedule(&*state.store, record, state.clock.now()).await
 }
 
 async fn find(state: &AppState, name: &str) -> Result<ScheduleRecord, ApiError> {
     state
         .store
-        .schedule_list()
+        .schedule_list(ScheduleListParams::default())
         .await?
         .into_iter()
         .find(|r| r.schedule.name == name)
@@ -69,7 +31,7 @@ pub async fn list_schedules(
     State(state): State<AppState>,
 ) -> Result<ApiJson<ScheduleList>, ApiError> {
     let mut schedules = Vec::new();
-    for record in state.store.schedule_list().await? {
+    for record in state.store.schedule_list(ScheduleListParams::default()).await? {
         schedules.push(view(&state, record).await);
     }
     Ok(ApiJson(ScheduleList { schedules }))
@@ -118,7 +80,7 @@ pub async fn delete_schedule(
 ) -> Result<ApiJson<Count>, ApiError> {
     state
         .store
-        .schedule_delete(&name)
+        .schedule_delete(ScheduleDeleteParams { name: name.clone() })
         .await
         .map_err(|e| match e {
             StoreError::ScheduleNotFound(_) => {
@@ -179,7 +141,6 @@ pub async fn trigger_schedule(
             now,
         })
         .await?;
-    state.wake.notify(&def.template.queue);
     let i = inserted.remove(0);
     Ok(ApiJson(Enqueued {
         job: i.job.into(),

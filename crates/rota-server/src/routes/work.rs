@@ -1,8 +1,11 @@
 //! The worker protocol: fetch (long poll), heartbeat, complete, fail, hand back.
 
 use axum::extract::State;
-use rota_api::*;
-use rota_core::{ErrorReport, JobId, JobState};
+use rota_api::{
+    CompleteRequest, FailRequest, FetchRequest, FetchResponse, HandBackRequest, HeartbeatOutcome,
+    HeartbeatRequest, HeartbeatResponse, ItemOutcomes, Problem,
+};
+use rota_core::{ErrorReport, JobId};
 use rota_store::*;
 
 use super::jobs::outcomes;
@@ -42,7 +45,7 @@ pub async fn fetch(
     let mut deadline = tokio::time::Instant::now() + wait;
     // Subscribe before claiming: a job enqueued between an empty claim and the wait still
     // wakes this fetch.
-    let ready = state.wake.subscribe(&request.queues);
+    let ready = state.wake.subscribe(&request.queues, &request.kinds);
     loop {
         let jobs = state
             .store
@@ -56,16 +59,15 @@ pub async fn fetch(
             })
             .await?;
         let now = tokio::time::Instant::now();
-        state.metrics.started(&jobs);
         if !jobs.is_empty() || now >= deadline {
-            // The shortest lease granted (queues may set their own), so the worker knows how
-            // often to heartbeat.
-            let clock_now = state.clock.now();
+            // The shortest lease length granted (queues may set their own), so the worker
+            // knows how often to heartbeat: the length, not the time left, which is a few
+            // microseconds shorter by the time the answer is written.
             let lease = jobs
                 .iter()
-                .filter_map(|j| j.lease.as_ref())
-                .map(|l| {
-                    std::time::Duration::try_from(l.expires_at.duration_since(clock_now))
+                .filter_map(|j| Some((j.lease.as_ref()?, j.attempted_at?)))
+                .map(|(l, granted_at)| {
+                    std::time::Duration::try_from(l.expires_at.duration_since(granted_at))
                         .unwrap_or_default()
                 })
                 .min()
@@ -78,7 +80,13 @@ pub async fn fetch(
         // Enqueues and state changes on these queues wake this at once; a job that becomes
         // due by time (a delay, a retry backoff) wakes it at its run_at. No polling.
         let clock_now = state.clock.now();
-        let wake_at = match state.store.job_next_due(request.queues.clone()).await? {
+        let next_due = state
+            .store
+            .job_next_due(JobNextDueParams {
+                queues: request.queues.clone(),
+            })
+            .await?;
+        let wake_at = match next_due {
             Some(due) => {
                 now + std::time::Duration::try_from(due.duration_since(clock_now))
                     .unwrap_or_default()
@@ -106,6 +114,11 @@ async fn register_once(state: &AppState, request: &FetchRequest) -> Result<(), A
         id: request.worker.clone(),
         queues: request.queues.clone(),
         kinds: request.kinds.clone(),
+        name: request
+            .name
+            .clone()
+            .or_else(|| request.host.clone())
+            .unwrap_or_default(),
         host: request.host.clone().unwrap_or_default(),
         pid: request.pid.unwrap_or_default(),
         concurrency: request.concurrency.unwrap_or(1),
@@ -172,25 +185,6 @@ pub async fn heartbeat(
     }))
 }
 
-/// Wakes waiters and counts outcomes; `failed` when the reports were failures (snoozes,
-/// which end `scheduled`, are not counted as failures).
-fn notify_finished(state: &AppState, results: &[Result<rota_core::Job, StoreError>], failed: bool) {
-    let jobs: Vec<&rota_core::Job> = results.iter().flatten().collect();
-    state.metrics.reported(&jobs, failed);
-    for job in results.iter().flatten() {
-        if job.state.is_final() {
-            state.wake.notify(&AppState::job_key(&job.id));
-        }
-        if matches!(
-            job.state,
-            JobState::Available | JobState::Scheduled | JobState::Retryable
-        ) {
-            // Available now, or due later: waiting fetches re-plan their wake-up.
-            state.wake.notify(&job.queue);
-        }
-    }
-}
-
 /// Record successful attempts.
 #[utoipa::path(post, path = "/v1/complete", tag = "work", request_body = CompleteRequest,
     responses((status = 200, body = ItemOutcomes), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -217,7 +211,6 @@ pub async fn complete(
             now: state.clock.now(),
         })
         .await?;
-    notify_finished(&state, &results, false);
     Ok(ApiJson(outcomes(&ids, results)))
 }
 
@@ -242,7 +235,7 @@ pub async fn fail(
             Some(raw) => {
                 let field = format!("failures[{i}].snooze");
                 let delay = rota_core::parse_duration_field(&field, &raw)?;
-                snoozes.push((i, JobSnoozeParams { lease, delay, now }));
+                snoozes.push((i, Snooze { lease, delay }));
             }
             None => failures.push((
                 i,
@@ -269,14 +262,20 @@ pub async fn fail(
             results[i] = Some(r);
         }
     }
-    for (i, snooze) in snoozes {
-        results[i] = Some(state.store.job_snooze(snooze).await);
+    let (order, snoozes): (Vec<usize>, Vec<Snooze>) = snoozes.into_iter().unzip();
+    if !snoozes.is_empty() {
+        let out = state
+            .store
+            .job_snooze_many(JobSnoozeManyParams { snoozes, now })
+            .await?;
+        for (i, r) in order.into_iter().zip(out) {
+            results[i] = Some(r);
+        }
     }
     let results: Vec<_> = results
         .into_iter()
         .map(|r| r.expect("every failure answered"))
         .collect();
-    notify_finished(&state, &results, true);
     Ok(ApiJson(outcomes(&ids, results)))
 }
 
@@ -304,6 +303,5 @@ pub async fn hand_back(
             now: state.clock.now(),
         })
         .await?;
-    notify_finished(&state, &results, false);
     Ok(ApiJson(outcomes(&ids, results)))
 }

@@ -106,6 +106,7 @@ pub async fn workers_are_registered_and_seen_on_fetch(s: Subject) {
     let now = t0();
     let info = WorkerInfo {
         id: "host:1:abc".into(),
+        name: "mailer".into(),
         host: "host".into(),
         pid: 1,
         queues: vec!["default".into()],

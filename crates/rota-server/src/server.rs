@@ -1,0 +1,173 @@
+//! The server assembly: one [`Server`] owns the store, the engine services and the router,
+//! and shuts them down in order. `rota serve` resolves its configuration, opens the store
+//! and calls [`Server::start`] then [`Server::serve`]; nothing else is assembled by hand.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rota_core::schedule::{ScheduleDef, ScheduleSource};
+use rota_core::Clock;
+use rota_store::{
+    MigrationReport, QueueConfig, QueueDeclareParams, ScheduleDeleteParams, ScheduleListParams,
+    ScheduleUpsertParams, Store, StoreError, StoreMigrateParams,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{AppState, ServerConfig};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The schema could not be brought up to date (or is newer than this binary).
+    #[error("migrating the database")]
+    Migrate(#[source] StoreError),
+    /// A queue from the configuration could not be declared.
+    #[error("declaring queue {name:?} from the config file")]
+    Queue {
+        /// The queue.
+        name: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// A schedule from the configuration could not be saved or an old one removed.
+    #[error("reconciling schedule {name:?} from the config file")]
+    Schedule {
+        /// The schedule.
+        name: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// What the server sets up at start, beyond [`ServerConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct Startup {
+    /// Queues to declare (or update), from the configuration file.
+    pub queues: Vec<(String, QueueConfig)>,
+    /// The configuration file's schedules: added or updated; config schedules no longer
+    /// listed are removed (their jobs stay); API schedules are left alone.
+    pub schedules: Vec<ScheduleDef>,
+}
+
+/// A running Rota node: store, engine services, HTTP router.
+pub struct Server {
+    state: AppState,
+    shutdown: CancellationToken,
+    migration: MigrationReport,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("migration", &self.migration)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Migrates the store, declares the configured queues, reconciles the configured
+    /// schedules and starts the engine services (leadership, rescuer, pruner, scheduler,
+    /// diagnostics).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        startup: Startup,
+    ) -> Result<Self, StartError> {
+        let migration = store
+            .store_migrate(StoreMigrateParams { now: clock.now() })
+            .await
+            .map_err(StartError::Migrate)?;
+        for (name, queue) in startup.queues {
+            store
+                .queue_declare(QueueDeclareParams {
+                    name: name.clone(),
+                    config: queue,
+                    now: clock.now(),
+                })
+                .await
+                .map_err(|source| StartError::Queue { name, source })?;
+        }
+        reconcile_schedules(&*store, &startup.schedules, clock.now()).await?;
+        let state = AppState::new(store, clock, config);
+        let shutdown = CancellationToken::new();
+        crate::maintenance::spawn(&state, shutdown.clone());
+        Ok(Self {
+            state,
+            shutdown,
+            migration,
+        })
+    }
+
+    /// What starting did to the schema.
+    pub fn migration(&self) -> MigrationReport {
+        self.migration
+    }
+
+    /// The handlers' shared state (for tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then lets in-flight requests
+    /// finish, stops the engine services (the leader resigns) and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let served = crate::serve(listener, self.state.clone(), shutdown).await;
+        self.shutdown.cancel();
+        self.state.join_services().await;
+        served
+    }
+}
+
+/// Makes the stored config schedules match the file: adds and updates the file's, removes
+/// config schedules no longer in it (their jobs stay). API schedules are left alone.
+async fn reconcile_schedules(
+    store: &dyn Store,
+    schedules: &[ScheduleDef],
+    now: jiff::Timestamp,
+) -> Result<(), StartError> {
+    let failed = |name: &str| {
+        let name = name.to_owned();
+        move |source| StartError::Schedule { name, source }
+    };
+    for def in schedules {
+        store
+            .schedule_upsert(ScheduleUpsertParams {
+                schedule: def.clone(),
+                now,
+            })
+            .await
+            .map_err(failed(&def.name))?;
+    }
+    let stored = store
+        .schedule_list(ScheduleListParams::default())
+        .await
+        .map_err(failed("*"))?;
+    for record in stored {
+        let name = &record.schedule.name;
+        let gone = record.schedule.source == ScheduleSource::Config
+            && !schedules.iter().any(|d| &d.name == name);
+        if gone {
+            store
+                .schedule_delete(ScheduleDeleteParams { name: name.clone() })
+                .await
+                .map_err(failed(name))?;
+            info!(schedule = %name, "removed schedule no longer in the config file");
+        }
+    }
+    if !schedules.is_empty() {
+        info!(
+            schedules = schedules.len(),
+            "schedules from the config file are in place"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! View models: a page-worth of data in its wire form, built from the store here rather than
+//! inside the JSON handlers, so the HTML dashboard can reuse them.
+
+use jiff::Timestamp;
+use rota_api::{JobPageView, QueueView, ScheduleView, WorkerView};
+use rota_store::{
+    JobGetParams, JobListParams, QueueListParams, QueueStats, ScheduleRecord, Store, StoreError,
+    Worker,
+};
+
+/// A queue with its counts.
+pub fn queue(stats: QueueStats) -> QueueView {
+    QueueView {
+        name: stats.queue.name,
+        paused: stats.queue.paused,
+        counts: stats
+            .counts
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_owned(), n))
+            .collect(),
+        oldest_ready_age_seconds: stats.oldest_ready_age.map(|d| d.as_secs_f64()),
+        max_attempts: stats.queue.config.retry.max_attempts,
+        lease: stats.queue.config.lease.map(rota_core::format_duration),
+    }
+}
+
+/// Every queue.
+pub async fn queues(store: &dyn Store, now: Timestamp) -> Result<Vec<QueueView>, StoreError> {
+    Ok(store
+        .queue_list(QueueListParams { now })
+        .await?
+        .into_iter()
+        .map(queue)
+        .collect())
+}
+
+/// One queue, if declared.
+pub async fn queue_named(
+    store: &dyn Store,
+    name: &str,
+    now: Timestamp,
+) -> Result<Option<QueueView>, StoreError> {
+    Ok(queues(store, now).await?.into_iter().find(|q| q.name == name))
+}
+
+/// A schedule with its next slot and the state of its last job.
+pub async fn schedule(store: &dyn Store, record: ScheduleRecord, now: Timestamp) -> ScheduleView {
+    let def = &record.schedule;
+    let next_slot = if def.enabled {
+        def.validate()
+            .ok()
+            .and_then(|c| c.next_after(record.last_slot.max(now)))
+    } else {
+        None
+    };
+    let last_job_state = match record.last_job {
+        Some(id) => store
+            .job_get(JobGetParams { id })
+            .await
+            .ok()
+            .map(|j| j.state.into()),
+        None => None,
+    };
+    ScheduleView {
+        name: def.name.clone(),
+        cron: def.expression.clone(),
+        timezone: def.timezone.clone(),
+        queue: def.template.queue.clone(),
+        kind: def.template.kind.clone(),
+        misfire: def.misfire.into(),
+        backfill: rota_core::format_duration(def.backfill),
+        enabled: def.enabled,
+        source: def.source.into(),
+        next_slot,
+        last_slot: record.last_slot,
+        last_job: record.last_job.map(|id| id.to_string()),
+        last_job_state,
+        fired: record.fired,
+        missed: record.missed,
+        recovered: record.recovered,
+    }
+}
+
+/// A page of jobs.
+pub async fn job_page(store: &dyn Store, params: JobListParams) -> Result<JobPageView, StoreError> {
+    let page = store.job_list(params).await?;
+    Ok(JobPageView {
+        jobs: page.jobs.into_iter().map(Into::into).collect(),
+        next: page.next.map(|id| id.to_string()),
+    })
+}
+
+/// A worker; `alive` when it fetched or heartbeated within `lease` of `now`.
+pub fn worker(w: Worker, lease: std::time::Duration, now: Timestamp) -> WorkerView {
+    WorkerView {
+        alive: rota_core::add_duration(w.last_seen, lease) >= now,
+        name: if w.info.name.is_empty() {
+            w.info.host.clone()
+        } else {
+            w.info.name
+        },
+        id: w.info.id,
+        queues: w.info.queues,
+        kinds: w.info.kinds,
+        host: w.info.host,
+        pid: w.info.pid,
+        concurrency: w.info.concurrency,
+        version: w.info.version,
+        started_at: w.started_at,
+        last_seen: w.last_seen,
+    }
+}
