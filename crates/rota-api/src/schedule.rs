@@ -43,9 +43,11 @@ pub struct ScheduleRequest {
     /// Per-attempt time limit of its jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// skip, latest (default) or all.
+    /// skip, latest (default) or all. Read as text so that a wrong value is refused naming
+    /// the schedule; its schema is the enum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub misfire: Option<crate::Misfire>,
+    #[schema(value_type = Option<crate::Misfire>)]
+    pub misfire: Option<String>,
     /// How far back `all` recovers (default 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<String>,
@@ -84,7 +86,9 @@ impl ScheduleRequest {
             },
             misfire: self
                 .misfire
-                .map(MisfirePolicy::from)
+                .as_deref()
+                .map(|m| m.parse::<MisfirePolicy>().map_err(|e| named("misfire", e)))
+                .transpose()?
                 .unwrap_or_default(),
             backfill: duration(
                 "backfill",

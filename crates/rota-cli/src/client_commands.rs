@@ -375,11 +375,7 @@ async fn schedules(client: &Client, json: bool, command: SchedulesCommand) -> an
                 queue,
                 kind,
                 args,
-                misfire: Some(
-                    misfire
-                        .parse()
-                        .map_err(|e: String| anyhow::anyhow!("--misfire: {e}"))?,
-                ),
+                misfire: Some(misfire),
                 backfill,
                 max_attempts,
                 ..Default::default()

@@ -282,16 +282,24 @@ fn a_non_loopback_bind_without_tokens_is_refused_in_one_line() {
 #[test]
 fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
+    // Never the default port: something else may listen on 127.0.0.1:7700, and a test must
+    // not depend on a fixed port being free (see issue 9).
     let run = |args: &[&str], config: &str| {
         std::fs::write(dir.path().join("rota.toml"), config).unwrap();
+        let mut args = args.to_vec();
+        if !args.contains(&"--bind") {
+            args.extend(["--bind", "127.0.0.1:0"]);
+        }
         let out = std::process::Command::new(ROTA)
-            .args(args)
+            .args(&args)
             .current_dir(dir.path())
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    // Occupy the default port when it is free, so the test shows it does not need it.
+    let _default_port = std::net::TcpListener::bind("127.0.0.1:7700").ok();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = port.local_addr().unwrap().to_string();
     for (args, config, expected) in [
@@ -319,7 +327,7 @@ fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
     }
     // A database written by a newer rota.
     let db = dir.path().join("new.db");
-    drop(rota_sqlite::SqliteStore::open(rota_sqlite::SqliteOptions::new(&db)).unwrap());
+    drop(rota_sqlite::SqliteStore::open_migrated(rota_sqlite::SqliteOptions::new(&db)).unwrap());
     rusqlite_bump(&db);
     let stderr = run(&["serve", "--database", db.to_str().unwrap()], "");
     assert!(

@@ -98,7 +98,21 @@ impl From<JsonRejection> for ApiError {
             }
             _ => rejection.body_text(),
         };
-        Self(Box::new(Problem::new(status.as_u16(), code, title, detail)))
+        let mut problem = Problem::new(status.as_u16(), code, title, detail);
+        // serde names the path of a field it cannot read ("misfire: unknown variant ..."):
+        // the problem names that field too, as for every other invalid input.
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            let field = problem
+                .detail
+                .split_once("target type: ")
+                .and_then(|(_, rest)| rest.split_once(": "))
+                .map(|(path, _)| path)
+                .filter(|path| !path.is_empty() && !path.contains(' ') && *path != ".");
+            if let Some(field) = field {
+                problem.field = Some(field.to_owned());
+            }
+        }
+        Self(Box::new(problem))
     }
 }
 

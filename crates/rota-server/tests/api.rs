@@ -393,6 +393,7 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         ("post", "/v1/fail"),
         ("post", "/v1/hand-back"),
         ("get", "/v1/queues"),
+        ("get", "/v1/queues/{name}"),
         ("put", "/v1/queues/{name}"),
         ("post", "/v1/queues/{name}/pause"),
         ("post", "/v1/queues/{name}/resume"),

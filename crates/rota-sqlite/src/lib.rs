@@ -376,6 +376,14 @@ impl Store for SqliteStore {
     }
 
     async fn store_health(&self, _p: StoreHealthParams) -> Result<StoreHealth, StoreError> {
+        // Open connections keep working on a file that was deleted or replaced underneath
+        // them; the store is gone all the same.
+        if !self.path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "database file {} no longer exists",
+                self.path.display()
+            )));
+        }
         let version = self.readers.read(migrate::version).await?;
         Ok(StoreHealth {
             schema_version: version,

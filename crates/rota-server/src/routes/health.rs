@@ -75,8 +75,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Every doctor check, with the fix for what needs action.
+/// Every doctor check, run now, with the fix for what needs action (an operator asking
+/// gets a fresh answer, which also renews the snapshot probes and scrapes read).
 #[utoipa::path(get, path = "/v1/doctor", tag = "health", responses((status = 200, body = DoctorReport)))]
 pub async fn doctor(State(state): State<AppState>) -> Result<ApiJson<DoctorReport>, ApiError> {
-    Ok(ApiJson(state.diagnostics.snapshot().await?.doctor_report()))
+    Ok(ApiJson(state.diagnostics.refresh().await?.doctor_report()))
 }
