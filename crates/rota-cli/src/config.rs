@@ -397,6 +397,43 @@ mod tests {
         let from_flag = resolve(&args(Some("127.0.0.1:9002"))).unwrap();
         assert_eq!(from_flag.bind.to_string(), "127.0.0.1:9002");
     }
+
+    /// `backoff = ["30s", "60s", "120s"]`, the form users write first, is explicit intervals
+    /// (issue 9: it failed with "wanted string or table").
+    #[test]
+    fn a_backoff_list_in_the_file_is_explicit_intervals() {
+        let (_dir, path) = write(
+            "[retry]\nbackoff = [\"30s\", \"60s\", \"120s\"]\n[queues.mail]\nbackoff = [\"1m\"]\n[kinds.\"report.build\"]\nbackoff = [\"5s\", \"10s\"]\n",
+        );
+        let config = resolve(&ServeArgs {
+            database: None,
+            bind: None,
+            config: path,
+            durability: None,
+            body_limit: None,
+            insecure_no_auth: false,
+        })
+        .unwrap();
+        let secs = |list: &[u64]| {
+            Some(rota_core::Backoff::Intervals(
+                list.iter().map(|s| Duration::from_secs(*s)).collect(),
+            ))
+        };
+        assert_eq!(config.retry.backoff, secs(&[30, 60, 120]));
+        assert_eq!(config.queues["mail"].retry.backoff, secs(&[60]));
+        assert_eq!(config.kinds["report.build"].backoff, secs(&[5, 10]));
+        let (_dir, path) = write("[retry]\nbackoff = \"30s\"\n");
+        let err = resolve(&ServeArgs {
+            database: None,
+            bind: None,
+            config: path,
+            durability: None,
+            body_limit: None,
+            insecure_no_auth: false,
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("a list of intervals"), "{err:#}");
+    }
 }
 
 #[cfg(test)]

@@ -728,3 +728,59 @@ async fn reqwest_get(url: &str) -> u16 {
     stream.read_to_string(&mut response).await.unwrap();
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// `rota serve --help` offers only what serve uses (issue 9: it listed --url, --token and
+/// --json), while client commands keep them.
+#[test]
+fn serve_help_lists_only_server_options() {
+    let out = std::process::Command::new(ROTA)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("--database") && help.contains("--bind"), "{help}");
+    for client_only in ["--url", "--token", "--json"] {
+        assert!(!help.contains(client_only), "{client_only} in: {help}");
+    }
+    let out = std::process::Command::new(ROTA)
+        .args(["jobs", "list", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--url") && help.contains("--json"), "{help}");
+}
+
+/// A container's health check asks for its own worker by name, as `celery inspect ping -d
+/// worker@$HOSTNAME` does: exit 0 while it fetches or heartbeats within its lease, 1 with
+/// one line saying why otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_healthy_by_name_while_it_polls_and_not_after_it_dies() {
+    let server = Server::start("lease = \"2s\"\n");
+    let mut worker = Worker::start(
+        &server,
+        &["--queue", "default", "--exec", "true", "--name", "box-1"],
+    );
+    let alive = eventually(Duration::from_secs(10), "worker box-1 alive", async || {
+        let out = server.rota(&["health", "--worker", "box-1"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    assert!(alive.contains("worker box-1 is alive"), "{alive}");
+    assert_eq!(alive.trim().lines().count(), 1);
+    let out = server.rota(&["health", "--worker", "box-2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("never seen"));
+    let workers = server.client().workers().await.unwrap();
+    assert!(workers.workers.iter().any(|w| w.name == "box-1"));
+    worker.kill9();
+    let dead = eventually(Duration::from_secs(10), "worker box-1 not alive", async || {
+        let out = server.rota(&["health", "--worker", "box-1"]);
+        (out.status.code() == Some(1))
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    assert!(dead.contains("is NOT alive"), "{dead}");
+}

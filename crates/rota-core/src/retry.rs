@@ -18,8 +18,12 @@ pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(3600);
 pub const BACKOFF_JITTER_DEFAULT: f64 = 0.2;
 
 /// How long a failed job waits before its next attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+///
+/// Written as `{"exponential": {...}}`, `{"fixed": {"interval": "10s"}}`,
+/// `{"intervals": ["30s", "1m"]}`, or just the list of intervals (`["30s", "60s", "120s"]`,
+/// the form users write first, as the CLI's `--backoff 30s,60s,120s`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backoff {
     /// `initial * factor^(attempt-1)`, capped at `max`, spread by ±`jitter`.
     Exponential {
@@ -42,6 +46,87 @@ pub enum Backoff {
     },
     /// Explicit delays: the n-th failure waits the n-th interval; the last one repeats.
     Intervals(#[serde(with = "serde_humane::list")] Vec<Duration>),
+}
+
+/// The tagged forms of [`Backoff`], as serde derives them.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum TaggedBackoff {
+    /// `initial * factor^(attempt-1)`, capped at `max`, spread by ±`jitter`.
+    Exponential {
+        /// The first delay.
+        #[serde(with = "serde_humane")]
+        initial: Duration,
+        /// Growth per attempt (at least 1).
+        factor: f64,
+        /// The longest delay.
+        #[serde(with = "serde_humane")]
+        max: Duration,
+        /// Fraction of spread, 0.0..=1.0.
+        jitter: f64,
+    },
+    /// The same delay after every failure.
+    Fixed {
+        /// The delay.
+        #[serde(with = "serde_humane")]
+        interval: Duration,
+    },
+    /// Explicit delays: the n-th failure waits the n-th interval; the last one repeats.
+    Intervals(#[serde(with = "serde_humane::list")] Vec<Duration>),
+}
+
+
+impl From<TaggedBackoff> for Backoff {
+    fn from(tagged: TaggedBackoff) -> Self {
+        match tagged {
+            TaggedBackoff::Exponential {
+                initial,
+                factor,
+                max,
+                jitter,
+            } => Backoff::Exponential {
+                initial,
+                factor,
+                max,
+                jitter,
+            },
+            TaggedBackoff::Fixed { interval } => Backoff::Fixed { interval },
+            TaggedBackoff::Intervals(list) => Backoff::Intervals(list),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Backoff {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Forms;
+        impl<'de> serde::de::Visitor<'de> for Forms {
+            type Value = Backoff;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a list of intervals such as [\"30s\", \"60s\"], {intervals = [...]}, {fixed = {interval = \"10s\"}} or {exponential = {initial = \"15s\", factor = 2.0, max = \"1h\", jitter = 0.2}}",
+                )
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Backoff, A::Error> {
+                let mut list = Vec::new();
+                while let Some(raw) = seq.next_element::<String>()? {
+                    list.push(crate::parse_duration(&raw).map_err(serde::de::Error::custom)?);
+                }
+                Ok(Backoff::Intervals(list))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Backoff, A::Error> {
+                TaggedBackoff::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Backoff::from)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Backoff, E> {
+                Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Forms)
+    }
 }
 
 impl Default for Backoff {
@@ -212,6 +297,29 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_list_of_durations_is_explicit_intervals() {
+        let list: Backoff = serde_json::from_str(r#"["30s", "60s", "120s"]"#).unwrap();
+        assert_eq!(
+            list,
+            Backoff::Intervals(vec![
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                Duration::from_secs(120)
+            ])
+        );
+        let tagged: Backoff = serde_json::from_str(r#"{"intervals": ["30s", "60s", "120s"]}"#).unwrap();
+        assert_eq!(tagged, list);
+        let fixed: Backoff = serde_json::from_str(r#"{"fixed": {"interval": "10s"}}"#).unwrap();
+        assert_eq!(fixed, Backoff::Fixed { interval: Duration::from_secs(10) });
+        let err = serde_json::from_str::<Backoff>(r#""30s""#).unwrap_err().to_string();
+        assert!(err.contains("a list of intervals") && err.contains("exponential"), "{err}");
+        let err = serde_json::from_str::<Backoff>(r#"{"fixed": {"interval": "10s", "x": 1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
 
     #[test]
     fn intervals_are_used_in_order_and_the_last_repeats() {

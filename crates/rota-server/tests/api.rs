@@ -801,3 +801,234 @@ async fn metrics_count_a_scripted_run_and_parse_as_prometheus_text() {
         .iter()
         .any(|s| s.metric == "rota_workers_connected"));
 }
+
+async fn scrape(api: &Api) -> String {
+    let response = app(api.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Every series in `/metrics` belongs to a family with help text, as `promtool check
+/// metrics` demands of the Prometheus text format (issue 9: the counters' `_total` series
+/// had none, because OpenMetrics names the family without the suffix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_has_help_text() {
+    let api = Api::new();
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "default", "kind": "k"})),
+    )
+    .await;
+    let text = scrape(&api).await;
+    assert!(!text.contains("# EOF"), "0.0.4 text has no EOF marker");
+    let mut help = std::collections::HashMap::new();
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(!text.trim().is_empty(), "empty help: {line}");
+            help.insert(name.to_owned(), text.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            types.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    let mut series = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        series += 1;
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (types.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(
+            help.contains_key(family),
+            "series {name} has no # HELP line for {family}"
+        );
+    }
+    assert!(series > 0);
+    assert!(help.contains_key("rota_jobs_enqueued_total"), "{text}");
+    assert_eq!(types["rota_jobs_enqueued_total"], "counter");
+    // A scraper that asks for OpenMetrics gets it.
+    let response = app(api.state.clone())
+        .oneshot(
+            Request::get("/metrics")
+                .header(header::ACCEPT, "application/openmetrics-text; version=1.0.0")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&bytes).trim_end().ends_with("# EOF"));
+}
+
+fn fetch_request(worker: &str, wait: &str) -> Request<Body> {
+    Request::post("/v1/fetch")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"worker": worker, "queues": ["default"], "wait": wait}).to_string(),
+        ))
+        .unwrap()
+}
+
+/// With 16 fetches waiting on one queue, one enqueue wakes one of them, not all 16
+/// (counted by the wake hub), and that one gets the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_enqueue_wakes_one_of_sixteen_waiting_fetches() {
+    let api = Api::new();
+    let mut fetches = Vec::new();
+    for i in 0..16 {
+        let router = app(api.state.clone());
+        fetches.push(tokio::spawn(async move {
+            let response = router
+                .oneshot(fetch_request(&format!("w{i}"), "3s"))
+                .await
+                .unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            (tokio::time::Instant::now(), body["jobs"].as_array().unwrap().len())
+        }));
+    }
+    let subscribed = async {
+        while api.state.wake.subscribers("default") < 16 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), subscribed)
+        .await
+        .expect("16 fetches wait");
+    let before = api.state.wake.wakeups();
+    let enqueued = tokio::time::Instant::now();
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "default", "kind": "k"})),
+    )
+    .await;
+    let mut got = Vec::new();
+    for f in fetches {
+        got.push(f.await.unwrap());
+    }
+    assert_eq!(api.state.wake.wakeups() - before, 1, "one wake-up for one job");
+    let winners: Vec<_> = got.iter().filter(|(_, n)| *n == 1).collect();
+    assert_eq!(winners.len(), 1);
+    assert!(
+        winners[0].0 - enqueued < Duration::from_secs(1),
+        "the woken fetch answered at once, not at its deadline"
+    );
+}
+
+/// A `?wait` on a job whose worker died wakes when the rescuer moves the job, not at the
+/// wait's deadline (issue 9: rescues did not reach job waiters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_wait_wakes_when_the_rescuer_ends_the_job() {
+    use rota_engine::Service;
+    let api = Api::new();
+    let (_, enqueued) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "k", "max_attempts": 1})),
+        )
+        .await;
+    let id = enqueued["job"]["id"].as_str().unwrap().to_owned();
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "doomed", "queues": ["default"]})),
+        )
+        .await;
+    assert_eq!(fetched["jobs"].as_array().unwrap().len(), 1);
+    let router = app(api.state.clone());
+    let uri = format!("/v1/jobs/{id}?wait=30s");
+    let waiter = tokio::spawn(async move {
+        let response = router
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The worker never heartbeats: rescue as if its 30 s lease had passed (injected time).
+    let later = rota_core::add_duration(jiff::Timestamp::now(), Duration::from_secs(60));
+    let rescuer = rota_engine::Rescuer::new(api.state.store.clone(), Default::default());
+    let report = rescuer.run_once(later).await.unwrap();
+    assert_eq!(report.dead.len(), 1);
+    let job = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter wakes at the rescue, long before its 30 s deadline")
+        .unwrap();
+    assert_eq!(job["state"], "dead");
+}
+
+/// Defects of issue 9 found by trying the API as a new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_reports_the_granted_lease_and_queues_can_be_read_and_declared_bare() {
+    let api = Api::new();
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "default", "kind": "k"})),
+    )
+    .await;
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"]})),
+        )
+        .await;
+    assert_eq!(fetched["lease"], "30s", "the granted length, not the time left");
+    // PUT with no body declares with defaults; GET reads one queue.
+    let (status, queue) = api.call("PUT", "/v1/queues/reports", None).await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    assert_eq!(queue["name"], "reports");
+    let (status, queue) = api.call("GET", "/v1/queues/reports", None).await;
+    assert_eq!((status, queue["name"].as_str()), (StatusCode::OK, Some("reports")));
+    let (status, problem) = api.call("GET", "/v1/queues/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["code"], "queue_not_declared");
+    // A page size out of range is refused by the store's one rule, naming the field.
+    let (status, problem) = api.call("GET", "/v1/jobs?limit=1001", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "limit", "{problem}");
+}
+
+/// A body over the limit is refused naming the limit and the setting that raises it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_names_the_limit_and_the_setting() {
+    let api = Api::with_config(ServerConfig {
+        body_limit: 1000,
+        ..ServerConfig::default()
+    });
+    let big = "x".repeat(2000);
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "k", "args": {"blob": big}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem["code"], "payload_too_large");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1000 bytes") && detail.contains("--body-limit"),
+        "{detail}"
+    );
+}

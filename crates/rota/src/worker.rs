@@ -25,8 +25,9 @@ use tracing::{info, warn};
 
 use crate::{Client, ClientError};
 
-/// How long one fetch waits for a job before asking again.
-pub const FETCH_WAIT: &str = "5s";
+/// Longest one fetch waits for a job before asking again (a third of the lease when that is
+/// shorter, so an idle worker is seen within its lease, as `rota health --worker` checks).
+pub const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// Lease assumed until the server says otherwise.
 pub const LEASE_ASSUMED: Duration = Duration::from_secs(30);
 
@@ -237,6 +238,7 @@ impl<H: Handler> Worker<H> {
             };
             // Not cancelled mid-request: a job leased by a fetch is always seen, so on
             // shutdown it can be handed back rather than left to expire.
+            let wait = FETCH_WAIT.min(*lease.lock().expect("lease poisoned") / 3);
             let fetched = self
                 .client
                 .fetch(&FetchRequest {
@@ -244,7 +246,7 @@ impl<H: Handler> Worker<H> {
                     queues: o.queues.clone(),
                     kinds: o.kinds.clone(),
                     max: Some(1),
-                    wait: Some(FETCH_WAIT.into()),
+                    wait: Some(format_duration(wait)),
                     name: Some(o.name.clone()),
                     host: Some(hostname()),
                     pid: Some(std::process::id()),

@@ -1,0 +1,86 @@
+//! The OpenAPI document: committed at docs/openapi.json, identical to what the server
+//! serves, and typed (enums for states, severities, misfire policies and backoff forms).
+//!
+//! After changing the API, regenerate the committed copy with
+//! `ROTA_BLESS=1 cargo test -p rota-server --test openapi`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use rota_core::SystemClock;
+use rota_server::{app, AppState, ServerConfig};
+use rota_testkit::TempSqlite;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
+}
+
+async fn served() -> Value {
+    let db = TempSqlite::new();
+    let state = AppState::new(db.store.clone(), Arc::new(SystemClock), ServerConfig::default());
+    let response = app(state)
+        .oneshot(Request::get("/v1/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn the_committed_document_is_what_the_server_serves() {
+    let served = served().await;
+    let text = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    let path = committed_path();
+    if std::env::var_os("ROTA_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "docs/openapi.json differs from the document the server serves; regenerate it with `ROTA_BLESS=1 cargo test -p rota-server --test openapi` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn states_severities_misfire_and_backoff_are_typed() {
+    let doc = served().await;
+    let schemas = &doc["components"]["schemas"];
+    let variants = |name: &str| -> Vec<String> {
+        schemas[name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is an enum: {}", schemas[name]))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        variants("JobState"),
+        ["scheduled", "available", "running", "retryable", "completed", "dead", "cancelled"]
+    );
+    assert_eq!(variants("Severity"), ["ok", "warn", "fail"]);
+    assert_eq!(variants("Misfire"), ["skip", "latest", "all"]);
+    assert_eq!(
+        schemas["JobView"]["properties"]["state"]["$ref"],
+        "#/components/schemas/JobState"
+    );
+    assert_eq!(
+        schemas["FindingView"]["properties"]["severity"]["$ref"],
+        "#/components/schemas/Severity"
+    );
+    let backoff = schemas["BackoffSchema"]["oneOf"].as_array().unwrap();
+    assert_eq!(backoff.len(), 3, "{}", schemas["BackoffSchema"]);
+}
+
+/// The document says what the server enforces: `max` is 1..=1000 (issue 9: it said 0).
+#[tokio::test]
+async fn fetch_max_is_documented_as_the_server_enforces_it() {
+    let doc = served().await;
+    let max = &doc["components"]["schemas"]["FetchRequest"]["properties"]["max"];
+    assert_eq!(max["minimum"], 1, "{max}");
+    assert_eq!(max["maximum"], 1000, "{max}");
+}
