@@ -13,7 +13,7 @@ mod schedule;
 mod work;
 
 pub use job::*;
-pub use kind::{BackoffSchema, JobState, Misfire, ScheduleSource, Severity};
+pub use kind::{BackoffForm, BackoffSchema, JobState, MisfirePolicy, ScheduleSource, Severity};
 pub use problem::Problem;
 pub use queue::*;
 pub use schedule::*;

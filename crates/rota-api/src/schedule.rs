@@ -46,7 +46,7 @@ pub struct ScheduleRequest {
     /// skip, latest (default) or all. Read as text so that a wrong value is refused naming
     /// the schedule; its schema is the enum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::Misfire>)]
+    #[schema(value_type = Option<crate::MisfirePolicy>)]
     pub misfire: Option<String>,
     /// How far back `all` recovers (default 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +116,7 @@ pub struct ScheduleView {
     /// The kind of its jobs.
     pub kind: String,
     /// skip, latest or all.
-    pub misfire: crate::Misfire,
+    pub misfire: crate::MisfirePolicy,
     /// How far back `all` recovers.
     pub backfill: String,
     /// Whether it fires.

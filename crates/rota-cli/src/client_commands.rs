@@ -39,22 +39,31 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Jobs { command: JobsCommand::List { filter, state }, .. } => {
+        Command::Jobs {
+            command: JobsCommand::List { filter, state },
+            ..
+        } => {
             let mut query = list_query(&filter);
             query.extend(state.map(|s| ("state", s)));
             let page = client.jobs(&query).await?;
             print(json, &page, |p| output::jobs_table(&p.jobs));
         }
-        Command::Jobs { command: JobsCommand::Show { id }, .. } => {
-            print(json, &client.job(&id).await?, output::job_detail)
-        }
-        Command::Jobs { command: JobsCommand::Cancel { id }, .. } => {
-            print(json, &client.cancel(&id).await?, output::job_detail)
-        }
-        Command::Jobs { command: JobsCommand::Retry { id }, .. } => {
-            print(json, &client.retry(&id).await?, output::job_detail)
-        }
-        Command::Jobs { command: JobsCommand::Wait { id, timeout }, .. } => {
+        Command::Jobs {
+            command: JobsCommand::Show { id },
+            ..
+        } => print(json, &client.job(&id).await?, output::job_detail),
+        Command::Jobs {
+            command: JobsCommand::Cancel { id },
+            ..
+        } => print(json, &client.cancel(&id).await?, output::job_detail),
+        Command::Jobs {
+            command: JobsCommand::Retry { id },
+            ..
+        } => print(json, &client.retry(&id).await?, output::job_detail),
+        Command::Jobs {
+            command: JobsCommand::Wait { id, timeout },
+            ..
+        } => {
             let limit = rota_core::parse_duration(&timeout).context("--timeout")?;
             let started = Instant::now();
             let job = loop {
@@ -74,10 +83,14 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Dead { command: DeadCommand::List {
-            filter: _,
-            group: true,
-        }, .. } => {
+        Command::Dead {
+            command:
+                DeadCommand::List {
+                    filter: _,
+                    group: true,
+                },
+            ..
+        } => {
             let groups = client.dead_groups().await?;
             print(json, &groups, |g| {
                 output::table(
@@ -97,19 +110,27 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 )
             });
         }
-        Command::Dead { command: DeadCommand::List {
-            filter,
-            group: false,
-        }, .. } => {
+        Command::Dead {
+            command:
+                DeadCommand::List {
+                    filter,
+                    group: false,
+                },
+            ..
+        } => {
             let page = client.dead(&list_query(&filter)).await?;
             print(json, &page, |p| output::jobs_table(&p.jobs));
         }
-        Command::Dead { command: DeadCommand::Retry {
-            ids,
-            queue,
-            kind,
-            group,
-        }, .. } => {
+        Command::Dead {
+            command:
+                DeadCommand::Retry {
+                    ids,
+                    queue,
+                    kind,
+                    group,
+                },
+            ..
+        } => {
             let selection = dead_selection("retry", ids, queue, kind, group)?;
             let outcomes = client.retry_dead(&selection).await?;
             print(json, &outcomes, |o| {
@@ -125,26 +146,37 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 text
             });
         }
-        Command::Dead { command: DeadCommand::Purge {
-            ids,
-            queue,
-            kind,
-            group,
-        }, .. } => {
+        Command::Dead {
+            command:
+                DeadCommand::Purge {
+                    ids,
+                    queue,
+                    kind,
+                    group,
+                },
+            ..
+        } => {
             let selection = dead_selection("purge", ids, queue, kind, group)?;
             let count = client.purge_dead(&selection).await?;
             print(json, &count, |c| {
                 format!("purged {} dead job(s)\n", c.count)
             });
         }
-        Command::Queues { command: QueuesCommand::List, .. } => print(json, &client.queues().await?, |q| {
+        Command::Queues {
+            command: QueuesCommand::List,
+            ..
+        } => print(json, &client.queues().await?, |q| {
             output::queues_table(&q.queues)
         }),
-        Command::Queues { command: QueuesCommand::Declare {
-            name,
-            max_attempts,
-            lease,
-        }, .. } => {
+        Command::Queues {
+            command:
+                QueuesCommand::Declare {
+                    name,
+                    max_attempts,
+                    lease,
+                },
+            ..
+        } => {
             let queue = client
                 .declare_queue(
                     &name,
@@ -165,16 +197,18 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         } => print(json, &client.queue(&name).await?, |q| {
             output::queues_table(std::slice::from_ref(q))
         }),
-        Command::Queues { command: QueuesCommand::Pause { name }, .. } => {
-            print(json, &client.pause_queue(&name).await?, |q| {
-                format!("queue {} paused\n", q.name)
-            })
-        }
-        Command::Queues { command: QueuesCommand::Resume { name }, .. } => {
-            print(json, &client.resume_queue(&name).await?, |q| {
-                format!("queue {} resumed\n", q.name)
-            })
-        }
+        Command::Queues {
+            command: QueuesCommand::Pause { name },
+            ..
+        } => print(json, &client.pause_queue(&name).await?, |q| {
+            format!("queue {} paused\n", q.name)
+        }),
+        Command::Queues {
+            command: QueuesCommand::Resume { name },
+            ..
+        } => print(json, &client.resume_queue(&name).await?, |q| {
+            format!("queue {} resumed\n", q.name)
+        }),
         Command::Schedules { command, .. } => schedules(&client, json, command).await?,
         Command::Health {
             worker: Some(name), ..
@@ -264,7 +298,11 @@ async fn worker_health(client: &Client, json: bool, name: &str) -> anyhow::Resul
         (None, None) => format!("worker {name} is NOT alive: the server has never seen it (is it started with --name {name}?)"),
     };
     if json {
-        print(true, &serde_json::json!({"worker": name, "alive": alive.is_some(), "detail": line}), |_| String::new());
+        print(
+            true,
+            &serde_json::json!({"worker": name, "alive": alive.is_some(), "detail": line}),
+            |_| String::new(),
+        );
     } else {
         println!("{line}");
     }

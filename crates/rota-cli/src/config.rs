@@ -432,7 +432,10 @@ mod tests {
             insecure_no_auth: false,
         })
         .unwrap_err();
-        assert!(format!("{err:#}").contains("a list of intervals"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("a list of intervals"),
+            "{err:#}"
+        );
     }
 }
 

@@ -16,8 +16,7 @@ pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::
             if !url.exists() {
                 anyhow::bail!("database {url}: no such file (start `rota serve` once, or pass the right --database)");
             }
-            let store =
-                crate::store::open_store(&url, rota_sqlite::Durability::Full).await?;
+            let store = crate::store::open_store(&url, rota_sqlite::Durability::Full).await?;
             rota_server::doctor_report_of(&*store, SystemClock.now()).await
         }
         None => {

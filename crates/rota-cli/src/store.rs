@@ -48,7 +48,10 @@ impl std::fmt::Display for DatabaseUrl {
 }
 
 /// Opens the store `url` names (without touching its schema).
-pub async fn open_store(url: &DatabaseUrl, durability: Durability) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    url: &DatabaseUrl,
+    durability: Durability,
+) -> anyhow::Result<Arc<dyn Store>> {
     match url {
         DatabaseUrl::Sqlite(path) => {
             let mut options = SqliteOptions::new(path);

@@ -26,7 +26,7 @@ async fn an_exec_worker_completes_a_job_and_a_waiting_read_returns_its_result() 
         ],
     );
     let done = client.job_wait(&enqueued.job.id, "30s").await.unwrap();
-    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(
         done.result,
         Some(json!({"greeting": "hello", "got": {"name": "ada"}}))
@@ -66,7 +66,7 @@ async fn a_failing_command_is_retried_then_dead_with_its_stderr_and_can_be_retri
     );
     let dead = eventually(Duration::from_secs(30), "the job to die", async || {
         let job = client.job(&id).await.unwrap();
-        (job.state == "dead").then_some(job)
+        (job.state == JobState::Dead).then_some(job)
     })
     .await;
     assert_eq!(dead.errors.len(), 2);
@@ -132,7 +132,7 @@ async fn a_worker_killed_mid_job_loses_it_to_a_second_worker_after_the_lease() {
         ],
     );
     let done = client.job_wait(&id, "60s").await.unwrap();
-    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(done.attempt, 2);
     assert_eq!(done.result, Some(json!({"by": "second"})));
     assert!(
@@ -488,12 +488,12 @@ async fn an_exec_worker_kills_children_that_time_out_or_are_cancelled() {
         ],
     );
     let dead = client.job_wait(&timed, "30s").await.unwrap();
-    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.errors[0].message, "timed out after 1s");
     eventually(
         Duration::from_secs(20),
         "the second job to run",
-        async || (client.job(&cancelled).await.unwrap().state == "running").then_some(()),
+        async || (client.job(&cancelled).await.unwrap().state == JobState::Running).then_some(()),
     )
     .await;
     let out = server.rota(&["jobs", "cancel", &cancelled]);
@@ -504,7 +504,7 @@ async fn an_exec_worker_kills_children_that_time_out_or_are_cancelled() {
     );
     // The next heartbeat (every lease/3 = 1 s) carries the request; the child is killed.
     let ended = client.job_wait(&cancelled, "30s").await.unwrap();
-    assert_eq!(ended.state, "cancelled");
+    assert_eq!(ended.state, JobState::Cancelled);
     assert_eq!(ended.errors[0].message, "cancelled on request");
 }
 
@@ -585,7 +585,10 @@ misfire = "latest"
 async fn config_schedules_are_reconciled_at_start_up_and_bad_ones_refused() {
     let mut server = Server::start("[[schedule]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\nqueue = \"default\"\nkind = \"report\"\n");
     let client = server.client();
-    assert_eq!(client.schedule("nightly").await.unwrap().source, rota::api::ScheduleSource::Config);
+    assert_eq!(
+        client.schedule("nightly").await.unwrap().source,
+        rota::api::ScheduleSource::Config
+    );
     let triggered: Enqueued = client.schedule_action("nightly", "trigger").await.unwrap();
     server.kill9();
     // Updated: another expression; then removed: its history (jobs) stays.
@@ -739,7 +742,10 @@ fn serve_help_lists_only_server_options() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(help.contains("--database") && help.contains("--bind"), "{help}");
+    assert!(
+        help.contains("--database") && help.contains("--bind"),
+        "{help}"
+    );
     for client_only in ["--url", "--token", "--json"] {
         assert!(!help.contains(client_only), "{client_only} in: {help}");
     }
@@ -776,11 +782,15 @@ async fn a_worker_is_healthy_by_name_while_it_polls_and_not_after_it_dies() {
     let workers = server.client().workers().await.unwrap();
     assert!(workers.workers.iter().any(|w| w.name == "box-1"));
     worker.kill9();
-    let dead = eventually(Duration::from_secs(10), "worker box-1 not alive", async || {
-        let out = server.rota(&["health", "--worker", "box-1"]);
-        (out.status.code() == Some(1))
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
+    let dead = eventually(
+        Duration::from_secs(10),
+        "worker box-1 not alive",
+        async || {
+            let out = server.rota(&["health", "--worker", "box-1"]);
+            (out.status.code() == Some(1))
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    )
     .await;
     assert!(dead.contains("is NOT alive"), "{dead}");
 }

@@ -75,7 +75,6 @@ enum TaggedBackoff {
     Intervals(#[serde(with = "serde_humane::list")] Vec<Duration>),
 }
 
-
 impl From<TaggedBackoff> for Backoff {
     fn from(tagged: TaggedBackoff) -> Self {
         match tagged {
@@ -108,7 +107,10 @@ impl<'de> Deserialize<'de> for Backoff {
                 )
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Backoff, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Backoff, A::Error> {
                 let mut list = Vec::new();
                 while let Some(raw) = seq.next_element::<String>()? {
                     list.push(crate::parse_duration(&raw).map_err(serde::de::Error::custom)?);
@@ -309,12 +311,23 @@ mod tests {
                 Duration::from_secs(120)
             ])
         );
-        let tagged: Backoff = serde_json::from_str(r#"{"intervals": ["30s", "60s", "120s"]}"#).unwrap();
+        let tagged: Backoff =
+            serde_json::from_str(r#"{"intervals": ["30s", "60s", "120s"]}"#).unwrap();
         assert_eq!(tagged, list);
         let fixed: Backoff = serde_json::from_str(r#"{"fixed": {"interval": "10s"}}"#).unwrap();
-        assert_eq!(fixed, Backoff::Fixed { interval: Duration::from_secs(10) });
-        let err = serde_json::from_str::<Backoff>(r#""30s""#).unwrap_err().to_string();
-        assert!(err.contains("a list of intervals") && err.contains("exponential"), "{err}");
+        assert_eq!(
+            fixed,
+            Backoff::Fixed {
+                interval: Duration::from_secs(10)
+            }
+        );
+        let err = serde_json::from_str::<Backoff>(r#""30s""#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a list of intervals") && err.contains("exponential"),
+            "{err}"
+        );
         let err = serde_json::from_str::<Backoff>(r#"{"fixed": {"interval": "10s", "x": 1}}"#)
             .unwrap_err()
             .to_string();

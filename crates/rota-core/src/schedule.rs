@@ -31,6 +31,7 @@ pub const SLOT_SCAN_LIMIT: usize = 10_000;
 
 /// What to do with slots missed while no scheduler ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MisfirePolicy {
     /// None of them.
@@ -40,6 +41,16 @@ pub enum MisfirePolicy {
     Latest,
     /// Every missed slot within the backfill window, oldest first.
     All,
+}
+
+impl std::fmt::Display for MisfirePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Skip => "skip",
+            Self::Latest => "latest",
+            Self::All => "all",
+        })
+    }
 }
 
 impl FromStr for MisfirePolicy {
@@ -246,12 +257,22 @@ pub struct JobTemplate {
 /// Where a schedule's definition comes from: config schedules are reconciled at start-up
 /// (added, updated, removed); API schedules are left alone by reconciliation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleSource {
     /// `[[schedule]]` in rota.toml.
     Config,
     /// Created through the API or CLI.
     Api,
+}
+
+impl std::fmt::Display for ScheduleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Config => "config",
+            Self::Api => "api",
+        })
+    }
 }
 
 /// A named cron schedule.

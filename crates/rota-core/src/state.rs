@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a job is in its life. See `docs/state_machine.md` for the transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for its `run_at`, which is in the future.

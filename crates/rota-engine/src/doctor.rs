@@ -85,7 +85,10 @@ fn quoted(names: &BTreeSet<String>) -> String {
 /// Runs every check at `now`.
 pub async fn diagnose(store: &dyn Store, now: Timestamp) -> Vec<Finding> {
     let mut findings = Vec::new();
-    match store.store_health(rota_store::StoreHealthParams::default()).await {
+    match store
+        .store_health(rota_store::StoreHealthParams::default())
+        .await
+    {
         Ok(h) => {
             findings.push(Finding::ok("database", "database reachable"));
             findings.push(if h.schema_version == h.schema_expected {
@@ -184,7 +187,10 @@ async fn workload_checks(
 
     // Ready jobs of a kind that no live worker on their queue handles.
     let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for c in store.job_counts(rota_store::JobCountsParams::default()).await? {
+    for c in store
+        .job_counts(rota_store::JobCountsParams::default())
+        .await?
+    {
         if c.state == JobState::Available {
             *ready_kinds.entry((c.queue, c.kind)).or_default() += c.count;
         }
@@ -223,7 +229,10 @@ async fn workload_checks(
 
     // Jobs running past their timeout.
     let mut overdue = 0;
-    for job in store.job_list_running(rota_store::JobListRunningParams { limit: 10_000 }).await? {
+    for job in store
+        .job_list_running(rota_store::JobListRunningParams { limit: 10_000 })
+        .await?
+    {
         if let (Some(timeout), Some(started)) = (job.timeout, job.attempted_at) {
             if rota_core::add_duration(started, timeout) < now {
                 overdue += 1;
@@ -243,7 +252,9 @@ async fn workload_checks(
 
     // Dead jobs in the last hour, by cause.
     let groups = store
-        .dead_groups(rota_store::DeadGroupsParams { since: Some(rota_core::sub_duration(now, DEAD_WINDOW)) })
+        .dead_groups(rota_store::DeadGroupsParams {
+            since: Some(rota_core::sub_duration(now, DEAD_WINDOW)),
+        })
         .await?;
     if groups.is_empty() {
         findings.push(Finding::ok("dead", "no job died in the last hour"));
@@ -270,7 +281,10 @@ async fn workload_checks(
 
     // Schedules whose last job failed.
     let mut schedules_ok = true;
-    for record in store.schedule_list(rota_store::ScheduleListParams::default()).await? {
+    for record in store
+        .schedule_list(rota_store::ScheduleListParams::default())
+        .await?
+    {
         if let Some(id) = record.last_job {
             if let Ok(job) = store.job_get(rota_store::JobGetParams { id: id }).await {
                 if matches!(job.state, JobState::Dead | JobState::Retryable) {

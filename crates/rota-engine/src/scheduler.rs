@@ -20,7 +20,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-
 /// How long a slot's unique key blocks a second job after the first finished.
 pub const SLOT_UNIQUE_FOR_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Schedules fired at once in a pass (their commits are grouped).
@@ -157,7 +156,11 @@ impl Scheduler {
         // Plan every schedule first (pure), then fire the due ones concurrently, so their
         // transactions share commits (group commit) instead of paying one fsync each.
         let mut due = Vec::new();
-        for record in self.store.schedule_list(rota_store::ScheduleListParams::default()).await? {
+        for record in self
+            .store
+            .schedule_list(rota_store::ScheduleListParams::default())
+            .await?
+        {
             let def = &record.schedule;
             if !def.enabled {
                 continue;

@@ -95,7 +95,12 @@ async fn every_fifteen_minutes_over_a_day_fires_96_times_each_slot_once() {
         .as_deref()
         .unwrap()
         .starts_with("cron:quarter:")));
-    let record = db.store.schedule_list(rota_store::ScheduleListParams::default()).await.unwrap().remove(0);
+    let record = db
+        .store
+        .schedule_list(rota_store::ScheduleListParams::default())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!((record.fired, record.missed, record.recovered), (96, 0, 0));
 }
 

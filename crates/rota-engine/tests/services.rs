@@ -66,7 +66,11 @@ async fn the_rescuer_rescues_every_expired_lease_across_batches() {
     assert_eq!(report.retried.len(), 25, "three store calls of at most 10");
     for job in claimed {
         assert_eq!(
-            db.store.job_get(rota_store::JobGetParams { id: job.id }).await.unwrap().state,
+            db.store
+                .job_get(rota_store::JobGetParams { id: job.id })
+                .await
+                .unwrap()
+                .state,
             JobState::Retryable
         );
     }
@@ -115,11 +119,19 @@ async fn the_pruner_keeps_dead_jobs_and_young_ones() {
     let report = pruner.run_once(clock.now()).await.unwrap();
     assert_eq!((report.completed, report.dead), (1, 0));
     assert_eq!(
-        db.store.job_get(rota_store::JobGetParams { id: claimed[1].id }).await.unwrap().state,
+        db.store
+            .job_get(rota_store::JobGetParams { id: claimed[1].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Dead
     );
     assert_eq!(
-        db.store.job_get(rota_store::JobGetParams { id: claimed[2].id }).await.unwrap().state,
+        db.store
+            .job_get(rota_store::JobGetParams { id: claimed[2].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Running
     );
 }
@@ -141,14 +153,22 @@ async fn the_service_loop_runs_passes_on_trigger_and_stops_on_shutdown() {
     let (task, mut handle) = service::spawn(rescuer, Arc::new(clock.clone()), shutdown.clone());
     handle.wait_for_passes(1).await;
     assert_eq!(
-        db.store.job_get(rota_store::JobGetParams { id: claimed[0].id }).await.unwrap().state,
+        db.store
+            .job_get(rota_store::JobGetParams { id: claimed[0].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Running
     );
     clock.set(add_duration(clock.now(), secs(31)));
     handle.trigger();
     handle.wait_for_passes(2).await;
     assert_eq!(
-        db.store.job_get(rota_store::JobGetParams { id: claimed[0].id }).await.unwrap().state,
+        db.store
+            .job_get(rota_store::JobGetParams { id: claimed[0].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Retryable
     );
     shutdown.cancel();

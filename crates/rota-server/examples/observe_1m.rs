@@ -14,9 +14,9 @@ use axum::http::Request;
 use rota_core::{Clock, ErrorReport, NewJob, SystemClock};
 use rota_server::diagnostics::Snapshot;
 use rota_store::*;
-use tower::ServiceExt;
 use rota_testkit::TempSqlite;
 use serde_json::json;
+use tower::ServiceExt;
 
 const TOTAL: usize = 1_000_000;
 

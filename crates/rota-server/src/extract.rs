@@ -33,10 +33,9 @@ where
         req: axum::extract::Request,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        let json = <axum::Json<T> as axum::extract::OptionalFromRequest<S>>::from_request(
-            req, state,
-        )
-        .await?;
+        let json =
+            <axum::Json<T> as axum::extract::OptionalFromRequest<S>>::from_request(req, state)
+                .await?;
         Ok(json.map(|j| ApiJson(j.0)))
     }
 }

@@ -135,7 +135,11 @@ async fn metrics_route(
         Ok(snapshot) => snapshot,
         Err(err) => return ApiError::from(err).into_response(),
     };
-    match state.metrics.render(&snapshot, state.store.write_stats()).await {
+    match state
+        .metrics
+        .render(&snapshot, state.store.write_stats())
+        .await
+    {
         Ok(text) if openmetrics => (
             [(
                 axum::http::header::CONTENT_TYPE,

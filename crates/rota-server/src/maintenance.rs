@@ -18,7 +18,8 @@ pub(crate) fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) =
         (state.store.clone(), state.clock.clone());
     let observer: Arc<dyn rota_engine::EngineObserver> = state.metrics.clone();
-    let (elector, leader) = Elector::new(store.clone(), ElectorConfig::new(state.config.node.clone()));
+    let (elector, leader) =
+        Elector::new(store.clone(), ElectorConfig::new(state.config.node.clone()));
     let elector = tokio::spawn(elector.run(clock.clone(), shutdown.clone()));
     let (rescuer, _) = service::spawn_led(
         Rescuer::new(store.clone(), RescuerConfig::default()),
@@ -42,9 +43,11 @@ pub(crate) fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
     .with_leader(leader);
     let scheduler = tokio::spawn(scheduler.run(clock, shutdown.clone()));
     let diagnostics = tokio::spawn(state.diagnostics.clone().run(shutdown));
-    state
-        .services
-        .lock()
-        .expect("services poisoned")
-        .extend([elector, rescuer, pruner, scheduler, diagnostics]);
+    state.services.lock().expect("services poisoned").extend([
+        elector,
+        rescuer,
+        pruner,
+        scheduler,
+        diagnostics,
+    ]);
 }

@@ -40,7 +40,10 @@ pub async fn queue_named(
     name: &str,
     now: Timestamp,
 ) -> Result<Option<QueueView>, StoreError> {
-    Ok(queues(store, now).await?.into_iter().find(|q| q.name == name))
+    Ok(queues(store, now)
+        .await?
+        .into_iter()
+        .find(|q| q.name == name))
 }
 
 /// A schedule with its next slot and the state of its last job.

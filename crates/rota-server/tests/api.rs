@@ -839,7 +839,10 @@ async fn every_metric_family_has_help_text() {
         }
     }
     let mut series = 0;
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         series += 1;
         let name = line.split(['{', ' ']).next().unwrap();
         let family = ["_bucket", "_sum", "_count"]
@@ -861,7 +864,10 @@ async fn every_metric_family_has_help_text() {
     let response = app(api.state.clone())
         .oneshot(
             Request::get("/metrics")
-                .header(header::ACCEPT, "application/openmetrics-text; version=1.0.0")
+                .header(
+                    header::ACCEPT,
+                    "application/openmetrics-text; version=1.0.0",
+                )
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -872,7 +878,9 @@ async fn every_metric_family_has_help_text() {
         .unwrap()
         .starts_with("application/openmetrics-text"));
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&bytes).trim_end().ends_with("# EOF"));
+    assert!(String::from_utf8_lossy(&bytes)
+        .trim_end()
+        .ends_with("# EOF"));
 }
 
 fn fetch_request(worker: &str, wait: &str) -> Request<Body> {
@@ -899,7 +907,10 @@ async fn one_enqueue_wakes_one_of_sixteen_waiting_fetches() {
                 .unwrap();
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
             let body: Value = serde_json::from_slice(&bytes).unwrap();
-            (tokio::time::Instant::now(), body["jobs"].as_array().unwrap().len())
+            (
+                tokio::time::Instant::now(),
+                body["jobs"].as_array().unwrap().len(),
+            )
         }));
     }
     let subscribed = async {
@@ -922,7 +933,11 @@ async fn one_enqueue_wakes_one_of_sixteen_waiting_fetches() {
     for f in fetches {
         got.push(f.await.unwrap());
     }
-    assert_eq!(api.state.wake.wakeups() - before, 1, "one wake-up for one job");
+    assert_eq!(
+        api.state.wake.wakeups() - before,
+        1,
+        "one wake-up for one job"
+    );
     let winners: Vec<_> = got.iter().filter(|(_, n)| *n == 1).collect();
     assert_eq!(winners.len(), 1);
     assert!(
@@ -993,13 +1008,19 @@ async fn fetch_reports_the_granted_lease_and_queues_can_be_read_and_declared_bar
             Some(json!({"worker": "w", "queues": ["default"]})),
         )
         .await;
-    assert_eq!(fetched["lease"], "30s", "the granted length, not the time left");
+    assert_eq!(
+        fetched["lease"], "30s",
+        "the granted length, not the time left"
+    );
     // PUT with no body declares with defaults; GET reads one queue.
     let (status, queue) = api.call("PUT", "/v1/queues/reports", None).await;
     assert_eq!(status, StatusCode::OK, "{queue}");
     assert_eq!(queue["name"], "reports");
     let (status, queue) = api.call("GET", "/v1/queues/reports", None).await;
-    assert_eq!((status, queue["name"].as_str()), (StatusCode::OK, Some("reports")));
+    assert_eq!(
+        (status, queue["name"].as_str()),
+        (StatusCode::OK, Some("reports"))
+    );
     let (status, problem) = api.call("GET", "/v1/queues/nope", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(problem["code"], "queue_not_declared");

@@ -22,9 +22,17 @@ fn committed_path() -> PathBuf {
 
 async fn served() -> Value {
     let db = TempSqlite::new();
-    let state = AppState::new(db.store.clone(), Arc::new(SystemClock), ServerConfig::default());
+    let state = AppState::new(
+        db.store.clone(),
+        Arc::new(SystemClock),
+        ServerConfig::default(),
+    );
     let response = app(state)
-        .oneshot(Request::get("/v1/openapi.json").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -60,10 +68,19 @@ async fn states_severities_misfire_and_backoff_are_typed() {
     };
     assert_eq!(
         variants("JobState"),
-        ["scheduled", "available", "running", "retryable", "completed", "dead", "cancelled"]
+        [
+            "scheduled",
+            "available",
+            "running",
+            "retryable",
+            "completed",
+            "dead",
+            "cancelled"
+        ]
     );
     assert_eq!(variants("Severity"), ["ok", "warn", "fail"]);
-    assert_eq!(variants("Misfire"), ["skip", "latest", "all"]);
+    assert_eq!(variants("MisfirePolicy"), ["skip", "latest", "all"]);
+    assert_eq!(variants("ScheduleSource"), ["config", "api"]);
     assert_eq!(
         schemas["JobView"]["properties"]["state"]["$ref"],
         "#/components/schemas/JobState"
@@ -73,7 +90,14 @@ async fn states_severities_misfire_and_backoff_are_typed() {
         "#/components/schemas/Severity"
     );
     let backoff = schemas["BackoffSchema"]["oneOf"].as_array().unwrap();
-    assert_eq!(backoff.len(), 3, "{}", schemas["BackoffSchema"]);
+    assert_eq!(
+        backoff.len(),
+        2,
+        "a bare list or a tagged form: {}",
+        schemas["BackoffSchema"]
+    );
+    let forms = schemas["BackoffForm"]["oneOf"].as_array().unwrap();
+    assert_eq!(forms.len(), 3, "{}", schemas["BackoffForm"]);
 }
 
 /// The document says what the server enforces: `max` is 1..=1000 (issue 9: it said 0).

@@ -348,9 +348,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_declare(&self, p: QueueDeclareParams) -> Result<Queue, StoreError> {
-        self.writer
-            .write(move |tx| sql::queue_declare(tx, p))
-            .await
+        self.writer.write(move |tx| sql::queue_declare(tx, p)).await
     }
 
     async fn queue_set_paused(&self, p: QueueSetPausedParams) -> Result<Queue, StoreError> {
@@ -422,14 +420,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn schedule_list(&self, _p: ScheduleListParams) -> Result<Vec<ScheduleRecord>, StoreError> {
+    async fn schedule_list(
+        &self,
+        _p: ScheduleListParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
         self.readers.read(sql::schedule_list).await
     }
 
     async fn schedule_fire(&self, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError> {
-        self.writer
-            .write(move |tx| sql::schedule_fire(tx, p))
-            .await
+        self.writer.write(move |tx| sql::schedule_fire(tx, p)).await
     }
 
     async fn job_next_due(
@@ -452,8 +451,6 @@ impl Store for SqliteStore {
     }
 
     async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError> {
-        self.writer
-            .write(move |tx| sql::leader_resign(tx, p))
-            .await
+        self.writer.write(move |tx| sql::leader_resign(tx, p)).await
     }
 }

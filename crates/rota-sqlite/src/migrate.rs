@@ -25,7 +25,11 @@ pub(crate) fn migrate_in(conn: &Connection, now: Timestamp) -> Result<MigrationR
 }
 
 /// Applies the migrations up to `target` (tests build older schemas with this).
-fn migrate_to(conn: &Connection, now: Timestamp, target: i64) -> Result<MigrationReport, StoreError> {
+fn migrate_to(
+    conn: &Connection,
+    now: Timestamp,
+    target: i64,
+) -> Result<MigrationReport, StoreError> {
     let err = db_err("applying migrations");
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -41,10 +45,7 @@ fn migrate_to(conn: &Connection, now: Timestamp, target: i64) -> Result<Migratio
             supported: SCHEMA_VERSION,
         });
     }
-    for (version, sql) in MIGRATIONS
-        .iter()
-        .filter(|(v, _)| *v > from && *v <= target)
-    {
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from && *v <= target) {
         conn.execute_batch(sql)
             .map_err(|e| crate::sql::classify(&format!("applying migration {version}"), e))?;
         conn.execute(
@@ -76,9 +77,12 @@ pub fn migrate_connection(
 /// Creates (or brings) the database at `path` to schema `version` exactly, as an older
 /// Rota would have left it; for tests of upgrades.
 pub fn create_at_version(path: &std::path::Path, version: i64) -> Result<(), StoreError> {
-    let mut conn = Connection::open(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
-    let tx = conn.transaction().map_err(db_err("creating an old schema"))?;
+    let mut conn = Connection::open(path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+    })?;
+    let tx = conn
+        .transaction()
+        .map_err(db_err("creating an old schema"))?;
     migrate_to(&tx, Timestamp::UNIX_EPOCH, version)?;
     tx.commit().map_err(db_err("creating an old schema"))
 }

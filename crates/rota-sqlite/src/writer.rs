@@ -58,7 +58,9 @@ pub struct Writer {
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("counters", &self.counters).finish()
+        f.debug_struct("Writer")
+            .field("counters", &self.counters)
+            .finish()
     }
 }
 

@@ -168,6 +168,9 @@ async fn concurrent_single_inserts_share_commits_and_all_are_durable() {
     drop(store);
     let reopened = SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap();
     for id in ids {
-        reopened.job_get(rota_store::JobGetParams { id: id }).await.unwrap();
+        reopened
+            .job_get(rota_store::JobGetParams { id: id })
+            .await
+            .unwrap();
     }
 }

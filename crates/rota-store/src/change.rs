@@ -114,7 +114,13 @@ impl JobChange {
     }
 
     /// A job deleted in `state`.
-    pub fn deleted(id: JobId, queue: String, kind: String, state: JobState, cause: ChangeCause) -> Self {
+    pub fn deleted(
+        id: JobId,
+        queue: String,
+        kind: String,
+        state: JobState,
+        cause: ChangeCause,
+    ) -> Self {
         Self {
             id,
             queue,
@@ -169,7 +175,10 @@ mod tests {
             t0,
         );
         let enqueued = JobChange::between(None, &new, ChangeCause::Enqueued, t0).unwrap();
-        assert_eq!((enqueued.from, enqueued.to), (None, Some(JobState::Available)));
+        assert_eq!(
+            (enqueued.from, enqueued.to),
+            (None, Some(JobState::Available))
+        );
         let t1 = rota_core::add_duration(t0, Duration::from_secs(2));
         let running = rota_core::transition(
             &new,
@@ -181,12 +190,24 @@ mod tests {
         )
         .unwrap();
         let fetched = JobChange::between(Some(&new), &running, ChangeCause::Fetched, t1).unwrap();
-        assert_eq!(fetched.took, Some(Duration::from_secs(2)), "waited since due");
+        assert_eq!(
+            fetched.took,
+            Some(Duration::from_secs(2)),
+            "waited since due"
+        );
         let t2 = rota_core::add_duration(t1, Duration::from_secs(5));
         let token = running.lease.as_ref().unwrap().token;
-        let done = rota_core::transition(&running, Event::Completed { token, result: None }, t2)
-            .unwrap();
-        let completed = JobChange::between(Some(&running), &done, ChangeCause::Completed, t2).unwrap();
+        let done = rota_core::transition(
+            &running,
+            Event::Completed {
+                token,
+                result: None,
+            },
+            t2,
+        )
+        .unwrap();
+        let completed =
+            JobChange::between(Some(&running), &done, ChangeCause::Completed, t2).unwrap();
         assert_eq!(completed.took, Some(Duration::from_secs(5)), "ran");
         assert!(JobChange::between(Some(&running), &running, ChangeCause::Fetched, t2).is_none());
     }

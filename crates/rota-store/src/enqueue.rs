@@ -146,12 +146,23 @@ mod tests {
 
     #[test]
     fn a_finished_job_blocks_its_key_only_within_unique_for() {
-        let mut done = insert(NewJob::new("q", "k", json!({})).unique_key("u"), &Default::default());
+        let mut done = insert(
+            NewJob::new("q", "k", json!({})).unique_key("u"),
+            &Default::default(),
+        );
         done.finished_at = Some(now());
         let later = rota_core::add_duration(now(), Duration::from_secs(30));
         assert!(!unique_key_blocks(&done, None, later));
-        assert!(unique_key_blocks(&done, Some(Duration::from_secs(60)), later));
-        assert!(!unique_key_blocks(&done, Some(Duration::from_secs(10)), later));
+        assert!(unique_key_blocks(
+            &done,
+            Some(Duration::from_secs(60)),
+            later
+        ));
+        assert!(!unique_key_blocks(
+            &done,
+            Some(Duration::from_secs(10)),
+            later
+        ));
     }
 
     #[test]
@@ -164,12 +175,18 @@ mod tests {
             now(),
         )
         .unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "kind"), "{err}");
+        assert!(
+            matches!(err, StoreError::Invalid(ref v) if v.field == "kind"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_undeclared_queue_names_the_nearest() {
         let err = queue_not_declared("defualt", &["default".into(), "mail".into()]);
-        assert!(err.to_string().contains("did you mean \"default\""), "{err}");
+        assert!(
+            err.to_string().contains("did you mean \"default\""),
+            "{err}"
+        );
     }
 }

@@ -27,13 +27,13 @@ mod store;
 pub mod conformance;
 
 pub use capability::Capabilities;
-pub use error::{ErrorKind, StoreError};
 pub use change::{ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
 pub use dead_group::{group_dead, DeadRow};
 pub use enqueue::{plan_enqueue, queue_not_declared, unique_key_blocks, Planned, PolicyDefaults};
+pub use error::{ErrorKind, StoreError};
+pub use params::*;
 pub use rule::{
     check_claim_queues, check_page_limit, check_progress, check_schedule, lease_for,
     purgeable_states, schedule_last_slot, selector_filter, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
 };
-pub use params::*;
 pub use store::Store;

@@ -67,9 +67,7 @@ pub fn check_page_limit(limit: usize) -> Result<usize, StoreError> {
 /// Checks a claim request: at least one queue.
 pub fn check_claim_queues(queues: &[String]) -> Result<(), StoreError> {
     if queues.is_empty() {
-        return Err(
-            ValidationError::new("queues", "name at least one queue to fetch from").into(),
-        );
+        return Err(ValidationError::new("queues", "name at least one queue to fetch from").into());
     }
     Ok(())
 }
@@ -147,12 +145,18 @@ mod tests {
             lease: Some(Duration::from_secs(5)),
             ..QueueConfig::default()
         };
-        assert_eq!(lease_for(Some(&queue), Duration::from_secs(30)), Duration::from_secs(5));
+        assert_eq!(
+            lease_for(Some(&queue), Duration::from_secs(30)),
+            Duration::from_secs(5)
+        );
         assert_eq!(
             lease_for(Some(&QueueConfig::default()), Duration::from_secs(30)),
             Duration::from_secs(30)
         );
-        assert_eq!(lease_for(None, Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(
+            lease_for(None, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
@@ -221,7 +225,11 @@ mod tests {
     #[test]
     fn schedules_restart_only_when_their_timing_changes_or_they_are_enabled_again() {
         let old = record(def("*/5 * * * *", true), t(0));
-        assert_eq!(schedule_last_slot(None, &old.schedule, t(100)), t(100), "new");
+        assert_eq!(
+            schedule_last_slot(None, &old.schedule, t(100)),
+            t(100),
+            "new"
+        );
         let mut same_timing = def("*/5 * * * *", true);
         same_timing.template.kind = "other".into();
         assert_eq!(schedule_last_slot(Some(&old), &same_timing, t(100)), t(0));
@@ -232,7 +240,11 @@ mod tests {
         );
         let mut zone = def("*/5 * * * *", true);
         zone.timezone = "Europe/London".into();
-        assert_eq!(schedule_last_slot(Some(&old), &zone, t(100)), t(100), "zone changed");
+        assert_eq!(
+            schedule_last_slot(Some(&old), &zone, t(100)),
+            t(100),
+            "zone changed"
+        );
         let disabled = record(def("*/5 * * * *", false), t(0));
         assert_eq!(
             schedule_last_slot(Some(&disabled), &def("*/5 * * * *", true), t(100)),

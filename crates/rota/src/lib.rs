@@ -24,6 +24,6 @@ mod client;
 pub mod worker;
 
 pub use client::{Client, ClientError};
-pub use worker::{Handler, JobContext, Outcome, Worker, WorkerError, WorkerOptions};
 /// The `/v1` wire types.
 pub use rota_api as api;
+pub use worker::{Handler, JobContext, Outcome, Worker, WorkerError, WorkerOptions};

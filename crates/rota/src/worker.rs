@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rota_api::{
-    CompleteRequest, CompletionRequest, FailRequest, FailureRequest, FetchRequest,
-    HandBackRequest, HeartbeatRequest, JobView, LeaseToken, ProgressRequest,
+    CompleteRequest, CompletionRequest, FailRequest, FailureRequest, FetchRequest, HandBackRequest,
+    HeartbeatRequest, JobView, LeaseToken, ProgressRequest,
 };
 use rota_core::{format_duration, parse_duration, JobId};
 use serde_json::Value;
@@ -307,9 +307,11 @@ impl<H: Handler> Worker<H> {
             });
         }
         info!(running = tasks.len(), grace = %format_duration(o.grace), "stopping: no more fetches");
-        if tokio::time::timeout(o.grace, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(o.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             let ids: Vec<JobId> = table
                 .lock()
@@ -351,18 +353,19 @@ async fn run_one<H: Handler>(
 }
 
 async fn report(client: &Client, job: JobId, token: u64, ran: Ran, reason: Option<Stop>) {
-    let fail = |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
-        FailRequest {
-            failures: vec![FailureRequest {
-                job,
-                token,
-                message,
-                backtrace,
-                discard,
-                snooze,
-            }],
-        }
-    };
+    let fail =
+        |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
+            FailRequest {
+                failures: vec![FailureRequest {
+                    job,
+                    token,
+                    message,
+                    backtrace,
+                    discard,
+                    snooze,
+                }],
+            }
+        };
     let sent = match ran {
         Ran::Handled(Outcome::Completed(result)) => client
             .complete(&CompleteRequest {

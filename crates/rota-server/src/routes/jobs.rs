@@ -192,10 +192,7 @@ pub async fn list_jobs(
 pub async fn dead_groups(
     State(state): State<AppState>,
 ) -> Result<ApiJson<ErrorGroupList>, ApiError> {
-    let groups = state
-        .store
-        .dead_groups(DeadGroupsParams::default())
-        .await?;
+    let groups = state.store.dead_groups(DeadGroupsParams::default()).await?;
     Ok(ApiJson(ErrorGroupList {
         groups: groups
             .into_iter()

@@ -31,7 +31,11 @@ pub async fn list_schedules(
     State(state): State<AppState>,
 ) -> Result<ApiJson<ScheduleList>, ApiError> {
     let mut schedules = Vec::new();
-    for record in state.store.schedule_list(ScheduleListParams::default()).await? {
+    for record in state
+        .store
+        .schedule_list(ScheduleListParams::default())
+        .await?
+    {
         schedules.push(view(&state, record).await);
     }
     Ok(ApiJson(ScheduleList { schedules }))

@@ -11,7 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::queue::{queue_get, queue_required};
 use super::row::{job_columns, job_from_row};
 use super::worker::touch_worker;
-use super::write::{insert_job, job_promote_due, save_job, PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE};
+use super::write::{
+    insert_job, job_promote_due, save_job, PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE,
+};
 use super::{classify, db_err, from_micros, json, micros, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
@@ -260,7 +262,12 @@ pub(crate) fn lease_rescue_expired(
 /// Deletes finished jobs past their retention.
 pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
     let prune = |state: JobState, retention: Duration| {
-        job_prune_state(tx, state, rota_core::sub_duration(p.now, retention), p.limit)
+        job_prune_state(
+            tx,
+            state,
+            rota_core::sub_duration(p.now, retention),
+            p.limit,
+        )
     };
     Ok(PruneReport {
         completed: prune(JobState::Completed, p.completed_retention)?,

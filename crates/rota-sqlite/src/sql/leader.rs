@@ -41,13 +41,18 @@ pub(crate) fn leader_attempt_elect(
 }
 
 /// Extends the row when it is still ours.
-pub(crate) fn leader_renew(conn: &Connection, p: LeaderRenewParams) -> Result<Leadership, StoreError> {
+pub(crate) fn leader_renew(
+    conn: &Connection,
+    p: LeaderRenewParams,
+) -> Result<Leadership, StoreError> {
     let expires = rota_core::add_duration(p.now, p.ttl);
     let n = conn
         .prepare_cached(
             "UPDATE leader SET expires_at = ?3 WHERE name = ?1 AND holder = ?2 AND expires_at > ?4",
         )
-        .and_then(|mut stmt| stmt.execute(params![p.name, p.holder, micros(expires), micros(p.now)]))
+        .and_then(|mut stmt| {
+            stmt.execute(params![p.name, p.holder, micros(expires), micros(p.now)])
+        })
         .map_err(|e| classify(&format!("renewing leadership of {:?}", p.name), e))?;
     if n == 0 {
         return match leadership(conn, &p.name, &p.holder) {

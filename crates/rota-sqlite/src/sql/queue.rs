@@ -14,11 +14,13 @@ use super::row::{queue_from_row, QUEUE_COLUMNS};
 use super::{classify, db_err, json, micros};
 
 pub(crate) fn queue_get(conn: &Connection, name: &str) -> Result<Option<Queue>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {QUEUE_COLUMNS} FROM queue WHERE name = ?1"))
-        .map_err(db_err("preparing queue lookup"))?
-        .query_row([name], queue_from_row)
-        .optional()
-        .map_err(|e| classify(&format!("reading queue {name:?}"), e))
+    conn.prepare_cached(&format!(
+        "SELECT {QUEUE_COLUMNS} FROM queue WHERE name = ?1"
+    ))
+    .map_err(db_err("preparing queue lookup"))?
+    .query_row([name], queue_from_row)
+    .optional()
+    .map_err(|e| classify(&format!("reading queue {name:?}"), e))
 }
 
 fn queue_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
@@ -86,7 +88,10 @@ fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option
 }
 
 /// Every queue with its counts.
-pub(crate) fn queue_list(conn: &Connection, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError> {
+pub(crate) fn queue_list(
+    conn: &Connection,
+    p: QueueListParams,
+) -> Result<Vec<QueueStats>, StoreError> {
     let err = db_err("listing queues");
     let queues: Vec<Queue> = conn
         .prepare_cached(&format!("SELECT {QUEUE_COLUMNS} FROM queue ORDER BY name"))

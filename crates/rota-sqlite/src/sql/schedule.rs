@@ -56,7 +56,10 @@ pub(crate) fn schedule_list(conn: &Connection) -> Result<Vec<ScheduleRecord>, St
 }
 
 /// Fires a schedule's planned slots, unless another scheduler got there first.
-pub(crate) fn schedule_fire(tx: &Tx<'_>, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError> {
+pub(crate) fn schedule_fire(
+    tx: &Tx<'_>,
+    p: ScheduleFireParams,
+) -> Result<ScheduleFired, StoreError> {
     let Some(current) = schedule_get(tx, &p.name)? else {
         return Err(StoreError::ScheduleNotFound(p.name));
     };

@@ -8,7 +8,11 @@ use super::row::from_json;
 use super::{classify, db_err, from_micros, json, micros};
 
 /// Refreshes a worker's last-seen time (on fetch and heartbeat).
-pub(crate) fn touch_worker(conn: &Connection, worker: &str, now: Timestamp) -> Result<(), StoreError> {
+pub(crate) fn touch_worker(
+    conn: &Connection,
+    worker: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE worker SET last_seen = ?2 WHERE id = ?1")
         .and_then(|mut stmt| stmt.execute(params![worker, micros(now)]))
         .map_err(|e| classify(&format!("refreshing worker {worker:?}"), e))?;

@@ -108,9 +108,7 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
         job.origin.as_ref().map(|o| micros(o.slot)),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
-    tx.record(
-        JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"),
-    );
+    tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
     Ok(())
 }
 
@@ -211,7 +209,11 @@ pub(crate) const PROMOTE_DUE_UPDATE: &str = "UPDATE job SET state = 'available' 
 
 /// Makes scheduled and retryable jobs of `queue` whose time has come available (the `Due`
 /// transition); returns how many. The SELECT almost always finds nothing.
-pub(crate) fn job_promote_due(tx: &Tx<'_>, queue: &str, now: Timestamp) -> Result<usize, StoreError> {
+pub(crate) fn job_promote_due(
+    tx: &Tx<'_>,
+    queue: &str,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
     let err = db_err("promoting due jobs");
     let due: Vec<([u8; 16], String, String)> = tx
         .prepare_cached(PROMOTE_DUE_SELECT)
@@ -279,7 +281,11 @@ pub(crate) fn job_prune_state(
 }
 
 /// Deletes the given jobs that are in one of `states`; returns how many went.
-pub(crate) fn job_delete(tx: &Tx<'_>, ids: &[JobId], states: &[JobState]) -> Result<u64, StoreError> {
+pub(crate) fn job_delete(
+    tx: &Tx<'_>,
+    ids: &[JobId],
+    states: &[JobState],
+) -> Result<u64, StoreError> {
     let states = json(&states.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     let mut stmt = tx
         .prepare_cached(
@@ -297,7 +303,13 @@ pub(crate) fn job_delete(tx: &Tx<'_>, ids: &[JobId], states: &[JobState]) -> Res
             .map_err(|e| classify(&format!("purging job {id}"), e))?;
         if let Some((queue, kind, state)) = gone {
             if let Ok(state) = state.parse() {
-                tx.record(JobChange::deleted(*id, queue, kind, state, ChangeCause::Purged));
+                tx.record(JobChange::deleted(
+                    *id,
+                    queue,
+                    kind,
+                    state,
+                    ChangeCause::Purged,
+                ));
             }
             deleted += 1;
         }

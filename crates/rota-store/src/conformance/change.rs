@@ -33,7 +33,10 @@ pub async fn every_state_change_is_reported_once(s: Subject) {
     store.notifier_set(recorder.clone());
     let now = t0();
     let job = insert_one(store, new_job("a").max_attempts(1), now).await;
-    assert_eq!(recorder.take(), vec![(None, Some(Available), ChangeCause::Enqueued)]);
+    assert_eq!(
+        recorder.take(),
+        vec![(None, Some(Available), ChangeCause::Enqueued)]
+    );
     let claimed = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
     let changes = recorder.0.lock().unwrap().clone();
     assert_eq!(changes.len(), 1);
@@ -54,9 +57,15 @@ pub async fn every_state_change_is_reported_once(s: Subject) {
     assert!(recorder.take().is_empty(), "a heartbeat changes no state");
     let expired = add_duration(now, secs(60));
     rescue(store, expired).await;
-    assert_eq!(recorder.take(), vec![(Some(Running), Some(Dead), ChangeCause::Rescued)]);
+    assert_eq!(
+        recorder.take(),
+        vec![(Some(Running), Some(Dead), ChangeCause::Rescued)]
+    );
     assert!(complete(store, lease_of(&claimed), expired).await.is_err());
-    assert!(recorder.take().is_empty(), "a refused completion is not a change");
+    assert!(
+        recorder.take().is_empty(),
+        "a refused completion is not a change"
+    );
     store
         .job_retry_many(JobRetryManyParams {
             selector: JobSelector::Ids(vec![job.id]),
@@ -64,11 +73,22 @@ pub async fn every_state_change_is_reported_once(s: Subject) {
         })
         .await
         .unwrap();
-    assert_eq!(recorder.take(), vec![(Some(Dead), Some(Available), ChangeCause::Retried)]);
+    assert_eq!(
+        recorder.take(),
+        vec![(Some(Dead), Some(Available), ChangeCause::Retried)]
+    );
     let later = insert_one(store, new_job("b").run_at(add_duration(now, secs(90))), now).await;
     assert_eq!(later.state, Scheduled);
     recorder.take();
-    claim(store, "w", &["default"], &["b"], 1, add_duration(now, secs(91))).await;
+    claim(
+        store,
+        "w",
+        &["default"],
+        &["b"],
+        1,
+        add_duration(now, secs(91)),
+    )
+    .await;
     assert_eq!(
         recorder.take(),
         vec![

@@ -30,14 +30,25 @@ pub async fn dead_jobs_survive_pruning_unless_a_dead_retention_is_set(s: Subject
     };
     let report = store.job_prune(prune(None)).await.unwrap();
     assert_eq!(report.dead, 0);
-    assert_eq!(store.job_get(JobGetParams { id: dead.id }).await.unwrap().state, JobState::Dead);
+    assert_eq!(
+        store
+            .job_get(JobGetParams { id: dead.id })
+            .await
+            .unwrap()
+            .state,
+        JobState::Dead
+    );
     let report = store
         .job_prune(prune(Some(secs(30 * 86_400))))
         .await
         .unwrap();
     assert_eq!(report.dead, 1);
     assert_eq!(
-        store.job_get(JobGetParams { id: dead.id }).await.unwrap_err().kind(),
+        store
+            .job_get(JobGetParams { id: dead.id })
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 }
@@ -78,9 +89,16 @@ pub async fn finished_jobs_are_pruned_after_their_retention(s: Subject) {
             dead: 0
         }
     );
-    assert!(store.job_get(JobGetParams { id: jobs[0].id }).await.is_err());
+    assert!(store
+        .job_get(JobGetParams { id: jobs[0].id })
+        .await
+        .is_err());
     assert_eq!(
-        store.job_get(JobGetParams { id: jobs[1].id }).await.unwrap().state,
+        store
+            .job_get(JobGetParams { id: jobs[1].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Completed
     );
 }
@@ -148,8 +166,22 @@ pub async fn retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs(s: Sub
     let mut retried: Vec<_> = out.into_iter().map(|r| r.unwrap().id).collect();
     retried.sort();
     assert_eq!(retried, [a1.id, a2.id]);
-    assert_eq!(store.job_get(JobGetParams { id: b.id }).await.unwrap().state, JobState::Dead);
-    assert_eq!(store.job_get(JobGetParams { id: waiting.id }).await.unwrap().attempt, 0);
+    assert_eq!(
+        store
+            .job_get(JobGetParams { id: b.id })
+            .await
+            .unwrap()
+            .state,
+        JobState::Dead
+    );
+    assert_eq!(
+        store
+            .job_get(JobGetParams { id: waiting.id })
+            .await
+            .unwrap()
+            .attempt,
+        0
+    );
 }
 
 /// A purge deletes only the selected jobs in the given final states, and counts them.
@@ -174,11 +206,22 @@ pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
     assert_eq!(purged, 2);
     for id in [a1.id, a2.id] {
         assert_eq!(
-            store.job_get(JobGetParams { id: id }).await.unwrap_err().kind(),
+            store
+                .job_get(JobGetParams { id: id })
+                .await
+                .unwrap_err()
+                .kind(),
             ErrorKind::NotFound
         );
     }
-    assert_eq!(store.job_get(JobGetParams { id: b.id }).await.unwrap().state, JobState::Dead);
+    assert_eq!(
+        store
+            .job_get(JobGetParams { id: b.id })
+            .await
+            .unwrap()
+            .state,
+        JobState::Dead
+    );
     // A waiting job is never purged, even by id and even if asked for non-final states.
     let purged = store
         .job_purge(JobPurgeParams {
@@ -189,7 +232,11 @@ pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
         .unwrap();
     assert_eq!(purged, 1);
     assert_eq!(
-        store.job_get(JobGetParams { id: waiting.id }).await.unwrap().state,
+        store
+            .job_get(JobGetParams { id: waiting.id })
+            .await
+            .unwrap()
+            .state,
         JobState::Available
     );
 }
@@ -204,7 +251,9 @@ pub async fn dead_jobs_are_grouped_by_the_cause_of_their_last_error(s: Subject) 
         ("a", "disk full"),
     ] {
         insert_one(store, new_job(kind).max_attempts(1), now).await;
-        let job = claim(store, "w", &["default"], &[kind], 1, now).await.remove(0);
+        let job = claim(store, "w", &["default"], &[kind], 1, now)
+            .await
+            .remove(0);
         fail(store, lease_of(&job), message, false, now).await;
     }
     let groups = store

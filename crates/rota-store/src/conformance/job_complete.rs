@@ -22,7 +22,10 @@ pub async fn completing_records_the_result_once(s: Subject) {
         .await
         .unwrap_err();
     assert_eq!(again.kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(JobGetParams { id: job.id }).await.unwrap(), done);
+    assert_eq!(
+        store.job_get(JobGetParams { id: job.id }).await.unwrap(),
+        done
+    );
 }
 
 /// Intervals [30s, 60s, 120s], max_attempts 3: three failures, the configured delays
@@ -300,7 +303,11 @@ pub async fn batch_results_are_per_item(s: Subject) {
     ));
     assert_eq!(out[2].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        store.job_get(JobGetParams { id: jobs[1].id }).await.unwrap().state,
+        store
+            .job_get(JobGetParams { id: jobs[1].id })
+            .await
+            .unwrap()
+            .state,
         JobState::Running
     );
 }

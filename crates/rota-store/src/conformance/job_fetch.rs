@@ -63,7 +63,10 @@ pub async fn only_due_available_jobs_are_claimed(s: Subject) {
         (lease.worker.as_str(), lease.expires_at),
         ("w1", add_duration(due, secs(30)))
     );
-    assert_eq!(store.job_get(JobGetParams { id: job.id }).await.unwrap(), *c);
+    assert_eq!(
+        store.job_get(JobGetParams { id: job.id }).await.unwrap(),
+        *c
+    );
     // Running jobs are not claimable again.
     assert!(claim(store, "w2", &["default"], &[], 10, due)
         .await

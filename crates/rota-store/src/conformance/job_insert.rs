@@ -72,7 +72,10 @@ pub async fn inserted_jobs_are_available_with_their_effective_policy(s: Subject)
             (0, now, now)
         );
         // What was stored is what was returned.
-        assert_eq!(store.job_get(JobGetParams { id: i.job.id }).await.unwrap(), i.job);
+        assert_eq!(
+            store.job_get(JobGetParams { id: i.job.id }).await.unwrap(),
+            i.job
+        );
     }
     assert_eq!(inserted[0].job.args, json!({"to": "a@example.com"}));
 }

@@ -24,18 +24,26 @@ pub async fn two_contenders_elect_one_leader(s: Subject) {
     assert_eq!(a.holder, b.holder);
     assert_eq!(a.expires_at, add_duration(now, secs(15)));
     // Another name is led independently.
-    assert!(store
-        .leader_attempt_elect(elect("other", "node-b", now))
-        .await
-        .unwrap()
-        .is_leader);
+    assert!(
+        store
+            .leader_attempt_elect(elect("other", "node-b", now))
+            .await
+            .unwrap()
+            .is_leader
+    );
 }
 
 /// A leader that renews keeps it; one that stops is replaced once its lease expired.
 pub async fn a_leader_that_stops_renewing_is_replaced_after_expiry(s: Subject) {
     let store = &*s.store;
     let now = t0();
-    assert!(store.leader_attempt_elect(elect("m", "a", now)).await.unwrap().is_leader);
+    assert!(
+        store
+            .leader_attempt_elect(elect("m", "a", now))
+            .await
+            .unwrap()
+            .is_leader
+    );
     let later = add_duration(now, secs(10));
     let renewed = store
         .leader_renew(LeaderRenewParams {
@@ -78,7 +86,13 @@ pub async fn a_leader_that_stops_renewing_is_replaced_after_expiry(s: Subject) {
 pub async fn a_resigned_leader_hands_over_at_once(s: Subject) {
     let store = &*s.store;
     let now = t0();
-    assert!(store.leader_attempt_elect(elect("m", "a", now)).await.unwrap().is_leader);
+    assert!(
+        store
+            .leader_attempt_elect(elect("m", "a", now))
+            .await
+            .unwrap()
+            .is_leader
+    );
     // Someone else resigning changes nothing.
     store
         .leader_resign(LeaderResignParams {
@@ -88,7 +102,13 @@ pub async fn a_resigned_leader_hands_over_at_once(s: Subject) {
         })
         .await
         .unwrap();
-    assert!(!store.leader_attempt_elect(elect("m", "b", now)).await.unwrap().is_leader);
+    assert!(
+        !store
+            .leader_attempt_elect(elect("m", "b", now))
+            .await
+            .unwrap()
+            .is_leader
+    );
     store
         .leader_resign(LeaderResignParams {
             name: "m".into(),
@@ -97,5 +117,11 @@ pub async fn a_resigned_leader_hands_over_at_once(s: Subject) {
         })
         .await
         .unwrap();
-    assert!(store.leader_attempt_elect(elect("m", "b", now)).await.unwrap().is_leader);
+    assert!(
+        store
+            .leader_attempt_elect(elect("m", "b", now))
+            .await
+            .unwrap()
+            .is_leader
+    );
 }

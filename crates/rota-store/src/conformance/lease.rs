@@ -60,7 +60,10 @@ pub async fn a_heartbeat_with_a_stale_token_is_rejected(s: Subject) {
         .await
         .unwrap();
     assert_eq!(out[0].as_ref().unwrap_err().kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(JobGetParams { id: job.id }).await.unwrap(), job);
+    assert_eq!(
+        store.job_get(JobGetParams { id: job.id }).await.unwrap(),
+        job
+    );
 }
 
 /// A worker that stops heartbeating loses the job after its lease; the job runs again.
@@ -141,7 +144,13 @@ pub async fn a_stale_worker_cannot_complete_a_rescued_and_released_job(s: Subjec
         .remove(0);
     clock.advance(secs(31));
     rescue(store, clock.now()).await;
-    clock.set(store.job_get(JobGetParams { id: first.id }).await.unwrap().run_at);
+    clock.set(
+        store
+            .job_get(JobGetParams { id: first.id })
+            .await
+            .unwrap()
+            .run_at,
+    );
     let second = claim(store, "fresh", &["default"], &[], 1, clock.now())
         .await
         .remove(0);
@@ -159,7 +168,10 @@ pub async fn a_stale_worker_cannot_complete_a_rescued_and_released_job(s: Subjec
         .await
         .unwrap_err();
     assert_eq!(late.kind(), ErrorKind::LeaseLost);
-    assert_eq!(store.job_get(JobGetParams { id: first.id }).await.unwrap(), done);
+    assert_eq!(
+        store.job_get(JobGetParams { id: first.id }).await.unwrap(),
+        done
+    );
 }
 
 /// Rescue touches only expired leases.
@@ -181,7 +193,11 @@ pub async fn live_leases_are_not_rescued(s: Subject) {
     let report = rescue(store, add_duration(now, secs(35))).await;
     assert_eq!(report.retried, [old.id]);
     assert_eq!(
-        store.job_get(JobGetParams { id: young.id }).await.unwrap().state,
+        store
+            .job_get(JobGetParams { id: young.id })
+            .await
+            .unwrap()
+            .state,
         JobState::Running
     );
 }
@@ -243,10 +259,19 @@ pub async fn running_jobs_are_listed_soonest_expiry_first(s: Subject) {
     let store = &*s.store;
     let now = t0();
     insert(store, vec![new_job("a"), new_job("b"), new_job("c")], now).await;
-    let first = claim(store, "w", &["default"], &["a"], 1, now).await.remove(0);
-    let second = claim(store, "w", &["default"], &["b"], 1, add_duration(now, secs(5)))
+    let first = claim(store, "w", &["default"], &["a"], 1, now)
         .await
         .remove(0);
+    let second = claim(
+        store,
+        "w",
+        &["default"],
+        &["b"],
+        1,
+        add_duration(now, secs(5)),
+    )
+    .await
+    .remove(0);
     let running = store
         .job_list_running(JobListRunningParams { limit: 10 })
         .await

@@ -131,7 +131,10 @@ pub async fn workers_are_registered_and_seen_on_fetch(s: Subject) {
         add_duration(now, secs(10)),
     )
     .await;
-    let workers = store.worker_list(WorkerListParams::default()).await.unwrap();
+    let workers = store
+        .worker_list(WorkerListParams::default())
+        .await
+        .unwrap();
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].info, info);
     assert_eq!(

@@ -101,7 +101,11 @@ pub async fn a_slot_fires_once_and_a_stale_fire_loses_the_race(s: Subject) {
         .await
         .unwrap();
     assert!(second.lost_race);
-    let after = store.schedule_list(ScheduleListParams::default()).await.unwrap().remove(0);
+    let after = store
+        .schedule_list(ScheduleListParams::default())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         (after.last_slot, after.fired, after.last_job),
         (slot, 1, Some(job.id))
@@ -126,11 +130,31 @@ pub async fn deleting_a_schedule_keeps_its_jobs(s: Subject) {
         .schedule_fire(fire(&record, slot, slot))
         .await
         .unwrap();
-    store.schedule_delete(ScheduleDeleteParams { name: "nightly".into() }).await.unwrap();
-    assert!(store.schedule_list(ScheduleListParams::default()).await.unwrap().is_empty());
-    assert!(store.job_get(JobGetParams { id: fired.jobs[0].job.id }).await.is_ok());
+    store
+        .schedule_delete(ScheduleDeleteParams {
+            name: "nightly".into(),
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .schedule_list(ScheduleListParams::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .job_get(JobGetParams {
+            id: fired.jobs[0].job.id
+        })
+        .await
+        .is_ok());
     assert_eq!(
-        store.schedule_delete(ScheduleDeleteParams { name: "nightly".into() }).await.unwrap_err().kind(),
+        store
+            .schedule_delete(ScheduleDeleteParams {
+                name: "nightly".into()
+            })
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 }
@@ -140,7 +164,12 @@ pub async fn the_next_due_time_is_the_earliest_waiting_run_at(s: Subject) {
     let store = &*s.store;
     let now = t0();
     assert_eq!(
-        store.job_next_due(JobNextDueParams { queues: vec!["default".into()] }).await.unwrap(),
+        store
+            .job_next_due(JobNextDueParams {
+                queues: vec!["default".into()]
+            })
+            .await
+            .unwrap(),
         None
     );
     insert(
@@ -154,12 +183,22 @@ pub async fn the_next_due_time_is_the_earliest_waiting_run_at(s: Subject) {
     )
     .await;
     assert_eq!(
-        store.job_next_due(JobNextDueParams { queues: vec!["default".into()] }).await.unwrap(),
+        store
+            .job_next_due(JobNextDueParams {
+                queues: vec!["default".into()]
+            })
+            .await
+            .unwrap(),
         Some(add_duration(now, secs(30)))
     );
     declare(store, "other", now).await;
     assert_eq!(
-        store.job_next_due(JobNextDueParams { queues: vec!["other".into()] }).await.unwrap(),
+        store
+            .job_next_due(JobNextDueParams {
+                queues: vec!["other".into()]
+            })
+            .await
+            .unwrap(),
         None
     );
 }
