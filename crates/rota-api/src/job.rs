@@ -245,7 +245,7 @@ impl From<Job> for JobView {
             kind: job.kind,
             args: job.args,
             priority: job.priority,
-            state: job.state.into(),
+            state: job.state,
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             backoff: job.backoff,

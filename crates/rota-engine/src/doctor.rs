@@ -286,7 +286,7 @@ async fn workload_checks(
         .await?
     {
         if let Some(id) = record.last_job {
-            if let Ok(job) = store.job_get(rota_store::JobGetParams { id: id }).await {
+            if let Ok(job) = store.job_get(rota_store::JobGetParams { id }).await {
                 if matches!(job.state, JobState::Dead | JobState::Retryable) {
                     schedules_ok = false;
                     let last = job

@@ -61,7 +61,7 @@ pub async fn schedule(store: &dyn Store, record: ScheduleRecord, now: Timestamp)
             .job_get(JobGetParams { id })
             .await
             .ok()
-            .map(|j| j.state.into()),
+            .map(|j| j.state),
         None => None,
     };
     ScheduleView {
@@ -70,10 +70,10 @@ pub async fn schedule(store: &dyn Store, record: ScheduleRecord, now: Timestamp)
         timezone: def.timezone.clone(),
         queue: def.template.queue.clone(),
         kind: def.template.kind.clone(),
-        misfire: def.misfire.into(),
+        misfire: def.misfire,
         backfill: rota_core::format_duration(def.backfill),
         enabled: def.enabled,
-        source: def.source.into(),
+        source: def.source,
         next_slot,
         last_slot: record.last_slot,
         last_job: record.last_job.map(|id| id.to_string()),

@@ -169,7 +169,7 @@ async fn concurrent_single_inserts_share_commits_and_all_are_durable() {
     let reopened = SqliteStore::open_migrated(SqliteOptions::new(&db)).unwrap();
     for id in ids {
         reopened
-            .job_get(rota_store::JobGetParams { id: id })
+            .job_get(rota_store::JobGetParams { id })
             .await
             .unwrap();
     }

@@ -230,7 +230,7 @@ pub(crate) fn outcomes(
             .map(|(id, r)| match r {
                 Ok(job) => ItemOutcome {
                     job: id.to_string(),
-                    state: Some(job.state.into()),
+                    state: Some(job.state),
                     error: None,
                 },
                 Err(err) => ItemOutcome {

@@ -206,11 +206,7 @@ pub async fn purging_deletes_only_matching_jobs_in_final_states(s: Subject) {
     assert_eq!(purged, 2);
     for id in [a1.id, a2.id] {
         assert_eq!(
-            store
-                .job_get(JobGetParams { id: id })
-                .await
-                .unwrap_err()
-                .kind(),
+            store.job_get(JobGetParams { id }).await.unwrap_err().kind(),
             ErrorKind::NotFound
         );
     }

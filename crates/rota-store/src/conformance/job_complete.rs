@@ -71,7 +71,7 @@ pub async fn a_job_failing_with_intervals_backs_off_as_configured_and_ends_dead(
         .collect();
     // Each gap is one second of running plus the configured delay.
     assert_eq!(gaps, [31, 61]);
-    let dead = store.job_get(JobGetParams { id: id }).await.unwrap();
+    let dead = store.job_get(JobGetParams { id }).await.unwrap();
     assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.args, args);
     assert_eq!(dead.errors.len(), 3);

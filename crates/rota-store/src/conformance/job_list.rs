@@ -7,7 +7,7 @@ use super::*;
 /// An unknown id is NotFound, naming the id.
 pub async fn a_missing_job_is_not_found(s: Subject) {
     let id = JobId::new(t0());
-    let err = s.store.job_get(JobGetParams { id: id }).await.unwrap_err();
+    let err = s.store.job_get(JobGetParams { id }).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains(&id.to_string()));
 }

@@ -82,7 +82,7 @@ pub async fn an_expired_lease_is_rescued_and_the_job_runs_again(s: Subject) {
     clock.advance(secs(1));
     let report = rescue(store, clock.now()).await;
     assert_eq!(report.retried, [id]);
-    let job = store.job_get(JobGetParams { id: id }).await.unwrap();
+    let job = store.job_get(JobGetParams { id }).await.unwrap();
     assert_eq!(
         (job.state, job.attempt, job.lease.clone()),
         (JobState::Retryable, 1, None)
@@ -115,7 +115,7 @@ pub async fn a_job_that_kills_its_worker_every_time_ends_dead(s: Subject) {
         .id;
     let mut runs = 0;
     for _ in 0..50 {
-        let job = store.job_get(JobGetParams { id: id }).await.unwrap();
+        let job = store.job_get(JobGetParams { id }).await.unwrap();
         if job.state.is_final() {
             break;
         }
@@ -129,7 +129,7 @@ pub async fn a_job_that_kills_its_worker_every_time_ends_dead(s: Subject) {
         clock.advance(secs(31));
         rescue(store, clock.now()).await;
     }
-    let job = store.job_get(JobGetParams { id: id }).await.unwrap();
+    let job = store.job_get(JobGetParams { id }).await.unwrap();
     assert_eq!((job.state, runs, job.errors.len()), (JobState::Dead, 4, 4));
 }
 
