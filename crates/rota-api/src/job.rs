@@ -76,7 +76,10 @@ impl NewJobRequest {
                 ))
             }
             (Some(at), None) => Some(at),
-            (None, Some(d)) => Some(rota_core::add_duration(now, d)),
+            (None, Some(d)) => {
+                rota_core::validation::validate_delay("delay", d)?;
+                Some(rota_core::add_duration(now, d))
+            }
             (None, None) => None,
         };
         Ok(NewJob {

@@ -34,6 +34,16 @@ pub use state::{JobState, UnknownState};
 pub use transition::{transition, Event, TransitionError};
 pub use validation::{Limits, ValidationError};
 
+/// How far ahead anything may be scheduled: a job's `run_at` or delay is refused beyond it,
+/// and a backoff or snooze delay is cut to it (ten years of 365 days). Far enough for any
+/// real schedule, and every stored time stays readable.
+pub const SCHEDULE_HORIZON: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
+/// `now` plus `delay`, the delay cut to [`SCHEDULE_HORIZON`] (backoffs and snoozes).
+pub fn delay_until(now: jiff::Timestamp, delay: std::time::Duration) -> jiff::Timestamp {
+    add_duration(now, delay.min(SCHEDULE_HORIZON))
+}
+
 /// Adds a duration to a timestamp, saturating at the largest representable instant.
 ///
 /// Durations in Rota come from configuration and are bounded far below jiff's range, so

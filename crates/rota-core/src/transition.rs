@@ -227,7 +227,7 @@ pub fn transition(job: &Job, event: Event, now: Timestamp) -> Result<Job, Transi
         Event::Snoozed { delay, .. } => give_back(
             &mut next,
             JobState::Scheduled,
-            add_duration(now, delay),
+            crate::delay_until(now, delay),
             now,
         ),
         Event::HandedBack { .. } => give_back(&mut next, JobState::Available, now, now),
@@ -299,7 +299,7 @@ fn record_failure(
     } else {
         job.lease = None;
         job.state = JobState::Retryable;
-        job.run_at = add_duration(now, job.backoff.delay(job.attempt, job.id.seed()));
+        job.run_at = crate::delay_until(now, job.backoff.delay(job.attempt, job.id.seed()));
     }
 }
 
@@ -327,6 +327,55 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A snooze or backoff of 100,000,000 hours is cut to the horizon, so the stored time
+    /// stays readable (issue 18).
+    #[test]
+    fn absurd_delays_are_cut_to_the_schedule_horizon() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let huge = Duration::from_secs(100_000_000 * 3600);
+        let mut job = Job::from_new(
+            crate::NewJob::new("q", "k", serde_json::json!({}))
+                .max_attempts(3)
+                .backoff(crate::Backoff::Fixed { interval: huge }),
+            JobId::new(now),
+            Default::default(),
+            now,
+        );
+        job.backoff = crate::Backoff::Fixed { interval: huge };
+        let fetch = |j: &Job| {
+            transition(
+                j,
+                Event::Fetched {
+                    worker: "w".into(),
+                    lease_for: Duration::from_secs(30),
+                },
+                now,
+            )
+            .unwrap()
+        };
+        let horizon = crate::add_duration(now, crate::SCHEDULE_HORIZON);
+        let running = fetch(&job);
+        let token = running.lease.as_ref().unwrap().token;
+        let snoozed = transition(&running, Event::Snoozed { token, delay: huge }, now).unwrap();
+        assert_eq!(snoozed.run_at, horizon);
+        let failed = transition(
+            &running,
+            Event::Failed {
+                token,
+                error: ErrorReport {
+                    message: "x".into(),
+                    backtrace: None,
+                },
+                discard: false,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(failed.state, JobState::Retryable);
+        assert_eq!(failed.run_at, horizon);
+        assert!(Timestamp::from_microsecond(failed.run_at.as_microsecond()).is_ok());
+    }
     use crate::{Backoff, NewJob, RetryPolicy};
 
     fn t0() -> Timestamp {

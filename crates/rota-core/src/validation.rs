@@ -105,7 +105,38 @@ pub fn validate_priority(priority: u8) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Checks everything a producer controls in a [`NewJob`].
+/// Checks that `run_at` is at most [`crate::SCHEDULE_HORIZON`] after `now`.
+pub fn validate_run_at(
+    field: &str,
+    run_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Result<(), ValidationError> {
+    let horizon = crate::add_duration(now, crate::SCHEDULE_HORIZON);
+    if run_at > horizon {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most 10 years ahead (until {horizon}), got {run_at}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `delay` is at most [`crate::SCHEDULE_HORIZON`].
+pub fn validate_delay(field: &str, delay: std::time::Duration) -> Result<(), ValidationError> {
+    if delay > crate::SCHEDULE_HORIZON {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be at most 10 years (3650d), got {}",
+                crate::format_duration(delay)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks everything a producer controls in a [`NewJob`] (its `run_at` against the horizon
+/// is checked with `now` by [`validate_run_at`]).
 pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationError> {
     validate_queue_name(&job.queue)?;
     validate_kind(&job.kind)?;

@@ -14,6 +14,10 @@ pub const RESCUER_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 /// Most jobs rescued per store call (a pass repeats calls until fewer come back).
 pub const RESCUER_BATCH_DEFAULT: usize = 1000;
 
+/// Grace after the first pass during which nothing is rescued, unless configured: the
+/// default lease.
+pub const RESCUER_STARTUP_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+
 /// Rescuer settings.
 #[derive(Debug, Clone)]
 pub struct RescuerConfig {
@@ -21,6 +25,11 @@ pub struct RescuerConfig {
     pub interval: Duration,
     /// Jobs per store call.
     pub batch: usize,
+    /// After the rescuer starts (its first pass), how long it leaves every lease alone: the
+    /// longest lease a job can have. While this server was down, live workers could not
+    /// heartbeat, so their leases look expired; this gives each one a full lease period,
+    /// counted from start-up, to heartbeat again before it is rescued.
+    pub startup_grace: Duration,
 }
 
 impl Default for RescuerConfig {
@@ -28,6 +37,7 @@ impl Default for RescuerConfig {
         Self {
             interval: RESCUER_INTERVAL_DEFAULT,
             batch: RESCUER_BATCH_DEFAULT,
+            startup_grace: RESCUER_STARTUP_GRACE_DEFAULT,
         }
     }
 }
@@ -37,13 +47,18 @@ impl Default for RescuerConfig {
 pub struct Rescuer {
     store: Arc<dyn Store>,
     config: RescuerConfig,
+    started: std::sync::OnceLock<Timestamp>,
 }
 
 impl Rescuer {
     /// A rescuer over `store`.
     pub fn new(store: Arc<dyn Store>, config: RescuerConfig) -> Self {
         assert!(config.batch > 0, "RescuerConfig.batch must be above zero");
-        Self { store, config }
+        Self {
+            store,
+            config,
+            started: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -60,6 +75,10 @@ impl Service for Rescuer {
 
     async fn run_once(&self, now: Timestamp) -> Result<RescueReport, StoreError> {
         let mut total = RescueReport::default();
+        let started = *self.started.get_or_init(|| now);
+        if now < rota_core::add_duration(started, self.config.startup_grace) {
+            return Ok(total);
+        }
         loop {
             let report = self
                 .store

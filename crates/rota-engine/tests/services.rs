@@ -52,6 +52,7 @@ async fn the_rescuer_rescues_every_expired_lease_across_batches() {
         db.store.clone(),
         RescuerConfig {
             batch: 10,
+            startup_grace: secs(0),
             ..RescuerConfig::default()
         },
     );
@@ -146,6 +147,7 @@ async fn the_service_loop_runs_passes_on_trigger_and_stops_on_shutdown() {
         db.store.clone(),
         RescuerConfig {
             interval: secs(3600),
+            startup_grace: secs(0),
             ..RescuerConfig::default()
         },
     );
@@ -176,4 +178,61 @@ async fn the_service_loop_runs_passes_on_trigger_and_stops_on_shutdown() {
         .await
         .expect("stops on shutdown")
         .unwrap();
+}
+
+/// After a restart, a live worker's lease that expired while the server was down is not
+/// rescued at once: every lease gets one lease period, from start-up, to heartbeat again
+/// (issue 18: the rescuer's first pass took both running jobs 3 ms after start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rescuer_gives_every_lease_a_lease_period_after_start_up() {
+    let db = TempSqlite::new();
+    let clock = ManualClock::default();
+    let store = &*db.store;
+    let claimed = enqueue_and_claim(store, 2, &clock).await; // 30 s leases
+    let (alive, dead) = (&claimed[0], &claimed[1]);
+    let start = add_duration(clock.now(), secs(40)); // the server was down for 40 s
+    let rescuer = Rescuer::new(
+        db.store.clone(),
+        RescuerConfig {
+            startup_grace: secs(30),
+            ..RescuerConfig::default()
+        },
+    );
+    assert!(
+        rescuer.run_once(start).await.unwrap().is_empty(),
+        "no rescue at start-up"
+    );
+    // The live worker heartbeats as soon as the server answers again.
+    let beat = add_duration(start, secs(2));
+    let extended = store
+        .lease_extend_many(LeaseExtendManyParams {
+            worker: "w".into(),
+            leases: vec![LeaseRef {
+                job: alive.id,
+                token: alive.lease.as_ref().unwrap().token,
+            }],
+            lease: secs(30),
+            now: beat,
+        })
+        .await
+        .unwrap();
+    assert!(
+        extended[0].is_ok(),
+        "a lease that expired unrescued can still be renewed"
+    );
+    assert!(rescuer
+        .run_once(add_duration(start, secs(29)))
+        .await
+        .unwrap()
+        .is_empty());
+    let after_grace = add_duration(start, secs(30));
+    let report = rescuer.run_once(after_grace).await.unwrap();
+    assert_eq!(
+        report.retried,
+        vec![dead.id],
+        "only the job whose worker is gone"
+    );
+    let get = |id| store.job_get(JobGetParams { id });
+    assert_eq!(get(alive.id).await.unwrap().state, JobState::Running);
+    assert_eq!(get(alive.id).await.unwrap().attempt, 1);
 }

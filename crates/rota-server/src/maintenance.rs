@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Starts the services for the server with `state` (recorded in `state.services` for
 /// readiness); they stop when `shutdown` is cancelled, and the leader resigns.
-pub(crate) fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
+pub(crate) fn spawn(
+    state: &crate::AppState,
+    shutdown: CancellationToken,
+    longest_lease: std::time::Duration,
+) {
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) =
         (state.store.clone(), state.clock.clone());
     let observer: Arc<dyn rota_engine::EngineObserver> = state.metrics.clone();
@@ -22,7 +26,14 @@ pub(crate) fn spawn(state: &crate::AppState, shutdown: CancellationToken) {
         Elector::new(store.clone(), ElectorConfig::new(state.config.node.clone()));
     let elector = tokio::spawn(elector.run(clock.clone(), shutdown.clone()));
     let (rescuer, _) = service::spawn_led(
-        Rescuer::new(store.clone(), RescuerConfig::default()),
+        Rescuer::new(
+            store.clone(),
+            RescuerConfig {
+                // After a restart, every lease gets a full period to heartbeat again.
+                startup_grace: longest_lease,
+                ..RescuerConfig::default()
+            },
+        ),
         clock.clone(),
         shutdown.clone(),
         leader.clone(),

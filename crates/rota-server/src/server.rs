@@ -4,12 +4,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rota_core::schedule::{ScheduleDef, ScheduleSource};
 use rota_core::Clock;
 use rota_store::{
-    MigrationReport, QueueConfig, QueueDeclareParams, ScheduleDeleteParams, ScheduleListParams,
-    ScheduleUpsertParams, Store, StoreError, StoreMigrateParams,
+    MigrationReport, QueueConfig, QueueDeclareParams, QueueListParams, ScheduleDeleteParams,
+    ScheduleListParams, ScheduleUpsertParams, Store, StoreError, StoreMigrateParams,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -23,6 +24,9 @@ pub enum StartError {
     /// The schema could not be brought up to date (or is newer than this binary).
     #[error("migrating the database")]
     Migrate(#[source] StoreError),
+    /// The store could not be read while starting.
+    #[error("reading the store")]
+    Store(#[source] StoreError),
     /// A queue from the configuration could not be declared.
     #[error("declaring queue {name:?} from the config file")]
     Queue {
@@ -93,9 +97,16 @@ impl Server {
                 .map_err(|source| StartError::Queue { name, source })?;
         }
         reconcile_schedules(&*store, &startup.schedules, clock.now()).await?;
+        let longest_lease = store
+            .queue_list(QueueListParams { now: clock.now() })
+            .await
+            .map_err(StartError::Store)?
+            .iter()
+            .filter_map(|q| q.queue.config.lease)
+            .fold(config.lease, Duration::max);
         let state = AppState::new(store, clock, config);
         let shutdown = CancellationToken::new();
-        crate::maintenance::spawn(&state, shutdown.clone());
+        crate::maintenance::spawn(&state, shutdown.clone(), longest_lease);
         Ok(Self {
             state,
             shutdown,

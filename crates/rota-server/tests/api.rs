@@ -981,7 +981,13 @@ async fn a_job_wait_wakes_when_the_rescuer_ends_the_job() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The worker never heartbeats: rescue as if its 30 s lease had passed (injected time).
     let later = rota_core::add_duration(jiff::Timestamp::now(), Duration::from_secs(60));
-    let rescuer = rota_engine::Rescuer::new(api.state.store.clone(), Default::default());
+    let rescuer = rota_engine::Rescuer::new(
+        api.state.store.clone(),
+        rota_engine::RescuerConfig {
+            startup_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    );
     let report = rescuer.run_once(later).await.unwrap();
     assert_eq!(report.dead.len(), 1);
     let job = tokio::time::timeout(Duration::from_secs(5), waiter)

@@ -43,6 +43,9 @@ pub fn plan_enqueue(
     now: Timestamp,
 ) -> Result<Planned, StoreError> {
     validate_new_job(&new, &defaults.limits)?;
+    if let Some(run_at) = new.run_at {
+        rota_core::validation::validate_run_at("run_at", run_at, now)?;
+    }
     if new.unique_key.is_some() {
         if let Some(existing) = same_key
             .iter()
@@ -178,6 +181,31 @@ mod tests {
         assert!(
             matches!(err, StoreError::Invalid(ref v) if v.field == "kind"),
             "{err}"
+        );
+    }
+
+    /// A far-future time is refused naming the field (issue 18: it was stored saturated and
+    /// made the queue unreadable).
+    #[test]
+    fn a_run_at_beyond_ten_years_is_refused_naming_the_field() {
+        let far =
+            rota_core::add_duration(now(), rota_core::SCHEDULE_HORIZON + Duration::from_secs(1));
+        let err = plan_enqueue(
+            NewJob::new("q", "k", json!({})).run_at(far),
+            &QueueConfig::default(),
+            &[],
+            &PolicyDefaults::default(),
+            now(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Invalid(ref v) if v.field == "run_at"),
+            "{err}"
+        );
+        let edge = rota_core::add_duration(now(), rota_core::SCHEDULE_HORIZON);
+        insert(
+            NewJob::new("q", "k", json!({})).run_at(edge),
+            &QueueConfig::default(),
         );
     }
 

@@ -86,11 +86,12 @@ pub async fn fetch(
                 queues: request.queues.clone(),
             })
             .await?;
+        // A due time past the deadline (however far: up to the end of time) is the deadline.
         let wake_at = match next_due {
-            Some(due) => {
-                now + std::time::Duration::try_from(due.duration_since(clock_now))
-                    .unwrap_or_default()
-            }
+            Some(due) => std::time::Duration::try_from(due.duration_since(clock_now))
+                .ok()
+                .and_then(|d| now.checked_add(d))
+                .map_or(deadline, |at| at.min(deadline)),
             None => deadline,
         };
         tokio::select! {

@@ -54,11 +54,15 @@ pub(crate) fn micros(at: Timestamp) -> i64 {
     at.as_microsecond()
 }
 
-/// A stored timestamp.
+/// A stored timestamp. Any integer reads: a value beyond what a timestamp can hold (written
+/// by an older binary that saturated a far-future time) reads as the nearest end of the
+/// range, so one row can never make a listing, a claim or a wait fail.
 pub(crate) fn from_micros(v: i64) -> rusqlite::Result<Timestamp> {
-    Timestamp::from_microsecond(v).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into())
-    })
+    Ok(Timestamp::from_microsecond(v).unwrap_or(if v > 0 {
+        Timestamp::MAX
+    } else {
+        Timestamp::MIN
+    }))
 }
 
 /// A value as stored JSON text.
