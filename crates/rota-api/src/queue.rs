@@ -7,7 +7,7 @@ use rota_core::RetryOverride;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Declare a queue, or update its settings.
+/// Declare a queue, or update its settings: the settings given change, the others stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueDeclareRequest {
@@ -24,6 +24,15 @@ pub struct QueueDeclareRequest {
     /// Default per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Completed jobs are kept this long, such as `7d` (the server's retention otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_retention: Option<String>,
+    /// Cancelled jobs are kept this long (the server's retention otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_retention: Option<String>,
+    /// Dead jobs are deleted this long after they died (kept until purged otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_retention: Option<String>,
 }
 
 impl QueueDeclareRequest {
@@ -51,9 +60,25 @@ pub struct QueueView {
     /// Queue-level attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Queue-level backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::BackoffSchema>)]
+    pub backoff: Option<rota_core::Backoff>,
     /// Lease length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// Default per-attempt time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Completed jobs kept this long (absent: the server's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_retention: Option<String>,
+    /// Cancelled jobs kept this long (absent: the server's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_retention: Option<String>,
+    /// Dead jobs deleted this long after they died (absent: the server's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_retention: Option<String>,
 }
 
 /// Every queue.

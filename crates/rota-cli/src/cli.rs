@@ -414,16 +414,31 @@ pub enum QueuesCommand {
         /// The queue name.
         name: String,
     },
-    /// Declare a queue (or update it).
+    /// Declare a queue, or change the settings given (the others stay as they are).
     Declare {
         /// The queue name.
         name: String,
         /// Queue-level attempts.
         #[arg(long)]
         max_attempts: Option<u32>,
-        /// Lease length for its jobs, such as 1m.
+        /// Delays between attempts, such as 30s,60s,120s.
+        #[arg(long)]
+        backoff: Option<String>,
+        /// Lease length for its jobs, such as 1m (at least 1s).
         #[arg(long)]
         lease: Option<String>,
+        /// Default per-attempt time limit of its jobs, such as 10m (at least 1s).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Keep its completed jobs this long, such as 7d.
+        #[arg(long)]
+        completed_retention: Option<String>,
+        /// Keep its cancelled jobs this long.
+        #[arg(long)]
+        cancelled_retention: Option<String>,
+        /// Delete its dead jobs this long after they died (kept until purged otherwise).
+        #[arg(long)]
+        dead_retention: Option<String>,
     },
     /// Pause a queue.
     Pause {

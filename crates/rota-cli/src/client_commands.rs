@@ -173,7 +173,12 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 QueuesCommand::Declare {
                     name,
                     max_attempts,
+                    backoff,
                     lease,
+                    timeout,
+                    completed_retention,
+                    cancelled_retention,
+                    dead_retention,
                 },
             ..
         } => {
@@ -182,8 +187,12 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                     &name,
                     &QueueDeclareRequest {
                         max_attempts,
+                        backoff: backoff.as_deref().map(backoff_list).transpose()?,
                         lease,
-                        ..Default::default()
+                        timeout,
+                        completed_retention,
+                        cancelled_retention,
+                        dead_retention,
                     },
                 )
                 .await?;
@@ -340,24 +349,22 @@ fn list_query(filter: &ListArgs) -> Vec<(&'static str, String)> {
     query
 }
 
+/// `--backoff 30s,60s,120s`: explicit intervals.
+fn backoff_list(list: &str) -> anyhow::Result<rota_core::Backoff> {
+    list.split(',')
+        .map(|d| rota_core::parse_duration(d.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(rota_core::Backoff::Intervals)
+        .map_err(|err| anyhow::anyhow!("--backoff: {err}; give delays such as 30s,60s,120s"))
+}
+
 fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
     let args = serde_json::from_str(&e.args).map_err(|err| {
         anyhow::anyhow!(
             "--args: not valid JSON ({err}); quote it, such as --args '{{\"to\": \"ada\"}}'"
         )
     })?;
-    let backoff = e
-        .backoff
-        .map(|list| {
-            list.split(',')
-                .map(|d| rota_core::parse_duration(d.trim()))
-                .collect::<Result<Vec<_>, _>>()
-                .map(rota_core::Backoff::Intervals)
-                .map_err(|err| {
-                    anyhow::anyhow!("--backoff: {err}; give delays such as 30s,60s,120s")
-                })
-        })
-        .transpose()?;
+    let backoff = e.backoff.as_deref().map(backoff_list).transpose()?;
     let run_at =
         e.at.map(|t| {
             t.parse().map_err(|err| {

@@ -29,6 +29,9 @@ pub struct FileConfig {
     durability: Option<String>,
     body_limit: Option<usize>,
     lease: Option<String>,
+    completed_retention: Option<String>,
+    cancelled_retention: Option<String>,
+    dead_retention: Option<String>,
     #[serde(default)]
     retry: Option<RetryFile>,
     #[serde(default)]
@@ -66,7 +69,13 @@ pub struct QueueFile {
     backoff: Option<Backoff>,
     lease: Option<String>,
     timeout: Option<String>,
+    completed_retention: Option<String>,
+    cancelled_retention: Option<String>,
+    dead_retention: Option<String>,
 }
+
+/// Smallest request body limit: below it not even a small job fits.
+const BODY_LIMIT_MIN: usize = 1024;
 
 const TOP_KEYS: &[&str] = &[
     "database",
@@ -74,6 +83,9 @@ const TOP_KEYS: &[&str] = &[
     "durability",
     "body_limit",
     "lease",
+    "completed_retention",
+    "cancelled_retention",
+    "dead_retention",
     "retry",
     "queues",
     "kinds",
@@ -96,7 +108,15 @@ const SCHEDULE_KEYS: &[&str] = &[
     "enabled",
 ];
 const TOKEN_KEYS: &[&str] = &["name", "scope", "hash"];
-const QUEUE_KEYS: &[&str] = &["max_attempts", "backoff", "lease", "timeout"];
+const QUEUE_KEYS: &[&str] = &[
+    "max_attempts",
+    "backoff",
+    "lease",
+    "timeout",
+    "completed_retention",
+    "cancelled_retention",
+    "dead_retention",
+];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 
 /// Everything `rota serve` needs, validated.
@@ -112,6 +132,8 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Default lease.
     pub lease: Duration,
+    /// How long finished jobs are kept.
+    pub retention: rota_store::Retention,
     /// Server default retry layer.
     pub retry: RetryOverride,
     /// Queues to declare at start-up, with their settings.
@@ -209,6 +231,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     // A file named explicitly must exist; the default `rota.toml` is optional.
     let explicit = args.config != Path::new("rota.toml");
     let file = read_file(&args.config, explicit)?;
+    let retention = retention(&file)?;
     let database = args
         .database
         .clone()
@@ -232,6 +255,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         Some(raw) => duration("lease", &raw)?,
         None => rota_server::LEASE_DEFAULT,
     };
+    rota_store::check_minimum("lease", Some(lease), rota_store::LEASE_MIN)?;
     let retry = file
         .retry
         .map(|r| RetryOverride {
@@ -244,27 +268,25 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     for (name, q) in file.queues {
         rota_core::validation::validate_queue_name(&name)
             .map_err(|e| anyhow::anyhow!("queues.{name}: {e}"))?;
+        let field = |key: &str, raw: &Option<String>| {
+            raw.as_deref()
+                .map(|raw| duration(&format!("queues.{name}.{key}"), raw))
+                .transpose()
+        };
         let config = rota_store::QueueConfig {
             retry: RetryOverride {
                 max_attempts: q.max_attempts,
                 backoff: q.backoff,
             },
-            lease: q
-                .lease
-                .as_deref()
-                .map(|raw| duration(&format!("queues.{name}.lease"), raw))
-                .transpose()?,
-            timeout: q
-                .timeout
-                .as_deref()
-                .map(|raw| duration(&format!("queues.{name}.timeout"), raw))
-                .transpose()?,
+            lease: field("lease", &q.lease)?,
+            timeout: field("timeout", &q.timeout)?,
             concurrency: None,
+            completed_retention: field("completed_retention", &q.completed_retention)?,
+            cancelled_retention: field("cancelled_retention", &q.cancelled_retention)?,
+            dead_retention: field("dead_retention", &q.dead_retention)?,
         };
-        config
-            .retry
-            .validate()
-            .map_err(|e| anyhow::anyhow!("queues.{name}.{e}"))?;
+        rota_store::check_queue_config(&config)
+            .map_err(|e| anyhow::anyhow!("queues.{name}.{}", e.to_string()))?;
         queues.insert(name, config);
     }
     let mut kinds = BTreeMap::new();
@@ -316,21 +338,40 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         }
         schedules.push(def);
     }
+    let body_limit = args
+        .body_limit
+        .or(file.body_limit)
+        .unwrap_or(rota_server::BODY_LIMIT_DEFAULT);
+    if body_limit < BODY_LIMIT_MIN {
+        bail!("body_limit: must be at least {BODY_LIMIT_MIN} bytes, got {body_limit}");
+    }
     Ok(ServeConfig {
         schedules,
         auth: rota_server::Auth { tokens },
         database,
         bind,
         durability,
-        body_limit: args
-            .body_limit
-            .or(file.body_limit)
-            .unwrap_or(rota_server::BODY_LIMIT_DEFAULT),
+        body_limit,
         lease,
+        retention,
         retry,
         queues,
         kinds,
         insecure_no_auth: args.insecure_no_auth,
+    })
+}
+
+/// The server-wide retention the file sets (defaults for what it leaves out).
+pub fn retention(file: &FileConfig) -> anyhow::Result<rota_store::Retention> {
+    let defaults = rota_store::Retention::default();
+    let field =
+        |key: &str, raw: &Option<String>| raw.as_deref().map(|raw| duration(key, raw)).transpose();
+    Ok(rota_store::Retention {
+        completed: field("completed_retention", &file.completed_retention)?
+            .unwrap_or(defaults.completed),
+        cancelled: field("cancelled_retention", &file.cancelled_retention)?
+            .unwrap_or(defaults.cancelled),
+        dead: field("dead_retention", &file.dead_retention)?.or(defaults.dead),
     })
 }
 
@@ -436,6 +477,68 @@ mod tests {
             format!("{err:#}").contains("a list of intervals"),
             "{err:#}"
         );
+    }
+
+    fn serve_args(path: PathBuf) -> ServeArgs {
+        ServeArgs {
+            database: None,
+            bind: None,
+            config: path,
+            durability: None,
+            body_limit: None,
+            insecure_no_auth: false,
+        }
+    }
+
+    /// Retention is a setting, server-wide and per queue (issue 18: the documented keys were
+    /// refused as unknown).
+    #[test]
+    fn retention_is_read_from_the_file() {
+        let (_dir, path) = write(
+            "completed_retention = \"7d\"\ndead_retention = \"30d\"\n[queues.q]\ncompleted_retention = \"1h\"\ndead_retention = \"1d\"\n",
+        );
+        let config = resolve(&serve_args(path)).unwrap();
+        assert_eq!(config.retention.completed, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.retention.cancelled, Duration::from_secs(86_400));
+        assert_eq!(
+            config.retention.dead,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            config.queues["q"].completed_retention,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            config.queues["q"].dead_retention,
+            Some(Duration::from_secs(86_400))
+        );
+        let (_dir, path) = write("");
+        assert_eq!(resolve(&serve_args(path)).unwrap().retention.dead, None);
+    }
+
+    /// Zero or tiny settings that make no sense are refused naming the minimum (issue 18).
+    #[test]
+    fn zero_or_tiny_settings_are_refused_naming_the_minimum() {
+        for (text, expected) in [
+            ("lease = \"0s\"\n", "lease: must be at least 1s"),
+            ("lease = \"1ms\"\n", "lease: must be at least 1s"),
+            (
+                "[queues.q]\ntimeout = \"0s\"\n",
+                "queues.q.timeout: must be at least 1s",
+            ),
+            (
+                "[queues.q]\nlease = \"10ms\"\n",
+                "queues.q.lease: must be at least 1s",
+            ),
+            (
+                "body_limit = 0\n",
+                "body_limit: must be at least 1024 bytes",
+            ),
+        ] {
+            let (_dir, path) = write(text);
+            let err = format!("{:#}", resolve(&serve_args(path)).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 }
 

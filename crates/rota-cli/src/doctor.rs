@@ -17,7 +17,12 @@ pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::
                 anyhow::bail!("database {url}: no such file (start `rota serve` once, or pass the right --database)");
             }
             let store = crate::store::open_store(&url, rota_sqlite::Durability::Full).await?;
-            rota_server::doctor_report_of(&*store, SystemClock.now()).await
+            // The retention rota.toml here sets, when it is valid (its check comes below).
+            let retention = crate::config::read_file(std::path::Path::new("rota.toml"), false)
+                .ok()
+                .and_then(|file| crate::config::retention(&file).ok())
+                .unwrap_or_default();
+            rota_server::doctor_report_of(&*store, SystemClock.now(), &retention).await
         }
         None => {
             crate::client_commands::client(client_args)?

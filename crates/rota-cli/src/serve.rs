@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             lease: config.lease,
             defaults: Arc::new(defaults),
             auth: config.auth.clone(),
+            retention: config.retention,
             ..ServerConfig::default()
         },
         Startup {

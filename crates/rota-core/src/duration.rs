@@ -6,18 +6,31 @@ use jiff::SignedDuration;
 
 /// A duration string that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a positive duration such as 30s, 5m or 1h 30m")]
+#[error("invalid duration {input:?}: expected a positive duration such as 30s, 5m, 1h 30m or 7d")]
 pub struct DurationParseError {
     /// What was given.
     pub input: String,
 }
 
-/// Reads `30s`, `1.5s`, `250ms`, `5m`, `1h 30m` or ISO 8601 `PT30S`; negative values are refused.
+/// Reads `30s`, `1.5s`, `250ms`, `5m`, `1h 30m`, `7d`, `2w` or ISO 8601 `PT30S`; a day is 24
+/// hours and a week 7 days (retentions and horizons are written in days); negative values
+/// are refused.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
     let err = || DurationParseError {
         input: input.to_owned(),
     };
-    let signed: SignedDuration = input.trim().parse().map_err(|_| err())?;
+    let text = input.trim();
+    let signed: SignedDuration = match text.parse() {
+        Ok(signed) => signed,
+        Err(_) => {
+            let span: jiff::Span = text.parse().map_err(|_| err())?;
+            if span.get_years() != 0 || span.get_months() != 0 {
+                return Err(err());
+            }
+            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .map_err(|_| err())?
+        }
+    };
     Duration::try_from(signed).map_err(|_| err())
 }
 
@@ -103,6 +116,28 @@ pub mod serde_humane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_and_weeks_are_24_hours_and_7_days() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1d 12h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(
+            parse_duration(&format_duration(Duration::from_secs(30 * 86_400))).unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(parse_duration("1y").is_err(), "years vary in length");
+        assert!(parse_duration("-1d").is_err());
+    }
 
     #[test]
     fn humane_durations_round_trip() {

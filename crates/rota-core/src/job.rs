@@ -197,6 +197,14 @@ pub struct Job {
     /// Deduplication key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// How long after it finished the job keeps its unique key taken (it is kept at least
+    /// that long, whatever the retention).
+    #[serde(
+        default,
+        with = "serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unique_for: Option<Duration>,
     /// Labels.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -250,6 +258,7 @@ impl Job {
             max_attempts: policy.max_attempts,
             backoff: policy.backoff,
             timeout: new.timeout,
+            unique_for: new.unique_key.as_ref().and(new.unique_for),
             unique_key: new.unique_key,
             tags: new.tags,
             progress: None,

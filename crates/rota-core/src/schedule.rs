@@ -99,8 +99,23 @@ impl Cadence {
                     "@every needs a whole number of seconds, at least 1s",
                 ));
             }
+            if d > crate::SCHEDULE_HORIZON {
+                return Err(ValidationError::new(
+                    "expression",
+                    "@every: at most 10 years (3650d)",
+                ));
+            }
             CadenceKind::Every(d)
         } else {
+            let fields = trimmed.split_whitespace().count();
+            if !trimmed.starts_with('@') && !(5..=6).contains(&fields) {
+                return Err(ValidationError::new(
+                    "expression",
+                    format!(
+                        "{trimmed:?} has {fields} fields; a cron expression has 5 (minute hour day month weekday) or 6 (with seconds first)"
+                    ),
+                ));
+            }
             let cron = CronParser::builder()
                 .seconds(Seconds::Optional)
                 .build()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::{format_duration, JobState};
-use rota_store::{QueueListParams, Store, StoreError};
+use rota_store::{retention_for, QueueListParams, QueueStats, Retention, Store, StoreError};
 
 /// A worker seen within this long counts as live.
 pub const LIVE_WORKER_WINDOW: Duration = Duration::from_secs(60);
@@ -82,8 +82,8 @@ fn quoted(names: &BTreeSet<String>) -> String {
         .join(", ")
 }
 
-/// Runs every check at `now`.
-pub async fn diagnose(store: &dyn Store, now: Timestamp) -> Vec<Finding> {
+/// Runs every check at `now`; `retention` is the server's (shown with each queue's own).
+pub async fn diagnose(store: &dyn Store, now: Timestamp, retention: &Retention) -> Vec<Finding> {
     let mut findings = Vec::new();
     match store
         .store_health(rota_store::StoreHealthParams::default())
@@ -128,7 +128,7 @@ pub async fn diagnose(store: &dyn Store, now: Timestamp) -> Vec<Finding> {
             "embedded database: node and database share one clock",
         )
     });
-    if let Err(err) = workload_checks(store, now, &mut findings).await {
+    if let Err(err) = workload_checks(store, now, retention, &mut findings).await {
         findings.push(Finding {
             check: "database",
             severity: Severity::Fail,
@@ -142,6 +142,7 @@ pub async fn diagnose(store: &dyn Store, now: Timestamp) -> Vec<Finding> {
 async fn workload_checks(
     store: &dyn Store,
     now: Timestamp,
+    retention: &Retention,
     findings: &mut Vec<Finding>,
 ) -> Result<(), StoreError> {
     let live_since = rota_core::sub_duration(now, LIVE_WORKER_WINDOW);
@@ -158,7 +159,10 @@ async fn workload_checks(
 
     // Queues with ready jobs and nobody polling them: the misspelt-queue incident.
     let mut queue_ok = true;
-    for q in store.queue_list(QueueListParams { now }).await? {
+    let queues = store.queue_list(QueueListParams { now }).await?;
+    let declared: BTreeSet<String> = queues.iter().map(|q| q.queue.name.clone()).collect();
+    findings.push(retention_finding(retention, &queues));
+    for q in queues {
         let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
         if ready > 0 && !q.queue.paused && !polled.contains(&q.queue.name) {
             queue_ok = false;
@@ -279,12 +283,41 @@ async fn workload_checks(
         ));
     }
 
-    // Schedules whose last job failed.
+    // Schedules that cannot fire, and schedules whose last job failed.
     let mut schedules_ok = true;
     for record in store
         .schedule_list(rota_store::ScheduleListParams::default())
         .await?
     {
+        let def = &record.schedule;
+        if def.enabled {
+            let why = if !declared.contains(&def.template.queue) {
+                Some(format!(
+                    "its queue `{}` is not declared",
+                    def.template.queue
+                ))
+            } else {
+                match def.validate() {
+                    Err(err) => Some(err.message),
+                    Ok(cadence) => cadence
+                        .next_after(record.last_slot.max(now))
+                        .is_none()
+                        .then(|| format!("`{}` has no future slot", def.expression)),
+                }
+            };
+            if let Some(why) = why {
+                schedules_ok = false;
+                findings.push(Finding::warn(
+                    "schedules",
+                    format!("schedule `{}` cannot fire: {why}", def.name),
+                    format!(
+                        "declare the queue or correct the schedule, or delete it with `rota schedules delete {}`",
+                        def.name
+                    ),
+                ));
+                continue;
+            }
+        }
         if let Some(id) = record.last_job {
             if let Ok(job) = store.job_get(rota_store::JobGetParams { id }).await {
                 if matches!(job.state, JobState::Dead | JobState::Retryable) {
@@ -309,8 +342,29 @@ async fn workload_checks(
     if schedules_ok {
         findings.push(Finding::ok(
             "schedules",
-            "every schedule's last job succeeded or is pending",
+            "every schedule can fire, and its last job succeeded or is pending",
         ));
     }
     Ok(())
+}
+
+fn describe(r: &Retention) -> String {
+    format!(
+        "completed {}, cancelled {}, dead {}",
+        format_duration(r.completed),
+        format_duration(r.cancelled),
+        r.dead.map_or("until purged".to_owned(), format_duration)
+    )
+}
+
+/// What the pruner keeps: the server's retention, and each queue that differs.
+fn retention_finding(server: &Retention, queues: &[QueueStats]) -> Finding {
+    let mut message = format!("jobs kept: {}", describe(server));
+    for q in queues {
+        let own = retention_for(&q.queue.config, server);
+        if own != *server {
+            message.push_str(&format!("; queue `{}`: {}", q.queue.name, describe(&own)));
+        }
+    }
+    Finding::ok("retention", message)
 }

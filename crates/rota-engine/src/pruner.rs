@@ -4,17 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rota_store::{JobPruneParams, PruneReport, Store, StoreError};
+use rota_store::{
+    retention_for, JobPruneParams, PruneReport, QueueListParams, Retention, Store, StoreError,
+};
 use tracing::info;
 
 use crate::{Service, ServiceReport};
 
 /// How often the pruner runs.
 pub const PRUNER_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
-/// How long completed jobs are kept.
-pub const COMPLETED_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
-/// How long cancelled jobs are kept.
-pub const CANCELLED_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 /// Most jobs deleted per store call.
 pub const PRUNER_BATCH_DEFAULT: usize = 5000;
 
@@ -23,13 +21,10 @@ pub const PRUNER_BATCH_DEFAULT: usize = 5000;
 pub struct PrunerConfig {
     /// Time between passes.
     pub interval: Duration,
-    /// Completed jobs older than this go.
-    pub completed_retention: Duration,
-    /// Cancelled jobs older than this go.
-    pub cancelled_retention: Duration,
-    /// Dead jobs are kept forever unless this is set: a dead-letter queue is never purged
-    /// by accident.
-    pub dead_retention: Option<Duration>,
+    /// The server's retention: completed and cancelled jobs 24 h by default; dead jobs kept
+    /// until purged unless set (a dead-letter queue is never emptied by accident). Each
+    /// queue's own settings win over it ([`rota_store::retention_for`]).
+    pub retention: Retention,
     /// Jobs per store call.
     pub batch: usize,
 }
@@ -38,9 +33,7 @@ impl Default for PrunerConfig {
     fn default() -> Self {
         Self {
             interval: PRUNER_INTERVAL_DEFAULT,
-            completed_retention: COMPLETED_RETENTION_DEFAULT,
-            cancelled_retention: CANCELLED_RETENTION_DEFAULT,
-            dead_retention: None,
+            retention: Retention::default(),
             batch: PRUNER_BATCH_DEFAULT,
         }
     }
@@ -73,25 +66,31 @@ impl Service for Pruner {
 
     async fn run_once(&self, now: Timestamp) -> Result<PruneReport, StoreError> {
         let mut total = PruneReport::default();
-        loop {
-            let report = self
-                .store
-                .job_prune(JobPruneParams {
-                    now,
-                    completed_retention: self.config.completed_retention,
-                    cancelled_retention: self.config.cancelled_retention,
-                    dead_retention: self.config.dead_retention,
-                    limit: self.config.batch,
-                })
-                .await?;
-            total.completed += report.completed;
-            total.cancelled += report.cancelled;
-            total.dead += report.dead;
-            let batch = self.config.batch as u64;
-            if report.completed < batch && report.cancelled < batch && report.dead < batch {
-                return Ok(total);
+        // Per queue, with the queue's own retention over the server's.
+        for q in self.store.queue_list(QueueListParams { now }).await? {
+            let retention = retention_for(&q.queue.config, &self.config.retention);
+            loop {
+                let report = self
+                    .store
+                    .job_prune(JobPruneParams {
+                        queue: Some(q.queue.name.clone()),
+                        now,
+                        completed_retention: retention.completed,
+                        cancelled_retention: retention.cancelled,
+                        dead_retention: retention.dead,
+                        limit: self.config.batch,
+                    })
+                    .await?;
+                total.completed += report.completed;
+                total.cancelled += report.cancelled;
+                total.dead += report.dead;
+                let batch = self.config.batch as u64;
+                if report.completed < batch && report.cancelled < batch && report.dead < batch {
+                    break;
+                }
             }
         }
+        Ok(total)
     }
 }
 

@@ -96,6 +96,8 @@ pub struct SchedulerReport {
     pub recoveries: Vec<Recovery>,
     /// Schedules another scheduler had already advanced.
     pub lost_races: usize,
+    /// Schedules that could not fire (see the log and the doctor).
+    pub failed: usize,
     /// The next slot of any enabled schedule: when to wake.
     pub next_slot: Option<Timestamp>,
 }
@@ -219,8 +221,17 @@ impl Scheduler {
             while let Some(joined) = fires.join_next().await {
                 let (record, plan, fired) =
                     joined.map_err(|e| StoreError::backend("firing a schedule", e))?;
-                let fired = fired?;
                 let def = &record.schedule;
+                // One schedule that cannot fire (its queue gone, say) must not stop the
+                // others; the doctor flags it.
+                let fired = match fired {
+                    Ok(fired) => fired,
+                    Err(err) => {
+                        warn!(schedule = %def.name, error = %err, "schedule could not fire; the others did");
+                        report.failed += 1;
+                        continue;
+                    }
+                };
                 if fired.lost_race {
                     report.lost_races += 1;
                     continue;

@@ -236,3 +236,111 @@ async fn the_rescuer_gives_every_lease_a_lease_period_after_start_up() {
     assert_eq!(get(alive.id).await.unwrap().state, JobState::Running);
     assert_eq!(get(alive.id).await.unwrap().attempt, 1);
 }
+
+/// Retention is a setting, server-wide and per queue, and jobs age through the clock: a
+/// queue keeping completed jobs 1 h loses them after 1 h while the server's 24 h keeps the
+/// others; a server dead retention removes dead jobs (issue 18: both were hard-coded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_set_per_server_and_per_queue() {
+    let db = TempSqlite::new();
+    let store = &*db.store;
+    let clock = ManualClock::default();
+    store
+        .queue_declare(QueueDeclareParams {
+            name: "short".into(),
+            config: QueueConfig {
+                completed_retention: Some(secs(3600)),
+                ..QueueConfig::default()
+            },
+            merge: false,
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![
+                NewJob::new("short", "a", json!({})),
+                NewJob::new("default", "b", json!({})),
+                NewJob::new("default", "c", json!({})).max_attempts(1),
+            ],
+            defaults: Arc::default(),
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .job_claim_many(JobClaimManyParams {
+            worker: "w".into(),
+            queues: vec!["short".into(), "default".into()],
+            kinds: vec![],
+            max: 3,
+            lease: secs(30),
+            now: clock.now(),
+        })
+        .await
+        .unwrap();
+    for job in &claimed {
+        let lease = LeaseRef {
+            job: job.id,
+            token: job.lease.as_ref().unwrap().token,
+        };
+        if job.kind == "c" {
+            store
+                .job_fail_many(JobFailManyParams {
+                    failures: vec![Failure {
+                        lease,
+                        error: rota_core::ErrorReport {
+                            message: "no".into(),
+                            backtrace: None,
+                        },
+                        discard: false,
+                    }],
+                    now: clock.now(),
+                })
+                .await
+                .unwrap();
+        } else {
+            store
+                .job_complete_many(JobCompleteManyParams {
+                    completions: vec![Completion {
+                        lease,
+                        result: None,
+                    }],
+                    now: clock.now(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let pruner = Pruner::new(
+        db.store.clone(),
+        PrunerConfig {
+            retention: Retention {
+                dead: Some(secs(7 * 86_400)),
+                ..Retention::default()
+            },
+            ..PrunerConfig::default()
+        },
+    );
+    clock.advance(secs(3601));
+    let report = pruner.run_once(clock.now()).await.unwrap();
+    assert_eq!(
+        (report.completed, report.dead),
+        (1, 0),
+        "the short queue's job"
+    );
+    clock.advance(secs(24 * 3600));
+    let report = pruner.run_once(clock.now()).await.unwrap();
+    assert_eq!(
+        (report.completed, report.dead),
+        (1, 0),
+        "the default queue's, after 24 h"
+    );
+    clock.advance(secs(7 * 86_400));
+    let report = pruner.run_once(clock.now()).await.unwrap();
+    assert_eq!(
+        report.dead, 1,
+        "dead jobs go after the server's dead retention"
+    );
+}

@@ -60,6 +60,7 @@ async fn main() {
     for q in ["mail", "billing"] {
         store
             .queue_declare(QueueDeclareParams {
+                merge: false,
                 name: q.into(),
                 config: QueueConfig::default(),
                 now: SystemClock.now(),
@@ -197,7 +198,9 @@ async fn main() {
         let (took, _, _) = get("/readyz").await;
         probes.push(took);
         let t = Instant::now();
-        let snapshot = Snapshot::take(store, SystemClock.now()).await.unwrap();
+        let snapshot = Snapshot::take(store, SystemClock.now(), &Retention::default())
+            .await
+            .unwrap();
         snapshots.push(t.elapsed());
         assert!(!snapshot.findings.is_empty());
         tokio::time::sleep(Duration::from_millis(150)).await;

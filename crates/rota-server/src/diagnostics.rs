@@ -11,7 +11,8 @@ use rota_api::{DoctorReport, FindingView};
 use rota_core::Clock;
 use rota_engine::doctor::{diagnose, Finding, Severity, LIVE_WORKER_WINDOW};
 use rota_store::{
-    JobCount, JobCountsParams, QueueListParams, QueueStats, Store, StoreError, WorkerListParams,
+    JobCount, JobCountsParams, QueueListParams, QueueStats, Retention, Store, StoreError,
+    WorkerListParams,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +41,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Takes a snapshot of `store` at `now`.
-    pub async fn take(store: &dyn Store, now: Timestamp) -> Result<Self, StoreError> {
-        let findings = diagnose(store, now).await;
+    pub async fn take(
+        store: &dyn Store,
+        now: Timestamp,
+        retention: &Retention,
+    ) -> Result<Self, StoreError> {
+        let findings = diagnose(store, now, retention).await;
         let counts = store.job_counts(JobCountsParams::default()).await?;
         let queues = store.queue_list(QueueListParams { now }).await?;
         let live_since = rota_core::sub_duration(now, LIVE_WORKER_WINDOW);
@@ -75,9 +80,14 @@ pub fn doctor_report(findings: Vec<Finding>) -> DoctorReport {
     }
 }
 
-/// Runs every doctor check against `store` now (`rota doctor --database`, without a server).
-pub async fn doctor_report_of(store: &dyn Store, now: Timestamp) -> DoctorReport {
-    doctor_report(diagnose(store, now).await)
+/// Runs every doctor check against `store` now (`rota doctor --database`, without a server),
+/// with the server's `retention`.
+pub async fn doctor_report_of(
+    store: &dyn Store,
+    now: Timestamp,
+    retention: &Retention,
+) -> DoctorReport {
+    doctor_report(diagnose(store, now, retention).await)
 }
 
 /// The wire form of a finding.
@@ -98,6 +108,7 @@ pub fn finding_view(f: Finding) -> FindingView {
 pub struct Diagnostics {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    retention: Retention,
     current: Mutex<Option<Arc<Snapshot>>>,
     taking: tokio::sync::Mutex<()>,
 }
@@ -110,10 +121,11 @@ impl std::fmt::Debug for Diagnostics {
 
 impl Diagnostics {
     /// Diagnostics of `store`, with no snapshot yet.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: Retention) -> Self {
         Self {
             store,
             clock,
+            retention,
             current: Mutex::new(None),
             taking: tokio::sync::Mutex::new(()),
         }
@@ -142,7 +154,8 @@ impl Diagnostics {
 
     /// Takes a new snapshot now.
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, StoreError> {
-        let snapshot = Arc::new(Snapshot::take(&*self.store, self.clock.now()).await?);
+        let snapshot =
+            Arc::new(Snapshot::take(&*self.store, self.clock.now(), &self.retention).await?);
         *self.current.lock().expect("snapshot poisoned") = Some(snapshot.clone());
         Ok(snapshot)
     }

@@ -39,7 +39,13 @@ pub(crate) fn spawn(
         leader.clone(),
     );
     let (pruner, _) = service::spawn_led(
-        Pruner::new(store.clone(), PrunerConfig::default()),
+        Pruner::new(
+            store.clone(),
+            PrunerConfig {
+                retention: state.config.retention,
+                ..PrunerConfig::default()
+            },
+        ),
         clock.clone(),
         shutdown.clone(),
         leader.clone(),

@@ -91,6 +91,8 @@ impl Server {
                 .queue_declare(QueueDeclareParams {
                     name: name.clone(),
                     config: queue,
+                    // The configuration file is the whole truth for its queues.
+                    merge: false,
                     now: clock.now(),
                 })
                 .await

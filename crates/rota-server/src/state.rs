@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::Auth,
     /// This node's id, the holder of the maintenance leadership when it leads.
     pub node: String,
+    /// How long finished jobs are kept (each queue may set its own).
+    pub retention: rota_store::Retention,
 }
 
 /// A node id unique to this process: host, process id and start time.
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             defaults: Arc::default(),
             auth: crate::auth::Auth::default(),
             node: node_id(),
+            retention: rota_store::Retention::default(),
         }
     }
 }
@@ -92,7 +95,11 @@ impl AppState {
             metrics.clone(),
         ])));
         Self {
-            diagnostics: Arc::new(Diagnostics::new(store.clone(), clock.clone())),
+            diagnostics: Arc::new(Diagnostics::new(
+                store.clone(),
+                clock.clone(),
+                config.retention,
+            )),
             store,
             clock,
             wake,

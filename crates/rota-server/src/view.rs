@@ -20,7 +20,24 @@ pub fn queue(stats: QueueStats) -> QueueView {
             .collect(),
         oldest_ready_age_seconds: stats.oldest_ready_age.map(|d| d.as_secs_f64()),
         max_attempts: stats.queue.config.retry.max_attempts,
+        backoff: stats.queue.config.retry.backoff.clone(),
         lease: stats.queue.config.lease.map(rota_core::format_duration),
+        timeout: stats.queue.config.timeout.map(rota_core::format_duration),
+        completed_retention: stats
+            .queue
+            .config
+            .completed_retention
+            .map(rota_core::format_duration),
+        cancelled_retention: stats
+            .queue
+            .config
+            .cancelled_retention
+            .map(rota_core::format_duration),
+        dead_retention: stats
+            .queue
+            .config
+            .dead_retention
+            .map(rota_core::format_duration),
     }
 }
 

@@ -297,7 +297,7 @@ impl Store for SqliteStore {
                 let ids = sql::job_select_ids(tx, &p.selector, JobState::Dead)?;
                 Ok(ids
                     .into_iter()
-                    .map(|id| sql::job_apply(tx, id, Event::Retried, now))
+                    .map(|id| sql::job_retry(tx, id, now))
                     .collect())
             })
             .await
@@ -408,7 +408,7 @@ impl Store for SqliteStore {
     }
 
     async fn schedule_upsert(&self, p: ScheduleUpsertParams) -> Result<ScheduleRecord, StoreError> {
-        check_schedule(&p.schedule)?;
+        check_schedule(&p.schedule, p.now)?;
         self.writer
             .write(move |tx| sql::schedule_upsert(tx, p))
             .await

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_schedules.sql")),
     (3, include_str!("../migrations/0003_counts.sql")),
     (4, include_str!("../migrations/0004_leader.sql")),
+    (5, include_str!("../migrations/0005_unique_for.sql")),
 ];
 
 /// The newest schema version this binary knows.

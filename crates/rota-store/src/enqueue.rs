@@ -3,7 +3,6 @@
 //! [`plan_enqueue`], and writes what it says.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::validation::{nearest_name, validate_new_job};
@@ -47,10 +46,7 @@ pub fn plan_enqueue(
         rota_core::validation::validate_run_at("run_at", run_at, now)?;
     }
     if new.unique_key.is_some() {
-        if let Some(existing) = same_key
-            .iter()
-            .find(|job| unique_key_blocks(job, new.unique_for, now))
-        {
+        if let Some(existing) = same_key.iter().find(|job| unique_key_blocks(job, now)) {
             return Ok(Planned::Duplicate(existing.clone()));
         }
     }
@@ -81,18 +77,30 @@ pub fn queue_not_declared(queue: &str, declared: &[String]) -> StoreError {
 }
 
 /// Whether `existing`, which has the same unique key, makes a new enqueue a duplicate: it
-/// does while `existing` is unfinished, and for `unique_for` after it finished.
-pub fn unique_key_blocks(existing: &Job, unique_for: Option<Duration>, now: Timestamp) -> bool {
+/// does while `existing` is unfinished, and for `existing`'s own `unique_for` after it
+/// finished (the window belongs to the job that took the key, not to the newcomer).
+pub fn unique_key_blocks(existing: &Job, now: Timestamp) -> bool {
     match existing.finished_at {
         None => true,
-        Some(finished) => {
-            unique_for.is_some_and(|window| rota_core::add_duration(finished, window) > now)
-        }
+        Some(finished) => existing
+            .unique_for
+            .is_some_and(|window| rota_core::add_duration(finished, window) > now),
     }
+}
+
+/// The unfinished job among `same_key` (other than `job`) that makes retrying `job` a
+/// second live job with one key; retrying must wait until it finished.
+pub fn retry_blocked_by<'a>(job: &Job, same_key: &'a [Job]) -> Option<&'a Job> {
+    job.unique_key.as_ref()?;
+    same_key
+        .iter()
+        .find(|other| other.id != job.id && other.finished_at.is_none())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use rota_core::{Backoff, JobState};
     use serde_json::json;
@@ -148,24 +156,49 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_job_blocks_its_key_only_within_unique_for() {
+    fn a_finished_job_blocks_its_key_only_within_its_own_unique_for() {
         let mut done = insert(
             NewJob::new("q", "k", json!({})).unique_key("u"),
             &Default::default(),
         );
         done.finished_at = Some(now());
         let later = rota_core::add_duration(now(), Duration::from_secs(30));
-        assert!(!unique_key_blocks(&done, None, later));
-        assert!(unique_key_blocks(
-            &done,
-            Some(Duration::from_secs(60)),
-            later
-        ));
-        assert!(!unique_key_blocks(
-            &done,
-            Some(Duration::from_secs(10)),
-            later
-        ));
+        assert!(
+            !unique_key_blocks(&done, later),
+            "no window: free once finished"
+        );
+        done.unique_for = Some(Duration::from_secs(60));
+        assert!(unique_key_blocks(&done, later));
+        done.unique_for = Some(Duration::from_secs(10));
+        assert!(!unique_key_blocks(&done, later));
+        // The window is the first job's: a newcomer without unique_for is still a duplicate
+        // inside it (issue 18).
+        done.unique_for = Some(Duration::from_secs(60));
+        let planned = plan_enqueue(
+            NewJob::new("q", "k", json!({})).unique_key("u"),
+            &QueueConfig::default(),
+            std::slice::from_ref(&done),
+            &PolicyDefaults::default(),
+            later,
+        )
+        .unwrap();
+        assert!(matches!(planned, Planned::Duplicate(_)));
+    }
+
+    #[test]
+    fn retrying_is_blocked_by_another_live_job_with_the_key() {
+        let mut dead = insert(
+            NewJob::new("q", "k", json!({})).unique_key("u"),
+            &Default::default(),
+        );
+        dead.finished_at = Some(now());
+        let live = insert(
+            NewJob::new("q", "k", json!({})).unique_key("u"),
+            &Default::default(),
+        );
+        let same = vec![live.clone(), dead.clone()];
+        assert_eq!(retry_blocked_by(&dead, &same).map(|j| j.id), Some(live.id));
+        assert!(retry_blocked_by(&dead, std::slice::from_ref(&dead)).is_none());
     }
 
     #[test]

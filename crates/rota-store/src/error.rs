@@ -23,6 +23,16 @@ pub enum StoreError {
         /// The nearest declared queue name, if one is close.
         suggestion: Option<String>,
     },
+    /// Another unfinished job holds the unique key this change would give a second live job.
+    #[error("job {job} cannot run again while job {holder} holds its unique key {key:?}")]
+    UniqueKeyTaken {
+        /// The job that was to change.
+        job: JobId,
+        /// The unique key.
+        key: String,
+        /// The unfinished job holding it.
+        holder: JobId,
+    },
     /// The job's state machine refused the change (stale lease, wrong state).
     #[error(transparent)]
     Transition(#[from] TransitionError),
@@ -83,7 +93,7 @@ impl StoreError {
             | StoreError::QueueNotDeclared { .. }
             | StoreError::ScheduleNotFound(_) => ErrorKind::NotFound,
             StoreError::Transition(TransitionError::LeaseLost { .. }) => ErrorKind::LeaseLost,
-            StoreError::Transition(_) => ErrorKind::Conflict,
+            StoreError::Transition(_) | StoreError::UniqueKeyTaken { .. } => ErrorKind::Conflict,
             StoreError::Invalid(_) => ErrorKind::Invalid,
             StoreError::SchemaTooNew { .. } => ErrorKind::SchemaMismatch,
             StoreError::Busy(_) => ErrorKind::Busy,

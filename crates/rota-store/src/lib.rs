@@ -29,11 +29,15 @@ pub mod conformance;
 pub use capability::Capabilities;
 pub use change::{ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
 pub use dead_group::{group_dead, DeadRow};
-pub use enqueue::{plan_enqueue, queue_not_declared, unique_key_blocks, Planned, PolicyDefaults};
+pub use enqueue::{
+    plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, Planned, PolicyDefaults,
+};
 pub use error::{ErrorKind, StoreError};
 pub use params::*;
 pub use rule::{
-    check_claim_queues, check_page_limit, check_progress, check_schedule, lease_for,
-    purgeable_states, schedule_last_slot, selector_filter, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+    check_claim_queues, check_minimum, check_page_limit, check_progress, check_queue_config,
+    check_schedule, lease_for, purgeable_states, queue_config_merged, retention_for,
+    schedule_last_slot, selector_filter, LEASE_MIN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+    TIMEOUT_MIN,
 };
 pub use store::Store;

@@ -208,7 +208,10 @@ impl RescueReport {
 /// Delete old finished jobs.
 #[derive(Debug, Clone)]
 pub struct JobPruneParams {
-    /// The current time.
+    /// Only jobs of this queue (all queues when absent).
+    pub queue: Option<String>,
+    /// The current time. A job whose unique key is still taken (its `unique_for` after it
+    /// finished has not passed) is kept, whatever its retention.
     pub now: Timestamp,
     /// Completed jobs finished longer ago than this go.
     pub completed_retention: Duration,
@@ -317,6 +320,54 @@ pub struct QueueConfig {
     /// Most jobs running at once across all workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Completed jobs of this queue are kept this long (the server's retention otherwise).
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub completed_retention: Option<Duration>,
+    /// Cancelled jobs of this queue are kept this long (the server's retention otherwise).
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cancelled_retention: Option<Duration>,
+    /// Dead jobs of this queue are deleted this long after they died (kept until purged
+    /// otherwise, unless the server sets a dead retention).
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dead_retention: Option<Duration>,
+}
+
+/// How long finished jobs are kept before the pruner deletes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Completed jobs.
+    pub completed: Duration,
+    /// Cancelled jobs.
+    pub cancelled: Duration,
+    /// Dead jobs; `None` keeps them until an explicit purge.
+    pub dead: Option<Duration>,
+}
+
+/// Completed jobs are kept this long unless configured.
+pub const COMPLETED_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// Cancelled jobs are kept this long unless configured.
+pub const CANCELLED_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed: COMPLETED_RETENTION_DEFAULT,
+            cancelled: CANCELLED_RETENTION_DEFAULT,
+            dead: None,
+        }
+    }
 }
 
 /// A declared queue.
@@ -339,6 +390,10 @@ pub struct QueueDeclareParams {
     pub name: String,
     /// Its settings.
     pub config: QueueConfig,
+    /// Change only the settings `config` gives (`Some`), keeping the others, as `PUT
+    /// /v1/queues/{name}` and `rota queues declare` do; otherwise `config` replaces them all
+    /// (the configuration file at start-up, which is the whole truth).
+    pub merge: bool,
     /// The current time.
     pub now: Timestamp,
 }

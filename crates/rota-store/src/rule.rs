@@ -8,12 +8,77 @@ use jiff::Timestamp;
 use rota_core::schedule::ScheduleDef;
 use rota_core::{JobState, Progress, ValidationError};
 
-use crate::{JobFilter, JobSelector, QueueConfig, ScheduleRecord, StoreError};
+use rota_core::RetryOverride;
+
+use crate::{JobFilter, JobSelector, QueueConfig, Retention, ScheduleRecord, StoreError};
 
 /// Largest page of a job listing.
 pub const PAGE_LIMIT_MAX: usize = 1000;
 /// Page size when none is given.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
+
+/// A queue's settings after a partial update: every setting `given` has replaces the
+/// existing one, the others are kept (`PUT /v1/queues/{name}`, `rota queues declare`).
+pub fn queue_config_merged(existing: &QueueConfig, given: QueueConfig) -> QueueConfig {
+    QueueConfig {
+        retry: RetryOverride {
+            max_attempts: given.retry.max_attempts.or(existing.retry.max_attempts),
+            backoff: given
+                .retry
+                .backoff
+                .or_else(|| existing.retry.backoff.clone()),
+        },
+        lease: given.lease.or(existing.lease),
+        timeout: given.timeout.or(existing.timeout),
+        concurrency: given.concurrency.or(existing.concurrency),
+        completed_retention: given.completed_retention.or(existing.completed_retention),
+        cancelled_retention: given.cancelled_retention.or(existing.cancelled_retention),
+        dead_retention: given.dead_retention.or(existing.dead_retention),
+    }
+}
+
+/// How long `queue`'s finished jobs are kept: its own settings over the server's.
+pub fn retention_for(queue: &QueueConfig, server: &Retention) -> Retention {
+    Retention {
+        completed: queue.completed_retention.unwrap_or(server.completed),
+        cancelled: queue.cancelled_retention.unwrap_or(server.cancelled),
+        dead: queue.dead_retention.or(server.dead),
+    }
+}
+
+/// Shortest lease: a lease shorter than this would expire before a worker could heartbeat.
+pub const LEASE_MIN: Duration = Duration::from_secs(1);
+/// Shortest per-attempt timeout.
+pub const TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
+/// Checks a queue's settings: a lease of at least [`LEASE_MIN`], a timeout of at least
+/// [`TIMEOUT_MIN`], a valid retry layer.
+pub fn check_queue_config(config: &QueueConfig) -> Result<(), StoreError> {
+    config.retry.validate()?;
+    check_minimum("lease", config.lease, LEASE_MIN)?;
+    check_minimum("timeout", config.timeout, TIMEOUT_MIN)?;
+    Ok(())
+}
+
+/// Checks that `value`, if set, is at least `min`; the error names `field` and the minimum.
+pub fn check_minimum(
+    field: &str,
+    value: Option<Duration>,
+    min: Duration,
+) -> Result<(), StoreError> {
+    match value {
+        Some(v) if v < min => Err(ValidationError::new(
+            field,
+            format!(
+                "must be at least {}, got {}",
+                rota_core::format_duration(min),
+                rota_core::format_duration(v)
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
 
 /// The lease a job of `queue` gets: the queue's own, else the server default.
 pub fn lease_for(queue: Option<&QueueConfig>, default: Duration) -> Duration {
@@ -72,9 +137,22 @@ pub fn check_claim_queues(queues: &[String]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks a schedule definition before it is stored.
-pub fn check_schedule(schedule: &ScheduleDef) -> Result<(), StoreError> {
-    schedule.validate()?;
+/// Checks a schedule definition before it is stored at `now`: valid, and with a slot within
+/// the next ten years (`0 0 30 2 *` never comes; a 7-field expression with a past year
+/// neither).
+pub fn check_schedule(schedule: &ScheduleDef, now: Timestamp) -> Result<(), StoreError> {
+    let cadence = schedule.validate()?;
+    let horizon = rota_core::add_duration(now, rota_core::SCHEDULE_HORIZON);
+    if cadence.next_after(now).is_none_or(|next| next > horizon) {
+        return Err(ValidationError::new(
+            "expression",
+            format!(
+                "schedule {:?}: {:?} never fires (no slot in the next 10 years)",
+                schedule.name, schedule.expression
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -159,6 +237,87 @@ mod tests {
         );
     }
 
+    /// A partial update changes only what it gives (issue 18: `rota queues declare q1
+    /// --lease 1m` reset max_attempts, backoff and timeout).
+    #[test]
+    fn a_partial_queue_update_keeps_what_it_does_not_give() {
+        let existing = QueueConfig {
+            retry: RetryOverride {
+                max_attempts: Some(5),
+                backoff: Some(rota_core::Backoff::Intervals(vec![Duration::from_secs(1)])),
+            },
+            timeout: Some(Duration::from_secs(1)),
+            completed_retention: Some(Duration::from_secs(60)),
+            ..QueueConfig::default()
+        };
+        let merged = queue_config_merged(
+            &existing,
+            QueueConfig {
+                lease: Some(Duration::from_secs(60)),
+                ..QueueConfig::default()
+            },
+        );
+        assert_eq!(merged.lease, Some(Duration::from_secs(60)));
+        assert_eq!(merged.retry, existing.retry);
+        assert_eq!(merged.timeout, existing.timeout);
+        assert_eq!(merged.completed_retention, existing.completed_retention);
+    }
+
+    #[test]
+    fn a_queues_retention_wins_over_the_servers() {
+        let server = Retention {
+            dead: Some(Duration::from_secs(7 * 86_400)),
+            ..Retention::default()
+        };
+        let queue = QueueConfig {
+            completed_retention: Some(Duration::from_secs(3600)),
+            ..QueueConfig::default()
+        };
+        let r = retention_for(&queue, &server);
+        assert_eq!(r.completed, Duration::from_secs(3600));
+        assert_eq!(r.cancelled, server.cancelled);
+        assert_eq!(r.dead, server.dead);
+        assert_eq!(
+            retention_for(&QueueConfig::default(), &Retention::default()).dead,
+            None
+        );
+    }
+
+    /// Zero or tiny leases and timeouts make no sense and are refused naming the minimum.
+    #[test]
+    fn a_lease_or_timeout_below_the_minimum_is_refused() {
+        for (config, field) in [
+            (
+                QueueConfig {
+                    lease: Some(Duration::ZERO),
+                    ..QueueConfig::default()
+                },
+                "lease",
+            ),
+            (
+                QueueConfig {
+                    lease: Some(Duration::from_millis(1)),
+                    ..QueueConfig::default()
+                },
+                "lease",
+            ),
+            (
+                QueueConfig {
+                    timeout: Some(Duration::ZERO),
+                    ..QueueConfig::default()
+                },
+                "timeout",
+            ),
+        ] {
+            let err = check_queue_config(&config).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Invalid(v) if v.field == field && v.message.contains("at least 1s")),
+                "{err}"
+            );
+        }
+        assert!(check_queue_config(&QueueConfig::default()).is_ok());
+    }
+
     #[test]
     fn a_filter_without_states_means_the_default_state() {
         let selector = JobSelector::Filter(JobFilter::default());
@@ -218,8 +377,31 @@ mod tests {
 
     #[test]
     fn an_invalid_schedule_is_refused() {
-        assert!(check_schedule(&def("*/5 * * * *", true)).is_ok());
-        assert!(check_schedule(&def("not cron", true)).is_err());
+        assert!(check_schedule(&def("*/5 * * * *", true), t(0)).is_ok());
+        assert!(check_schedule(&def("not cron", true), t(0)).is_err());
+    }
+
+    /// Schedules that can never fire are refused (issue 18: they were accepted and shown
+    /// enabled with no next slot).
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for never in [
+            "0 0 30 2 *",
+            "@every 100000000h",
+            "0 0 0 1 1 * 2020",
+            "* * * *",
+        ] {
+            let err = check_schedule(&def(never, true), t(0)).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Invalid(ref v) if v.field == "expression"),
+                "{never}: {err}"
+            );
+        }
+        assert!(check_schedule(&def("@every 1h", true), t(0)).is_ok());
+        assert!(
+            check_schedule(&def("0 30 2 * * *", true), t(0)).is_ok(),
+            "6 fields"
+        );
     }
 
     #[test]

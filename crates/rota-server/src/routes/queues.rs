@@ -62,12 +62,17 @@ pub async fn declare_queue(
         lease: duration_field("lease", &request.lease)?,
         timeout: duration_field("timeout", &request.timeout)?,
         concurrency: None,
+        completed_retention: duration_field("completed_retention", &request.completed_retention)?,
+        cancelled_retention: duration_field("cancelled_retention", &request.cancelled_retention)?,
+        dead_retention: duration_field("dead_retention", &request.dead_retention)?,
     };
     state
         .store
         .queue_declare(QueueDeclareParams {
             name: name.clone(),
             config,
+            // Only what was given changes (issue 18: a declare with --lease reset the rest).
+            merge: true,
             now: state.clock.now(),
         })
         .await?;

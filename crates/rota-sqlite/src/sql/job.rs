@@ -128,6 +128,25 @@ pub(crate) fn job_insert_many(
     Ok(out)
 }
 
+/// Retries (operator's request) the job `id`, unless another unfinished job holds its unique
+/// key: two live jobs never share one.
+pub(crate) fn job_retry(tx: &Tx<'_>, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+    let job = job_get(tx, id)?;
+    if let Some(key) = &job.unique_key {
+        let same_key = jobs_with_unique_key(tx, key)?;
+        if let Some(holder) = retry_blocked_by(&job, &same_key) {
+            return Err(StoreError::UniqueKeyTaken {
+                job: id,
+                key: key.clone(),
+                holder: holder.id,
+            });
+        }
+    }
+    let next = transition(&job, Event::Retried, now)?;
+    save_job(tx, &job, &next, ChangeCause::Retried, now)?;
+    Ok(next)
+}
+
 /// The jobs holding unique key `key`, newest first.
 fn jobs_with_unique_key(conn: &Connection, key: &str) -> Result<Vec<Job>, StoreError> {
     let mut stmt = conn
@@ -266,7 +285,9 @@ pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, S
             tx,
             state,
             rota_core::sub_duration(p.now, retention),
+            p.queue.as_deref(),
             p.limit,
+            p.now,
         )
     };
     Ok(PruneReport {

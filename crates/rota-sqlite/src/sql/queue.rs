@@ -45,7 +45,13 @@ pub(crate) fn queue_required(conn: &Connection, name: &str) -> Result<Queue, Sto
 /// Declares or updates a queue.
 pub(crate) fn queue_declare(conn: &Connection, p: QueueDeclareParams) -> Result<Queue, StoreError> {
     rota_core::validation::validate_queue_name(&p.name)?;
-    p.config.retry.validate()?;
+    let mut p = p;
+    if p.merge {
+        if let Some(existing) = queue_get(conn, &p.name)? {
+            p.config = queue_config_merged(&existing.config, p.config);
+        }
+    }
+    check_queue_config(&p.config)?;
     conn.prepare_cached(
         "INSERT INTO queue (name, config, paused, updated_at) VALUES (?1, ?2, 0, ?3) \
          ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",

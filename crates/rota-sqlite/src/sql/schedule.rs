@@ -4,6 +4,7 @@ use rota_store::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::job::job_insert_many;
+use super::queue::queue_required;
 use super::row::{schedule_from_row, SCHEDULE_COLUMNS};
 use super::{classify, db_err, json, micros, Tx};
 
@@ -21,6 +22,8 @@ pub(crate) fn schedule_upsert(
     p: ScheduleUpsertParams,
 ) -> Result<ScheduleRecord, StoreError> {
     let name = p.schedule.name.clone();
+    // A schedule for an undeclared queue could never fire: refused like an enqueue.
+    queue_required(conn, &p.schedule.template.queue)?;
     let existing = schedule_get(conn, &name)?;
     let last_slot = schedule_last_slot(existing.as_ref(), &p.schedule, p.now);
     conn.prepare_cached(

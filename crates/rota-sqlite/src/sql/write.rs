@@ -78,7 +78,7 @@ impl<'c> Tx<'c> {
 pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"))
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -106,6 +106,8 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
         job.finished_at.map(micros),
         job.origin.as_ref().map(|o| o.schedule.as_str()),
         job.origin.as_ref().map(|o| micros(o.slot)),
+        job.unique_for
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
@@ -246,9 +248,13 @@ pub(crate) fn job_promote_due(
     Ok(due.len())
 }
 
-/// Pruning: up to `?3` jobs in state `?1` finished before `?2`.
+/// Pruning: up to `?3` jobs in state `?1` finished before `?2` (of queue `?4` when given),
+/// except those whose unique key is still taken at `?5`.
 pub(crate) const PRUNE_DELETE: &str = "DELETE FROM job WHERE id IN (SELECT id FROM job \
-             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 LIMIT ?3) \
+             WHERE state = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 \
+               AND (?4 IS NULL OR queue = ?4) \
+               AND (unique_for_ms IS NULL OR finished_at + unique_for_ms * 1000 <= ?5) \
+             LIMIT ?3) \
              RETURNING id, queue, kind";
 
 /// Deletes up to `limit` jobs in `state` that finished before `cutoff`; returns how many.
@@ -256,14 +262,23 @@ pub(crate) fn job_prune_state(
     tx: &Tx<'_>,
     state: JobState,
     cutoff: Timestamp,
+    queue: Option<&str>,
     limit: usize,
+    now: Timestamp,
 ) -> Result<u64, StoreError> {
     let gone: Vec<([u8; 16], String, String)> = tx
         .prepare_cached(PRUNE_DELETE)
         .and_then(|mut stmt| {
-            stmt.query_map(params![state.as_str(), micros(cutoff), limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+            stmt.query_map(
+                params![
+                    state.as_str(),
+                    micros(cutoff),
+                    limit as i64,
+                    queue,
+                    micros(now)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
             .collect()
         })
         .map_err(|e| classify(&format!("pruning {state} jobs"), e))?;

@@ -22,6 +22,7 @@ pub async fn dead_jobs_survive_pruning_unless_a_dead_retention_is_set(s: Subject
     assert_eq!(dead.state, JobState::Dead);
     let years_later = add_duration(now, secs(5 * 365 * 86_400));
     let prune = |dead_retention| JobPruneParams {
+        queue: None,
         now: years_later,
         completed_retention: secs(86_400),
         cancelled_retention: secs(86_400),
@@ -73,6 +74,7 @@ pub async fn finished_jobs_are_pruned_after_their_retention(s: Subject) {
         .unwrap();
     let report = store
         .job_prune(JobPruneParams {
+            queue: None,
             now: add_duration(now, secs(86_400 + 60)),
             completed_retention: secs(86_400),
             cancelled_retention: secs(86_400),
@@ -270,4 +272,67 @@ pub async fn dead_jobs_are_grouped_by_the_cause_of_their_last_error(s: Subject) 
         .await
         .unwrap();
     assert!(none.is_empty(), "only deaths since the given time");
+}
+
+/// Retrying a dead job while another live job holds its unique key is refused: two live
+/// jobs never share a key (issue 18).
+pub async fn retrying_a_dead_job_whose_key_another_live_job_holds_is_refused(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let dead = kill(store, new_job("a").unique_key("k"), now).await;
+    let live = insert_one(store, new_job("a").unique_key("k"), now).await;
+    assert_ne!(live.id, dead.id, "the key was free once the first job died");
+    let out = store
+        .job_retry_many(JobRetryManyParams {
+            selector: JobSelector::Ids(vec![dead.id]),
+            now,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let err = out.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains(&live.id.to_string()), "{err}");
+    assert_eq!(
+        store
+            .job_get(JobGetParams { id: dead.id })
+            .await
+            .unwrap()
+            .state,
+        JobState::Dead
+    );
+}
+
+/// Pruning one queue touches only that queue's jobs (per-queue retention).
+pub async fn pruning_a_queue_touches_only_its_jobs(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    declare(store, "mail", now).await;
+    insert_one(store, new_job("a"), now).await;
+    insert_one(store, NewJob::new("mail", "m", serde_json::json!({})), now).await;
+    for job in claim(store, "w", &["default", "mail"], &[], 10, now).await {
+        complete(store, lease_of(&job), now).await.unwrap();
+    }
+    let later = add_duration(now, secs(3600));
+    let report = store
+        .job_prune(JobPruneParams {
+            queue: Some("mail".into()),
+            now: later,
+            completed_retention: secs(60),
+            cancelled_retention: secs(60),
+            dead_retention: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.completed, 1);
+    let left = store
+        .job_list(JobListParams {
+            limit: 10,
+            ..JobListParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.jobs.len(), 1);
+    assert_eq!(left.jobs[0].queue, "default");
 }

@@ -14,6 +14,7 @@ pub async fn inserted_jobs_are_available_with_their_effective_policy(s: Subject)
     let now = t0();
     store
         .queue_declare(QueueDeclareParams {
+            merge: false,
             name: "mail".into(),
             config: QueueConfig {
                 retry: RetryOverride {
@@ -124,40 +125,43 @@ pub async fn a_duplicate_unique_key_returns_the_existing_job(s: Subject) {
     assert_eq!(page.jobs.len(), 2);
 }
 
-/// Once the job with a key finished, the key is free again, unless `unique_for` covers it.
+/// Once the job with a key finished, the key is free again, unless that job's `unique_for`
+/// covers it: the window is the first job's, whatever the newcomer says (issue 18).
 pub async fn a_unique_key_frees_when_its_job_finishes_unless_unique_for_says_otherwise(s: Subject) {
     let store = &*s.store;
     let now = t0();
-    insert_one(store, new_job("a").unique_key("k"), now).await;
+    let mut first = new_job("a").unique_key("k");
+    first.unique_for = Some(secs(3600));
+    insert_one(store, first, now).await;
     let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
     complete(store, lease_of(&job), now).await.unwrap();
 
-    let mut windowed = new_job("a").unique_key("k");
-    windowed.unique_for = Some(secs(3600));
-    let dup = store
-        .job_insert_many(JobInsertManyParams {
-            jobs: vec![windowed.clone()],
-            defaults: Arc::default(),
-            now: add_duration(now, secs(60)),
-        })
-        .await
-        .unwrap();
+    let again = |at| async move {
+        store
+            .job_insert_many(JobInsertManyParams {
+                jobs: vec![new_job("a").unique_key("k")],
+                defaults: Arc::default(),
+                now: at,
+            })
+            .await
+            .unwrap()
+            .remove(0)
+    };
+    let dup = again(add_duration(now, secs(60))).await;
     assert!(
-        dup[0].duplicate,
-        "finished within unique_for: still a duplicate"
+        dup.duplicate,
+        "finished within the first job's unique_for: still a duplicate"
     );
-    assert_eq!(dup[0].job.id, job.id);
+    assert_eq!(dup.job.id, job.id);
+    let fresh = again(add_duration(now, secs(7200))).await;
+    assert!(!fresh.duplicate, "after unique_for the key is free");
 
-    let later = add_duration(now, secs(7200));
-    let fresh = store
-        .job_insert_many(JobInsertManyParams {
-            jobs: vec![windowed],
-            defaults: Arc::default(),
-            now: later,
-        })
+    // Without a window, a finished job frees its key at once.
+    insert_one(store, new_job("b").unique_key("k2"), now).await;
+    let b = claim(store, "w", &["default"], &["b"], 1, now)
         .await
-        .unwrap();
-    assert!(!fresh[0].duplicate, "after unique_for the key is free");
+        .remove(0);
+    complete(store, lease_of(&b), now).await.unwrap();
     let plain = store
         .job_insert_many(JobInsertManyParams {
             jobs: vec![new_job("b").unique_key("k2")],
@@ -167,6 +171,50 @@ pub async fn a_unique_key_frees_when_its_job_finishes_unless_unique_for_says_oth
         .await
         .unwrap();
     assert!(!plain[0].duplicate);
+}
+
+/// A finished job whose unique key is still taken is kept, whatever the retention: a
+/// `unique_for` of 48 h outlives a 24 h retention (issue 18: the job was pruned and the key
+/// freed early).
+pub async fn a_job_is_kept_while_its_unique_key_is_taken(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let mut windowed = new_job("a").unique_key("k");
+    windowed.unique_for = Some(secs(48 * 3600));
+    insert_one(store, windowed, now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    complete(store, lease_of(&job), now).await.unwrap();
+    let prune = |at| JobPruneParams {
+        queue: None,
+        now: at,
+        completed_retention: secs(24 * 3600),
+        cancelled_retention: secs(24 * 3600),
+        dead_retention: None,
+        limit: 100,
+    };
+    let day_and_a_half = add_duration(now, secs(36 * 3600));
+    assert!(store
+        .job_prune(prune(day_and_a_half))
+        .await
+        .unwrap()
+        .is_empty());
+    let dup = store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![new_job("a").unique_key("k")],
+            defaults: Arc::default(),
+            now: day_and_a_half,
+        })
+        .await
+        .unwrap();
+    assert!(
+        dup[0].duplicate,
+        "the key is still taken after the retention"
+    );
+    let report = store
+        .job_prune(prune(add_duration(now, secs(49 * 3600))))
+        .await
+        .unwrap();
+    assert_eq!(report.completed, 1, "pruned once its window passed");
 }
 
 /// `email` when only `emails` exists: rejected, naming `emails`.

@@ -208,6 +208,7 @@ pub async fn a_queues_lease_applies_to_its_jobs(s: Subject) {
     let now = t0();
     store
         .queue_declare(QueueDeclareParams {
+            merge: false,
             name: "long".into(),
             config: QueueConfig {
                 lease: Some(secs(300)),

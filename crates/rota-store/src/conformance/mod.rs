@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
                 jobs_with_a_future_run_at_are_scheduled,
                 a_duplicate_unique_key_returns_the_existing_job,
                 a_unique_key_frees_when_its_job_finishes_unless_unique_for_says_otherwise,
+                a_job_is_kept_while_its_unique_key_is_taken,
                 enqueue_to_an_undeclared_queue_names_the_nearest_declared_queue,
                 a_batch_is_all_or_nothing,
                 invalid_jobs_are_rejected_naming_the_field,
@@ -111,6 +112,8 @@ macro_rules! conformance_tests {
                 retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs,
                 purging_deletes_only_matching_jobs_in_final_states,
                 dead_jobs_are_grouped_by_the_cause_of_their_last_error,
+                retrying_a_dead_job_whose_key_another_live_job_holds_is_refused,
+                pruning_a_queue_touches_only_its_jobs,
             }
             job_list {
                 a_missing_job_is_not_found,
@@ -123,12 +126,14 @@ macro_rules! conformance_tests {
                 pausing_an_undeclared_queue_is_not_found,
                 workers_are_registered_and_seen_on_fetch,
                 job_counts_follow_every_state_change,
+                a_merge_declare_changes_only_the_settings_given,
             }
             schedule {
                 upserts_restart_the_slot_count_only_when_the_timing_changes,
                 a_slot_fires_once_and_a_stale_fire_loses_the_race,
                 deleting_a_schedule_keeps_its_jobs,
                 the_next_due_time_is_the_earliest_waiting_run_at,
+                a_schedule_for_an_undeclared_queue_is_refused_naming_the_nearest,
             }
         }
     };
@@ -275,6 +280,7 @@ pub async fn rescue(store: &dyn Store, now: Timestamp) -> RescueReport {
 pub async fn declare(store: &dyn Store, name: &str, now: Timestamp) -> Queue {
     store
         .queue_declare(QueueDeclareParams {
+            merge: false,
             name: name.into(),
             config: QueueConfig::default(),
             now,

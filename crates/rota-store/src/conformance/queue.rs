@@ -58,9 +58,11 @@ pub async fn declaring_again_updates_settings_and_queue_policy_applies_to_jobs(s
         lease: Some(secs(60)),
         timeout: Some(secs(600)),
         concurrency: Some(4),
+        ..QueueConfig::default()
     };
     let queue = store
         .queue_declare(QueueDeclareParams {
+            merge: false,
             name: "reports".into(),
             config: config.clone(),
             now,
@@ -77,6 +79,7 @@ pub async fn declaring_again_updates_settings_and_queue_policy_applies_to_jobs(s
     assert_eq!((job.max_attempts, job.timeout), (2, Some(secs(600))));
     let err = store
         .queue_declare(QueueDeclareParams {
+            merge: false,
             name: "Bad Name".into(),
             config: QueueConfig::default(),
             now,
@@ -204,6 +207,7 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
     );
     store
         .job_prune(JobPruneParams {
+            queue: None,
             now: add_duration(now, secs(200_000)),
             completed_retention: secs(1),
             cancelled_retention: secs(1),
@@ -217,4 +221,54 @@ pub async fn job_counts_follow_every_state_change(s: Subject) {
     let stats = store.queue_list(QueueListParams { now }).await.unwrap();
     let default = stats.iter().find(|q| q.queue.name == "default").unwrap();
     assert_eq!(default.counts.get(&JobState::Running), Some(&2));
+}
+
+/// A merge declare changes only the settings it gives; a replace declare sets them all
+/// (issue 18: `rota queues declare q --lease 1m` reset the others).
+pub async fn a_merge_declare_changes_only_the_settings_given(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let full = QueueConfig {
+        retry: RetryOverride {
+            max_attempts: Some(5),
+            backoff: Some(Backoff::Intervals(vec![secs(1), secs(2)])),
+        },
+        timeout: Some(secs(10)),
+        completed_retention: Some(secs(7 * 86_400)),
+        ..QueueConfig::default()
+    };
+    let declare = |config: QueueConfig, merge: bool| {
+        store.queue_declare(QueueDeclareParams {
+            name: "q1".into(),
+            config,
+            merge,
+            now,
+        })
+    };
+    declare(full.clone(), false).await.unwrap();
+    let merged = declare(
+        QueueConfig {
+            lease: Some(secs(60)),
+            ..QueueConfig::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(merged.config.lease, Some(secs(60)));
+    assert_eq!(merged.config.retry, full.retry);
+    assert_eq!(merged.config.timeout, full.timeout);
+    assert_eq!(merged.config.completed_retention, full.completed_retention);
+    let replaced = declare(QueueConfig::default(), false).await.unwrap();
+    assert_eq!(replaced.config, QueueConfig::default());
+    let err = declare(
+        QueueConfig {
+            lease: Some(Duration::from_millis(1)),
+            ..QueueConfig::default()
+        },
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
 }

@@ -202,3 +202,27 @@ pub async fn the_next_due_time_is_the_earliest_waiting_run_at(s: Subject) {
         None
     );
 }
+
+/// A schedule for an undeclared queue could never fire: it is refused like an enqueue,
+/// naming the nearest declared queue (issue 18: it was accepted and failed every second).
+pub async fn a_schedule_for_an_undeclared_queue_is_refused_naming_the_nearest(s: Subject) {
+    let store = &*s.store;
+    let mut bad = def("@every 1m");
+    bad.template.queue = "defualt".into();
+    let err = store
+        .schedule_upsert(ScheduleUpsertParams {
+            schedule: bad,
+            now: t0(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::QueueNotDeclared { suggestion: Some(s), .. } if s == "default"),
+        "{err}"
+    );
+    assert!(store
+        .schedule_list(ScheduleListParams::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
