@@ -79,14 +79,56 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every `/v1` route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut api = api_router().into_openapi();
+    describe_responses(&mut api);
+    api
+}
+
+/// OpenAPI requires a description on every response; a response the annotations leave
+/// without one is described by its status (`200` is "OK", `4XX` "Client error").
+fn describe_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let RefOr::T(response) = response {
+                    if response.description.is_empty() {
+                        response.description = status_description(status).to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn status_description(status: &str) -> &'static str {
+    match status {
+        "200" => "OK",
+        "201" => "Created",
+        "204" => "No content",
+        "4XX" => "Client error: a problem document naming the field or thing",
+        "404" => "Not found",
+        "409" => "Conflict",
+        "413" => "Payload too large",
+        "422" => "Invalid input",
+        "503" => "Not ready, or busy",
+        _ => "See the status",
+    }
 }
 
 /// The application: every `/v1` route, the OpenAPI document, problem+json for unknown
 /// routes, and the body limit.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
-    let (router, api) = api_router().split_for_parts();
+    let (router, mut api) = api_router().split_for_parts();
+    describe_responses(&mut api);
     let document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
     router
         .route(

@@ -72,6 +72,7 @@ pub async fn enqueue_many(
 
 /// Options of a job read.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetJobQuery {
     /// Wait up to this long (such as `30s`, at most `60s`) for the job to finish.
@@ -106,6 +107,7 @@ pub async fn get_job(
 
 /// Filters of a job listing.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this queue.
@@ -113,6 +115,7 @@ pub struct ListQuery {
     /// Only this kind.
     pub kind: Option<String>,
     /// Only this state.
+    #[param(value_type = Option<rota_api::JobState>)]
     pub state: Option<String>,
     /// Only jobs with this tag.
     pub tag: Option<String>,
@@ -126,6 +129,45 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// Page size, 1..=1000 (default 100).
     pub limit: Option<usize>,
+}
+
+/// Filters of the dead-job listing: those of [`ListQuery`] but the state, which is `dead`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeadListQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs with this tag.
+    pub tag: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub created_after: Option<String>,
+    /// Created before (RFC 3339).
+    pub created_before: Option<String>,
+    /// Only jobs whose last error has this fingerprint (an error group).
+    pub group: Option<String>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+impl From<DeadListQuery> for ListQuery {
+    fn from(q: DeadListQuery) -> Self {
+        ListQuery {
+            queue: q.queue,
+            kind: q.kind,
+            state: None,
+            tag: q.tag,
+            created_after: q.created_after,
+            created_before: q.created_before,
+            group: q.group,
+            after: q.after,
+            limit: q.limit,
+        }
+    }
 }
 
 fn time_param(field: &str, raw: &Option<String>) -> Result<Option<jiff::Timestamp>, ApiError> {
@@ -208,14 +250,14 @@ pub async fn dead_groups(
 }
 
 /// Dead jobs, newest first.
-#[utoipa::path(get, path = "/v1/dead", tag = "dead", params(ListQuery),
+#[utoipa::path(get, path = "/v1/dead", tag = "dead", params(DeadListQuery),
     responses((status = 200, body = JobPageView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_dead(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<DeadListQuery>,
 ) -> Result<ApiJson<JobPageView>, ApiError> {
     Ok(ApiJson(
-        list(&state, list_params(query, Some(JobState::Dead))?).await?,
+        list(&state, list_params(query.into(), Some(JobState::Dead))?).await?,
     ))
 }
 
