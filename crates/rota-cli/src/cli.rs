@@ -239,6 +239,9 @@ pub struct EnqueueArgs {
     /// Deduplication key.
     #[arg(long)]
     pub unique: Option<String>,
+    /// Keep the key taken this long after the job finished, such as 1h (with --unique).
+    #[arg(long, requires = "unique")]
+    pub unique_for: Option<String>,
     /// Attempts, the first included.
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -262,6 +265,9 @@ pub struct ListArgs {
     /// Only this kind.
     #[arg(long, short)]
     pub kind: Option<String>,
+    /// Only jobs with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
     /// Page size.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -295,7 +301,8 @@ pub enum JobsCommand {
         /// The job id.
         id: String,
     },
-    /// Wait for a job to finish, then show it.
+    /// Wait for a job to finish, then show it. Exit status: 0 completed, 3 not finished
+    /// within --timeout, 4 dead, 5 cancelled.
     Wait {
         /// The job id.
         id: String,

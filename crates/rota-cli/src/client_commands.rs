@@ -78,9 +78,21 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                 }
             };
             print(json, &job, output::job_detail);
-            if !job.state.is_final() {
-                eprintln!("rota: job {id} is still {} after {timeout}", job.state);
-                return Ok(ExitCode::from(3));
+            // Scripts can tell the outcomes apart (documented in `rota jobs wait --help`).
+            match job.state {
+                JobState::Completed => {}
+                JobState::Dead => {
+                    eprintln!("rota: job {id} ended dead");
+                    return Ok(ExitCode::from(4));
+                }
+                JobState::Cancelled => {
+                    eprintln!("rota: job {id} was cancelled");
+                    return Ok(ExitCode::from(5));
+                }
+                state => {
+                    eprintln!("rota: job {id} is still {state} after {timeout}");
+                    return Ok(ExitCode::from(3));
+                }
             }
         }
         Command::Dead {
@@ -345,6 +357,7 @@ fn list_query(filter: &ListArgs) -> Vec<(&'static str, String)> {
     let mut query = vec![("limit", filter.limit.to_string())];
     query.extend(filter.queue.clone().map(|q| ("queue", q)));
     query.extend(filter.kind.clone().map(|k| ("kind", k)));
+    query.extend(filter.tag.clone().map(|t| ("tag", t)));
     query.extend(filter.after.clone().map(|a| ("after", a)));
     query
 }
@@ -385,7 +398,7 @@ fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
         backoff,
         timeout: e.timeout,
         unique_key: e.unique,
-        unique_for: None,
+        unique_for: e.unique_for,
         tags: e.tag,
     })
 }

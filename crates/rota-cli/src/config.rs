@@ -286,7 +286,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             dead_retention: field("dead_retention", &q.dead_retention)?,
         };
         rota_store::check_queue_config(&config)
-            .map_err(|e| anyhow::anyhow!("queues.{name}.{}", e.to_string()))?;
+            .map_err(|e| anyhow::anyhow!("queues.{name}.{e}"))?;
         queues.insert(name, config);
     }
     let mut kinds = BTreeMap::new();

@@ -794,3 +794,55 @@ async fn a_worker_is_healthy_by_name_while_it_polls_and_not_after_it_dies() {
     .await;
     assert!(dead.contains("is NOT alive"), "{dead}");
 }
+
+/// `rota jobs wait` tells outcomes apart by exit status (0 completed, 4 dead, 5 cancelled),
+/// `rota jobs list --tag` filters, and `rota enqueue --unique-for` keeps the key taken after
+/// the job finished (issue 18, items 13 and 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_with_telling_exit_codes_and_filters_by_tag() {
+    let server = Server::start("");
+    let enqueue = |args: &[&str]| {
+        let out = server.rota(&[&["enqueue"], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let doomed = enqueue(&["doomed", "--max-attempts", "1", "--tag", "t1"]);
+    let later = enqueue(&[
+        "later",
+        "--delay",
+        "1h",
+        "--unique",
+        "nightly",
+        "--unique-for",
+        "1h",
+    ]);
+    let other = enqueue(&["other"]);
+    let listed = server.rota(&["jobs", "list", "--tag", "t1"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&doomed) && !text.contains(&other), "{text}");
+    let _worker = Worker::start(
+        &server,
+        &["--queue", "default", "--kind", "doomed", "--exec", "exit 1"],
+    );
+    let out = server.rota(&["jobs", "wait", &doomed, "--timeout", "20s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.rota(&["jobs", "cancel", &later]);
+    let out = server.rota(&["jobs", "wait", &later, "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(5));
+    // The cancelled job finished, but its key stays taken for the hour it asked for.
+    let again = server.rota(&["enqueue", "later", "--unique", "nightly"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
+}

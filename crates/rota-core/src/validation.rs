@@ -105,6 +105,9 @@ pub fn validate_priority(priority: u8) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Shortest per-attempt timeout: a job cannot do anything in less.
+pub const TIMEOUT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Checks that `run_at` is at most [`crate::SCHEDULE_HORIZON`] after `now`.
 pub fn validate_run_at(
     field: &str,
@@ -144,6 +147,18 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
         validate_priority(priority)?;
     }
     job.retry.validate()?;
+    if let Some(timeout) = job.timeout {
+        if timeout < TIMEOUT_MIN {
+            return Err(ValidationError::new(
+                "timeout",
+                format!(
+                    "must be at least {}, got {}",
+                    crate::format_duration(TIMEOUT_MIN),
+                    crate::format_duration(timeout)
+                ),
+            ));
+        }
+    }
     let size = serde_json::to_vec(&job.args).map(|v| v.len()).unwrap_or(0);
     if size > limits.max_args_bytes {
         return Err(ValidationError::new(

@@ -177,6 +177,13 @@ fn unauthorized(detail: &str) -> Response {
     response
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Middleware: checks the bearer token against the route's required scope.
 pub async fn require_token(
     State(state): State<AppState>,
@@ -193,7 +200,7 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let Some(presented) = presented else {
         return unauthorized(
             "send a token as `Authorization: Bearer <token>` (make one with `rota token new`)",
@@ -208,10 +215,17 @@ pub async fn require_token(
                 403,
                 "forbidden",
                 "Forbidden",
-                format!(
-                    "token {:?} has scope {}; this needs a {needed} (or admin) token",
-                    entry.name, entry.scope
-                ),
+                if needed == Scope::Admin {
+                    format!(
+                        "token {:?} has scope {}; this needs an admin token",
+                        entry.name, entry.scope
+                    )
+                } else {
+                    format!(
+                        "token {:?} has scope {}; this needs a {needed} or an admin token",
+                        entry.name, entry.scope
+                    )
+                },
             ))
             .into_response();
         }
@@ -247,6 +261,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// The scheme is case-insensitive (issue 18: `bearer <token>` got 401).
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "BeArEr t0k"] {
+            assert_eq!(bearer_token(header), Some("t0k"), "{header}");
+        }
+        assert_eq!(bearer_token("Basic t0k"), None);
+        assert_eq!(bearer_token("t0k"), None);
     }
 
     #[test]

@@ -505,6 +505,23 @@ async fn tokens_are_required_and_checked_by_scope() {
         .raw(send("POST", "/v1/queues/q/pause", Some(produce), json!({})))
         .await;
     assert_eq!(status.as_u16(), 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("this needs an admin token"),
+        "{problem}"
+    );
+    // The scheme is case-insensitive (RFC 9110).
+    let (status, _, body) = api
+        .raw(
+            Request::get("/v1/queues")
+                .header(header::AUTHORIZATION, format!("bearer {work}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, _, body) = api
         .raw(send("POST", "/v1/jobs", Some(produce), job.clone()))
@@ -1058,4 +1075,109 @@ async fn a_body_over_the_limit_names_the_limit_and_the_setting() {
         detail.contains("1000 bytes") && detail.contains("--body-limit"),
         "{detail}"
     );
+}
+
+/// Smaller defects of issue 18, each at the API: a batch names the failing job, a failure
+/// cannot both snooze and discard, far-future and zero values are refused naming the field,
+/// a schedule for an undeclared queue is refused, and a queue declare changes only what it
+/// gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_refused_naming_the_field_and_the_job() {
+    let api = Api::new();
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [
+                {"queue": "default", "kind": "ok"},
+                {"queue": "default", "kind": "bad", "priority": 12}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "jobs[1].priority", "{problem}");
+    for (body, field) in [
+        (
+            json!({"queue": "default", "kind": "k", "delay": "100000000h"}),
+            "delay",
+        ),
+        (
+            json!({"queue": "default", "kind": "k", "run_at": "9999-12-30T22:00:00.5Z"}),
+            "run_at",
+        ),
+        (
+            json!({"queue": "default", "kind": "k", "timeout": "0s"}),
+            "timeout",
+        ),
+    ] {
+        let (status, problem) = api.call("POST", "/v1/jobs", Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let (_, page) = api.call("GET", "/v1/jobs", None).await;
+    assert!(
+        page["jobs"].as_array().unwrap().is_empty(),
+        "nothing was stored"
+    );
+
+    api.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "default", "kind": "k"})),
+    )
+    .await;
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"]})),
+        )
+        .await;
+    let job = &fetched["jobs"][0];
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/fail",
+            Some(
+                json!({"failures": [{"job": job["id"], "token": job["lease_token"],
+                "message": "x", "snooze": "5m", "discard": true}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "failures[0].discard", "{problem}");
+
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/schedules",
+            Some(json!({"name": "badq", "cron": "* * * * *", "queue": "defualt", "kind": "k"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["code"], "queue_not_declared");
+    assert!(problem["detail"].as_str().unwrap().contains("\"default\""));
+
+    let (status, _) = api
+        .call(
+            "PUT",
+            "/v1/queues/q1",
+            Some(json!({"max_attempts": 5, "timeout": "1s", "backoff": ["1s", "2s"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, queue) = api
+        .call("PUT", "/v1/queues/q1", Some(json!({"lease": "1m"})))
+        .await;
+    assert_eq!(
+        (&queue["lease"], &queue["max_attempts"], &queue["timeout"]),
+        (&json!("1m"), &json!(5), &json!("1s")),
+        "{queue}"
+    );
+    assert_eq!(queue["backoff"], json!({"intervals": ["1s", "2s"]}));
+    let (status, problem) = api
+        .call("PUT", "/v1/queues/q1", Some(json!({"lease": "0s"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "lease", "{problem}");
 }

@@ -139,7 +139,11 @@ async fn the_document_is_valid_openapi_and_query_parameters_are_in_the_query() {
             for p in op["parameters"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap();
                 let placeholder = format!("{{{name}}}");
-                let expected = if template.contains(&placeholder) { "path" } else { "query" };
+                let expected = if template.contains(&placeholder) {
+                    "path"
+                } else {
+                    "query"
+                };
                 assert_eq!(p["in"], expected, "{method} {template} {name}");
                 if expected == "query" {
                     assert_ne!(p["required"], true, "{method} {template} {name}");

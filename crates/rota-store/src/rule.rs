@@ -49,7 +49,7 @@ pub fn retention_for(queue: &QueueConfig, server: &Retention) -> Retention {
 /// Shortest lease: a lease shorter than this would expire before a worker could heartbeat.
 pub const LEASE_MIN: Duration = Duration::from_secs(1);
 /// Shortest per-attempt timeout.
-pub const TIMEOUT_MIN: Duration = Duration::from_secs(1);
+pub const TIMEOUT_MIN: Duration = rota_core::validation::TIMEOUT_MIN;
 
 /// Checks a queue's settings: a lease of at least [`LEASE_MIN`], a timeout of at least
 /// [`TIMEOUT_MIN`], a valid retry layer.

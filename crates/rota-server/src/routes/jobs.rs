@@ -16,15 +16,29 @@ use crate::error::{store_problem, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, WAIT_MAX};
 
+/// Enqueues `requests`; in a batch, an invalid job is named by its place (`jobs[1].priority`).
 async fn enqueue_all(
     state: &AppState,
     requests: Vec<NewJobRequest>,
+    batch: bool,
 ) -> Result<Vec<Enqueued>, ApiError> {
     let now = state.clock.now();
     let mut jobs = Vec::with_capacity(requests.len());
     for (i, request) in requests.into_iter().enumerate() {
-        jobs.push(request.into_new_job(now).map_err(|e| {
-            let field = format!("jobs[{i}].{}", e.field);
+        // The store checks every job again; checking here too lets the error name the job.
+        let job = request.into_new_job(now).and_then(|job| {
+            rota_core::validation::validate_new_job(&job, &state.config.defaults.limits)?;
+            if let Some(run_at) = job.run_at {
+                rota_core::validation::validate_run_at("run_at", run_at, now)?;
+            }
+            Ok(job)
+        });
+        jobs.push(job.map_err(|e| {
+            let field = if batch {
+                format!("jobs[{i}].{}", e.field)
+            } else {
+                e.field.clone()
+            };
             ApiError::invalid(&field, format!("{field}: {}", e.message))
         })?);
     }
@@ -52,7 +66,9 @@ pub async fn enqueue(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<NewJobRequest>,
 ) -> Result<ApiJson<Enqueued>, ApiError> {
-    Ok(ApiJson(enqueue_all(&state, vec![request]).await?.remove(0)))
+    Ok(ApiJson(
+        enqueue_all(&state, vec![request], false).await?.remove(0),
+    ))
 }
 
 /// Enqueue many jobs: all are stored, or none.
@@ -66,7 +82,7 @@ pub async fn enqueue_many(
         return Err(ApiError::invalid("jobs", "jobs: give at least one job"));
     }
     Ok(ApiJson(EnqueueManyResponse {
-        jobs: enqueue_all(&state, request.jobs).await?,
+        jobs: enqueue_all(&state, request.jobs, true).await?,
     }))
 }
 

@@ -232,6 +232,13 @@ pub async fn fail(
             job: f.job,
             token: f.token,
         };
+        if f.snooze.is_some() && f.discard {
+            let field = format!("failures[{i}].discard");
+            return Err(ApiError::invalid(
+                &field,
+                format!("{field}: a failure either snoozes or discards the job, not both"),
+            ));
+        }
         match f.snooze {
             Some(raw) => {
                 let field = format!("failures[{i}].snooze");
