@@ -475,9 +475,14 @@ pub struct WorkerArgs {
     /// completed (stdout, if JSON, is the result), 75 = snooze, anything else = failed.
     #[arg(long)]
     pub exec: String,
-    /// On SIGTERM, how long running jobs may finish before their leases are handed back.
+    /// On SIGTERM, how long running jobs may finish before their leases are handed back
+    /// (a second SIGTERM or Ctrl-C skips the wait).
     #[arg(long, default_value = "10s")]
     pub grace: String,
+    /// When a job must stop (timeout, cancel, shutdown), how long its process group has
+    /// between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "5s")]
+    pub kill_grace: String,
     /// This worker's id, unique per process (default: name:pid).
     #[arg(long)]
     pub id: Option<String>,

@@ -40,8 +40,13 @@ pub fn parse_duration_field(field: &str, raw: &str) -> Result<Duration, crate::V
     parse_duration(raw).map_err(|e| crate::ValidationError::new(field, e.to_string()))
 }
 
-/// Writes a duration the way [`parse_duration`] reads it, e.g. `1m 30s` or `250ms`.
+/// Writes a duration the way [`parse_duration`] reads it, e.g. `1m 30s`, `250ms`, or `7d`
+/// for a whole number of days (two days or more; `24h` stays `24h`).
 pub fn format_duration(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    if d.subsec_nanos() == 0 && d.as_secs() >= 2 * DAY && d.as_secs() % DAY == 0 {
+        return format!("{}d", d.as_secs() / DAY);
+    }
     match SignedDuration::try_from(d) {
         Ok(signed) => format!("{signed:#}"),
         Err(_) => format!("{}s", d.as_secs()),
@@ -131,6 +136,8 @@ mod tests {
             parse_duration("1d 12h").unwrap(),
             Duration::from_secs(36 * 3600)
         );
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "24h");
         assert_eq!(
             parse_duration(&format_duration(Duration::from_secs(30 * 86_400))).unwrap(),
             Duration::from_secs(30 * 86_400)

@@ -69,32 +69,58 @@ pub struct JobContext {
     pub id: JobId,
     /// The lease token every report presents.
     pub token: u64,
-    client: Client,
+    /// Cancelled when the job must stop early: it was cancelled, timed out, lost its lease,
+    /// or is handed back at shutdown. The handler should then stop what it started and
+    /// return; the runtime waits for it (up to [`WorkerOptions::kill_grace`] and a little
+    /// more) before it reports, so nothing of the job outlives the report.
+    pub stop: CancellationToken,
+    progress: Arc<tokio::sync::watch::Sender<Option<(u8, Option<String>)>>>,
 }
 
 impl JobContext {
-    /// Reports progress (0..=100 and an optional message); failures are logged, not fatal.
-    pub async fn progress(&self, percent: u8, message: Option<String>) {
-        let sent = self
-            .client
+    /// Reports progress (0..=100 and an optional message). It never waits: the latest value
+    /// is sent in the background, at most every [`PROGRESS_EVERY`], so a flood of progress
+    /// costs one request per interval.
+    pub fn progress(&self, percent: u8, message: Option<String>) {
+        self.progress.send_replace(Some((percent, message)));
+    }
+}
+
+/// Longest progress reports wait for one another: only the latest value in each interval
+/// is sent.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends a job's latest progress while it runs, at most every [`PROGRESS_EVERY`].
+async fn send_progress(
+    client: Client,
+    job: String,
+    token: u64,
+    mut latest: tokio::sync::watch::Receiver<Option<(u8, Option<String>)>>,
+) {
+    while latest.changed().await.is_ok() {
+        let Some((percent, message)) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let sent = client
             .progress(
-                &self.job.id,
+                &job,
                 &ProgressRequest {
-                    token: self.token,
+                    token,
                     percent,
                     message,
                 },
             )
             .await;
         if let Err(err) = sent {
-            warn!(job = %self.id, error = %err, "could not report progress");
+            warn!(job = %job, error = %err, "could not report progress");
         }
+        tokio::time::sleep(PROGRESS_EVERY).await;
     }
 }
 
-/// Runs jobs. The future is dropped when the job is cancelled, times out, loses its lease
-/// or is handed back at shutdown: release what it holds on drop (a child process started
-/// with `kill_on_drop`, say).
+/// Runs jobs. When [`JobContext::stop`] is cancelled the handler should stop the job's
+/// work and return soon; if it has not returned [`WorkerOptions::kill_grace`] plus five
+/// seconds later, its future is dropped (release what it holds on drop too).
 pub trait Handler: Send + Sync + 'static {
     /// Runs one job to its outcome.
     fn run(&self, job: JobContext) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
@@ -115,6 +141,9 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// On shutdown, how long running jobs may finish before their leases are handed back.
     pub grace: Duration,
+    /// After asking a job to stop (timeout, cancel, hand-back), how long it may take before
+    /// it is killed (the exec handler sends SIGTERM, then SIGKILL after this).
+    pub kill_grace: Duration,
     /// The software running the jobs, such as `rota-worker-exec 0.1.0`.
     pub version: String,
 }
@@ -130,6 +159,7 @@ impl WorkerOptions {
             kinds: vec![],
             concurrency: 1,
             grace: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(5),
             version: format!("rota {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -141,6 +171,7 @@ enum Stop {
     Cancelled,
     LeaseLost,
     Shutdown,
+    TimedOut,
 }
 
 struct Running {
@@ -186,12 +217,6 @@ pub struct Worker<H> {
     handler: Arc<H>,
 }
 
-enum Ran {
-    Handled(Outcome),
-    Stopped,
-    TimedOut(Duration),
-}
-
 impl<H: Handler> Worker<H> {
     /// A worker taking jobs from `client`'s server and running them with `handler`.
     pub fn new(client: Client, options: WorkerOptions, handler: H) -> Self {
@@ -203,8 +228,18 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Runs until `shutdown` is cancelled, then stops fetching, waits up to the grace
-    /// period, and hands the leases of jobs still running back.
+    /// period, and hands the leases of jobs still running back. A second cancellation of
+    /// `hurry` (a second Ctrl-C) ends the grace period at once.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        self.run_until(shutdown, CancellationToken::new()).await
+    }
+
+    /// [`Worker::run`], with `hurry` ending the grace period early when cancelled.
+    pub async fn run_until(
+        self,
+        shutdown: CancellationToken,
+        hurry: CancellationToken,
+    ) -> Result<(), WorkerError> {
         let o = &self.options;
         if o.concurrency == 0 {
             return Err(WorkerError::Invalid {
@@ -226,12 +261,14 @@ impl<H: Handler> Worker<H> {
             o.id.clone(),
             table.clone(),
             lease.clone(),
-            shutdown.clone(),
         ));
         info!(worker = %o.id, name = %o.name, queues = ?o.queues, "worker started");
         let mut tasks = tokio::task::JoinSet::new();
         let mut failure = None;
+        let mut retry = Backoff::new();
         while !shutdown.is_cancelled() {
+            // Finished jobs leave the set at once, so memory stays flat over any number.
+            while tasks.try_join_next().is_some() {}
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore open"),
                 _ = shutdown.cancelled() => break,
@@ -255,15 +292,21 @@ impl<H: Handler> Worker<H> {
                 })
                 .await;
             let response = match fetched {
-                Ok(response) => response,
-                Err(err) if err.code().is_some() => {
+                Ok(response) => {
+                    retry.reset();
+                    response
+                }
+                Err(err) if is_fatal(&err) => {
                     failure = Some(WorkerError::Fetch(err));
                     break;
                 }
                 Err(err) => {
-                    warn!(error = %err, "fetch failed; retrying in 1s");
+                    // Busy, unavailable, a 5xx or the network: wait and ask again; running
+                    // jobs carry on meanwhile.
+                    let pause = retry.next();
+                    warn!(error = %err, retry_in = %format_duration(pause), "fetch failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.cancelled() => {}
                     }
                     continue;
@@ -279,6 +322,14 @@ impl<H: Handler> Worker<H> {
                 (Ok(id), Some(token)) => (id, token),
                 _ => continue,
             };
+            if shutdown.is_cancelled() {
+                // It arrived after shutdown began: give it back unstarted.
+                info!(job = %id, "job fetched during shutdown: handing it back unstarted");
+                let client = self.client.clone();
+                let reason = Arc::new(Mutex::new(Some(Stop::Shutdown)));
+                deliver(&client, id, token, Ran::Stopped, &reason).await;
+                break;
+            }
             let stop_token = CancellationToken::new();
             let reason = Arc::new(Mutex::new(None));
             table.lock().expect("job table poisoned").insert(
@@ -289,37 +340,52 @@ impl<H: Handler> Worker<H> {
                     reason: reason.clone(),
                 },
             );
-            let (client, table, handler) =
-                (self.client.clone(), table.clone(), self.handler.clone());
+            let (client, table, handler, kill_grace) = (
+                self.client.clone(),
+                table.clone(),
+                self.handler.clone(),
+                o.kill_grace,
+            );
             tasks.spawn(async move {
                 let timeout = job.timeout.as_deref().and_then(|t| parse_duration(t).ok());
+                let (progress, latest) = tokio::sync::watch::channel(None);
+                let sender = tokio::spawn(send_progress(
+                    client.clone(),
+                    job.id.clone(),
+                    token,
+                    latest,
+                ));
                 let context = JobContext {
                     job,
                     id,
                     token,
-                    client: client.clone(),
+                    stop: stop_token.clone(),
+                    progress: Arc::new(progress),
                 };
-                let ran = run_one(&*handler, context, timeout, stop_token).await;
-                let reason = *reason.lock().expect("reason poisoned");
-                report(&client, id, token, ran, reason).await;
+                let ran = run_one(&*handler, context, timeout, &reason, kill_grace).await;
+                sender.abort();
+                // The lease stays in the table (and heartbeated) until the report lands.
+                deliver(&client, id, token, ran, &reason).await;
                 table.lock().expect("job table poisoned").remove(&id);
                 drop(permit);
             });
         }
         info!(running = tasks.len(), grace = %format_duration(o.grace), "stopping: no more fetches");
-        if tokio::time::timeout(o.grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
+        let finished = async { while tasks.join_next().await.is_some() {} };
+        let in_grace = tokio::select! {
+            _ = tokio::time::timeout(o.grace, finished) => false,
+            _ = hurry.cancelled() => true,
+        };
+        if in_grace || !tasks.is_empty() {
             let ids: Vec<JobId> = table
                 .lock()
                 .expect("job table poisoned")
                 .keys()
                 .copied()
                 .collect();
-            info!(jobs = ids.len(), "grace period over: handing leases back");
+            if !ids.is_empty() {
+                info!(jobs = ids.len(), "grace period over: stopping jobs and handing their leases back");
+            }
             for id in &ids {
                 stop(&table, id, Stop::Shutdown);
             }
@@ -333,109 +399,230 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// What running a job came to.
+enum Ran {
+    Handled(Outcome),
+    Stopped,
+    TimedOut(Duration),
+}
+
+/// Whether a fetch error means the worker cannot work at all (a bad token, a queue that is
+/// not declared, a request the server refuses): then it exits with the reason. Anything
+/// else (busy, unavailable, a 5xx, the network) is retried.
+fn is_fatal(err: &ClientError) -> bool {
+    match err {
+        ClientError::Api(problem) => matches!(problem.status, 400 | 401 | 403 | 404 | 422),
+        _ => false,
+    }
+}
+
+/// Exponential pauses between retries: 200 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        pause
+    }
+}
+
 async fn run_one<H: Handler>(
     handler: &H,
     context: JobContext,
     timeout: Option<Duration>,
-    stop: CancellationToken,
+    reason: &Arc<Mutex<Option<Stop>>>,
+    kill_grace: Duration,
 ) -> Ran {
+    let stop_token = context.stop.clone();
+    let mut work = handler.run(context);
     let limit = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        outcome = handler.run(context) => Ran::Handled(outcome),
-        _ = stop.cancelled() => Ran::Stopped,
-        _ = limit => Ran::TimedOut(timeout.unwrap_or_default()),
-    }
-}
-
-async fn report(client: &Client, job: JobId, token: u64, ran: Ran, reason: Option<Stop>) {
-    let fail =
-        |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
-            FailRequest {
-                failures: vec![FailureRequest {
-                    job,
-                    token,
-                    message,
-                    backtrace,
-                    discard,
-                    snooze,
-                }],
-            }
-        };
-    let sent = match ran {
-        Ran::Handled(Outcome::Completed(result)) => client
-            .complete(&CompleteRequest {
-                completions: vec![CompletionRequest { job, token, result }],
-            })
-            .await
-            .map(|_| ()),
-        Ran::Handled(Outcome::Snoozed(delay)) => client
-            .fail(&fail(
-                "snoozed".into(),
-                None,
-                false,
-                Some(format_duration(delay)),
-            ))
-            .await
-            .map(|_| ()),
-        Ran::Handled(Outcome::Failed {
-            message,
-            backtrace,
-            discard,
-        }) => client
-            .fail(&fail(message, backtrace, discard, None))
-            .await
-            .map(|_| ()),
-        Ran::TimedOut(after) => client
-            .fail(&fail(
-                format!("timed out after {}", format_duration(after)),
-                None,
-                false,
-                None,
-            ))
-            .await
-            .map(|_| ()),
-        Ran::Stopped => match reason {
-            Some(Stop::Shutdown) => client
-                .hand_back(&HandBackRequest {
-                    leases: vec![LeaseToken { job, token }],
-                })
-                .await
-                .map(|_| ()),
-            Some(Stop::Cancelled) => client
-                .fail(&fail("cancelled on request".into(), None, false, None))
-                .await
-                .map(|_| ()),
-            Some(Stop::LeaseLost) | None => Ok(()),
-        },
+    let outcome = tokio::select! {
+        outcome = &mut work => Some(outcome),
+        _ = stop_token.cancelled() => None,
+        _ = limit => {
+            reason.lock().expect("reason poisoned").get_or_insert(Stop::TimedOut);
+            stop_token.cancel();
+            None
+        }
     };
-    if let Err(err) = sent {
-        warn!(job = %job, error = %err, "could not report the job's outcome; its lease will expire and it will be retried");
+    if let Some(outcome) = outcome {
+        return Ran::Handled(outcome);
+    }
+    let timed_out = *reason.lock().expect("reason poisoned") == Some(Stop::TimedOut);
+    // Asked to stop: the handler stops what it started (SIGTERM, then SIGKILL after the
+    // kill grace) and returns; only then is the outcome reported.
+    if tokio::time::timeout(kill_grace + Duration::from_secs(5), work)
+        .await
+        .is_err()
+    {
+        warn!("a handler did not stop within its kill grace; dropped");
+    }
+    match timeout {
+        Some(after) if timed_out => Ran::TimedOut(after),
+        _ => Ran::Stopped,
     }
 }
 
+/// The request that reports `ran`, if any.
+enum Report {
+    Complete(CompleteRequest),
+    Fail(FailRequest),
+    HandBack(HandBackRequest),
+}
+
+fn report_for(job: JobId, token: u64, ran: Ran, reason: Option<Stop>) -> Option<Report> {
+    let fail = |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
+        Report::Fail(FailRequest {
+            failures: vec![FailureRequest {
+                job,
+                token,
+                message,
+                backtrace,
+                discard,
+                snooze,
+            }],
+        })
+    };
+    Some(match (ran, reason) {
+        (Ran::Handled(Outcome::Completed(result)), _) => Report::Complete(CompleteRequest {
+            completions: vec![CompletionRequest { job, token, result }],
+        }),
+        (Ran::Handled(Outcome::Snoozed(delay)), _) => fail(
+            "snoozed".into(),
+            None,
+            false,
+            Some(format_duration(delay)),
+        ),
+        (
+            Ran::Handled(Outcome::Failed {
+                message,
+                backtrace,
+                discard,
+            }),
+            _,
+        ) => fail(message, backtrace, discard, None),
+        (Ran::TimedOut(after), _) => fail(
+            format!("timed out after {}", format_duration(after)),
+            None,
+            false,
+            None,
+        ),
+        (Ran::Stopped, Some(Stop::TimedOut)) => fail("timed out".into(), None, false, None),
+        (Ran::Stopped, Some(Stop::Shutdown)) => Report::HandBack(HandBackRequest {
+            leases: vec![LeaseToken { job, token }],
+        }),
+        (Ran::Stopped, Some(Stop::Cancelled)) => {
+            fail("cancelled on request".into(), None, false, None)
+        }
+        (Ran::Stopped, Some(Stop::LeaseLost) | None) => return None,
+    })
+}
+
+/// Reports what became of a job, retrying while the lease is held: a report lost to a
+/// restarting server, a busy database or a network blip is sent again (the job keeps being
+/// heartbeated meanwhile), so finished work is never run a second time for want of a
+/// report. It gives up only when the lease is lost, and says so.
+async fn deliver(
+    client: &Client,
+    job: JobId,
+    token: u64,
+    ran: Ran,
+    reason: &Arc<Mutex<Option<Stop>>>,
+) {
+    let reason_now = *reason.lock().expect("reason poisoned");
+    let Some(mut report) = report_for(job, token, ran, reason_now) else {
+        return;
+    };
+    let mut retry = Backoff::new();
+    loop {
+        let sent = match &report {
+            Report::Complete(r) => client.complete(r).await,
+            Report::Fail(r) => client.fail(r).await,
+            Report::HandBack(r) => client.hand_back(r).await,
+        };
+        match sent {
+            Ok(outcomes) => {
+                if let Some(problem) = outcomes.results.first().and_then(|r| r.error.as_ref()) {
+                    if problem.code == "lease_lost" {
+                        warn!(job = %job, detail = %problem.detail, "report refused: the lease was lost (the job was rescued after its lease expired); this outcome is dropped");
+                    } else {
+                        warn!(job = %job, code = %problem.code, detail = %problem.detail, "report refused");
+                    }
+                }
+                return;
+            }
+            Err(ClientError::Api(problem))
+                if problem.code == "payload_too_large" && matches!(report, Report::Complete(_)) =>
+            {
+                // Running the job again would make the same result: fail it once, for good.
+                warn!(job = %job, "result larger than the server's body limit: failing the job");
+                report = Report::Fail(FailRequest {
+                    failures: vec![FailureRequest {
+                        job,
+                        token,
+                        message: format!(
+                            "result too large for the server ({})",
+                            problem.detail
+                        ),
+                        backtrace: None,
+                        discard: true,
+                        snooze: None,
+                    }],
+                });
+            }
+            Err(err) if is_fatal(&err) => {
+                warn!(job = %job, error = %err, "report refused");
+                return;
+            }
+            Err(err) => {
+                if *reason.lock().expect("reason poisoned") == Some(Stop::LeaseLost) {
+                    warn!(job = %job, error = %err, "could not report, and the lease is lost: the job will be retried elsewhere");
+                    return;
+                }
+                let pause = retry.next();
+                warn!(job = %job, error = %err, retry_in = %format_duration(pause), "could not report the job's outcome; retrying while its lease is held");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// Heartbeats every lease in the table: once a third of the lease has passed, and at least
+/// every [`CANCEL_CHECK`] while jobs run, so a cancel reaches a running job within a second
+/// or two.
 async fn heartbeat_loop(
     client: Client,
     worker: String,
     table: Table,
     lease: Arc<Mutex<Duration>>,
-    shutdown: CancellationToken,
 ) {
-    // Ticks often and beats once a third of the lease has passed since the last beat, so a
-    // shorter lease learnt from a later fetch takes effect at once.
     let tick = Duration::from_millis(100);
     let mut last_beat = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(tick).await;
-        let every = (*lease.lock().expect("lease poisoned") / 3).max(tick);
+        let every = (*lease.lock().expect("lease poisoned") / 3)
+            .min(CANCEL_CHECK)
+            .max(tick);
         if last_beat.elapsed() < every {
             continue;
         }
-        last_beat = tokio::time::Instant::now();
         let leases: Vec<LeaseToken> = table
             .lock()
             .expect("job table poisoned")
@@ -446,11 +633,9 @@ async fn heartbeat_loop(
             })
             .collect();
         if leases.is_empty() {
-            if shutdown.is_cancelled() && table.lock().expect("job table poisoned").is_empty() {
-                return;
-            }
             continue;
         }
+        last_beat = tokio::time::Instant::now();
         match client
             .heartbeat(&HeartbeatRequest {
                 worker: worker.clone(),
@@ -471,6 +656,9 @@ async fn heartbeat_loop(
         }
     }
 }
+
+/// Longest a running job waits to hear that it was cancelled.
+pub const CANCEL_CHECK: Duration = Duration::from_secs(1);
 
 /// This machine's host name (`localhost` when it cannot be read).
 pub fn hostname() -> String {
