@@ -55,7 +55,13 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         Command::Jobs {
             command: JobsCommand::Cancel { id },
             ..
-        } => print(json, &client.cancel(&id).await?, output::job_detail),
+        } => {
+            let job = client.cancel(&id).await?;
+            print(json, &job, output::job_detail);
+            if job.state == JobState::Running && job.cancel_requested && !json {
+                println!("cancel pending: its worker stops it within a second or two, then it is cancelled");
+            }
+        }
         Command::Jobs {
             command: JobsCommand::Retry { id },
             ..

@@ -35,6 +35,8 @@ const SNOOZE_DEFAULT: Duration = Duration::from_secs(30);
 const STDERR_TAIL: usize = 4096;
 /// Most bytes of stdout kept for the result; a larger result fails the job.
 pub const RESULT_MAX: usize = 512 * 1024;
+/// Shortest snooze: `echo 0s; exit 75` must not spin.
+const SNOOZE_MIN: Duration = Duration::from_secs(1);
 
 /// Runs the worker until a shutdown signal.
 pub async fn run(args: WorkerArgs, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -98,7 +100,10 @@ impl Handler for Exec {
 
 /// Signals every process of the job's group.
 fn signal_group(pgid: u32, signal: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         // The group may be gone already: nothing to do then.
         let _ = rustix::process::kill_process_group(pid, signal);
     }
@@ -197,7 +202,10 @@ fn result_of(stdout: &[u8], job: &str) -> Option<serde_json::Value> {
         .rev()
         .find_map(|line| serde_json::from_str(line.trim()).ok());
     if last.is_none() {
-        warn!(job, "stdout is not JSON and has no JSON line: the job completes without a result");
+        warn!(
+            job,
+            "stdout is not JSON and has no JSON line: the job completes without a result"
+        );
     }
     last
 }
@@ -224,7 +232,13 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
     use std::os::unix::process::ExitStatusExt;
 
     let job = &context.job;
-    let mut child = match tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    if let Some(timeout) = job.timeout.as_deref().and_then(|t| parse_duration(t).ok()) {
+        // When the job will be stopped, so it can plan (RFC 3339).
+        let deadline = rota_core::add_duration(jiff::Timestamp::now(), timeout);
+        command.env("ROTA_DEADLINE", deadline.to_string());
+    }
+    let mut child = match command
         .arg("-c")
         .arg(exec)
         .env("ROTA_JOB_ID", &job.id)
@@ -311,7 +325,7 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
                 return Outcome::Snoozed(SNOOZE_DEFAULT);
             }
             match parse_duration(&said) {
-                Ok(delay) => Outcome::Snoozed(delay),
+                Ok(delay) => Outcome::Snoozed(delay.max(SNOOZE_MIN)),
                 Err(e) => Outcome::failed(format!(
                     "exit 75 asks for a snooze, but stdout does not name a delay: {e}"
                 )),

@@ -60,6 +60,9 @@ impl Outcome {
     }
 }
 
+/// The latest progress report of a job, not yet sent: percent and message.
+type LatestProgress = Option<(u8, Option<String>)>;
+
 /// One job handed to a handler.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -74,7 +77,7 @@ pub struct JobContext {
     /// return; the runtime waits for it (up to [`WorkerOptions::kill_grace`] and a little
     /// more) before it reports, so nothing of the job outlives the report.
     pub stop: CancellationToken,
-    progress: Arc<tokio::sync::watch::Sender<Option<(u8, Option<String>)>>>,
+    progress: Arc<tokio::sync::watch::Sender<LatestProgress>>,
 }
 
 impl JobContext {
@@ -95,7 +98,7 @@ async fn send_progress(
     client: Client,
     job: String,
     token: u64,
-    mut latest: tokio::sync::watch::Receiver<Option<(u8, Option<String>)>>,
+    mut latest: tokio::sync::watch::Receiver<LatestProgress>,
 ) {
     while latest.changed().await.is_ok() {
         let Some((percent, message)) = latest.borrow_and_update().clone() else {
@@ -349,12 +352,8 @@ impl<H: Handler> Worker<H> {
             tasks.spawn(async move {
                 let timeout = job.timeout.as_deref().and_then(|t| parse_duration(t).ok());
                 let (progress, latest) = tokio::sync::watch::channel(None);
-                let sender = tokio::spawn(send_progress(
-                    client.clone(),
-                    job.id.clone(),
-                    token,
-                    latest,
-                ));
+                let sender =
+                    tokio::spawn(send_progress(client.clone(), job.id.clone(), token, latest));
                 let context = JobContext {
                     job,
                     id,
@@ -384,7 +383,10 @@ impl<H: Handler> Worker<H> {
                 .copied()
                 .collect();
             if !ids.is_empty() {
-                info!(jobs = ids.len(), "grace period over: stopping jobs and handing their leases back");
+                info!(
+                    jobs = ids.len(),
+                    "grace period over: stopping jobs and handing their leases back"
+                );
             }
             for id in &ids {
                 stop(&table, id, Stop::Shutdown);
@@ -488,28 +490,26 @@ enum Report {
 }
 
 fn report_for(job: JobId, token: u64, ran: Ran, reason: Option<Stop>) -> Option<Report> {
-    let fail = |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
-        Report::Fail(FailRequest {
-            failures: vec![FailureRequest {
-                job,
-                token,
-                message,
-                backtrace,
-                discard,
-                snooze,
-            }],
-        })
-    };
+    let fail =
+        |message: String, backtrace: Option<String>, discard: bool, snooze: Option<String>| {
+            Report::Fail(FailRequest {
+                failures: vec![FailureRequest {
+                    job,
+                    token,
+                    message,
+                    backtrace,
+                    discard,
+                    snooze,
+                }],
+            })
+        };
     Some(match (ran, reason) {
         (Ran::Handled(Outcome::Completed(result)), _) => Report::Complete(CompleteRequest {
             completions: vec![CompletionRequest { job, token, result }],
         }),
-        (Ran::Handled(Outcome::Snoozed(delay)), _) => fail(
-            "snoozed".into(),
-            None,
-            false,
-            Some(format_duration(delay)),
-        ),
+        (Ran::Handled(Outcome::Snoozed(delay)), _) => {
+            fail("snoozed".into(), None, false, Some(format_duration(delay)))
+        }
         (
             Ran::Handled(Outcome::Failed {
                 message,
@@ -577,10 +577,7 @@ async fn deliver(
                     failures: vec![FailureRequest {
                         job,
                         token,
-                        message: format!(
-                            "result too large for the server ({})",
-                            problem.detail
-                        ),
+                        message: format!("result too large for the server ({})", problem.detail),
                         backtrace: None,
                         discard: true,
                         snooze: None,
@@ -607,12 +604,7 @@ async fn deliver(
 /// Heartbeats every lease in the table: once a third of the lease has passed, and at least
 /// every [`CANCEL_CHECK`] while jobs run, so a cancel reaches a running job within a second
 /// or two.
-async fn heartbeat_loop(
-    client: Client,
-    worker: String,
-    table: Table,
-    lease: Arc<Mutex<Duration>>,
-) {
+async fn heartbeat_loop(client: Client, worker: String, table: Table, lease: Arc<Mutex<Duration>>) {
     let tick = Duration::from_millis(100);
     let mut last_beat = tokio::time::Instant::now();
     loop {

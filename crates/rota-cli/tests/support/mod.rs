@@ -134,10 +134,16 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(server: &Server, args: &[&str]) -> Self {
+        Self::start_with_env(server, args, &[])
+    }
+
+    /// Starts a worker with extra environment variables.
+    pub fn start_with_env(server: &Server, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = server.path().join(format!("worker-{}.log", free_port()));
         let child = Command::new(ROTA)
             .arg("worker")
             .args(args)
+            .envs(env.iter().copied())
             .env("ROTA_URL", &server.url)
             .current_dir(server.path())
             .stdout(Stdio::null())
@@ -152,6 +158,13 @@ impl Worker {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the worker process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// `kill -9`.

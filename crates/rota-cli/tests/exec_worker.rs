@@ -1,0 +1,269 @@
+//! `rota worker --exec` with real programs, on a real server (issue 17): no lost reports, no
+//! orphans, robust to what programs print.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rota::api::*;
+use serde_json::json;
+use support::*;
+
+/// Whether a process whose whole command line is `command` is running (exactly: the
+/// worker's own arguments contain the command too).
+fn running(command: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-x", "-f", command])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+async fn final_job(client: &rota::Client, id: &str, within: Duration) -> JobView {
+    eventually(within, "the job to finish", async || {
+        let job = client.job(id).await.ok()?;
+        job.state.is_final().then_some(job)
+    })
+    .await
+}
+
+/// Four jobs of `sleep 3` at concurrency 2; the server stops 1 s in and comes back 8 s later:
+/// the two jobs that finished while it was down report when it is back, and no job runs
+/// twice (each start is logged by the program itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_lost_to_a_server_restart_are_retried_and_nothing_runs_twice() {
+    let mut server = Server::start("lease = \"6s\"\n");
+    let client = server.client();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            client
+                .enqueue(&job("slow", json!({})))
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
+    }
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "2",
+            "--exec",
+            "echo $ROTA_JOB_ID >> runs.log; sleep 3",
+        ],
+    );
+    eventually(Duration::from_secs(10), "two jobs running", async || {
+        let page = client.jobs(&[("state", "running".into())]).await.ok()?;
+        (page.jobs.len() == 2).then_some(())
+    })
+    .await;
+    std::thread::sleep(Duration::from_secs(1));
+    server.terminate();
+    std::thread::sleep(Duration::from_secs(8));
+    server.restart();
+    for id in &ids {
+        let job = final_job(&client, id, Duration::from_secs(30)).await;
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+        assert_eq!(job.attempt, 1, "{job:?}");
+    }
+    let runs = std::fs::read_to_string(server.path().join("runs.log")).unwrap();
+    let mut lines: Vec<&str> = runs.lines().collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(runs.lines().count(), 4, "each job ran once: {runs}");
+    assert_eq!(lines.len(), 4);
+}
+
+/// The database locked for 8 s (a held exclusive transaction): fetches get `busy`, the
+/// worker retries instead of exiting, and takes the next job when the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_does_not_stop_the_worker() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(&server, &["--queue", "default", "--exec", "cat >/dev/null"]);
+    let db = server.path().join("rota.db");
+    let lock = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(worker.is_running(), "the worker survived the busy database");
+    lock.join().unwrap();
+    let id = client
+        .enqueue(&job("after", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = final_job(&client, &id, Duration::from_secs(20)).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert!(worker.is_running());
+}
+
+/// A timeout stops the job's whole process group (the program's own children too): first
+/// SIGTERM, which the program may catch to clean up, then SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_stops_the_whole_group_with_sigterm_first() {
+    let server = Server::start("");
+    let client = server.client();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--kill-grace",
+            "2s",
+            "--exec",
+            "trap 'echo term >> got.log' TERM; sleep 577 & sleep 578 & wait; wait",
+        ],
+    );
+    let id = client
+        .enqueue(&NewJobRequest {
+            timeout: Some("2s".into()),
+            max_attempts: Some(1),
+            ..job("stuck", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = final_job(&client, &id, Duration::from_secs(20)).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert!(
+        job.errors[0].message.contains("timed out after 2s"),
+        "{job:?}"
+    );
+    assert!(!running("sleep 577") && !running("sleep 578"), "no orphans");
+    let got = std::fs::read_to_string(server.path().join("got.log")).unwrap_or_default();
+    assert!(got.contains("term"), "the program got SIGTERM first");
+}
+
+/// A cancel reaches a running job within about a second, and the job's processes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_running_job_within_two_seconds() {
+    let server = Server::start("");
+    let client = server.client();
+    let _worker = Worker::start(&server, &["--queue", "default", "--exec", "sleep 579"]);
+    let id = client
+        .enqueue(&job("long", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually(Duration::from_secs(10), "running", async || {
+        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    client.cancel(&id).await.unwrap();
+    let job = final_job(&client, &id, Duration::from_secs(10)).await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(!running("sleep 579"));
+}
+
+/// A background process that keeps stdout open does not hold the job: it ends when its
+/// main process exits (and the leftover is stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_process_holding_stdout_does_not_hang_the_job() {
+    let server = Server::start("");
+    let client = server.client();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--kill-grace",
+            "1s",
+            "--exec",
+            "cat >/dev/null; sleep 581 & echo '{\"done\": true}'",
+        ],
+    );
+    let id = client.enqueue(&job("bg", json!({}))).await.unwrap().job.id;
+    let job = final_job(&client, &id, Duration::from_secs(10)).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.result, Some(json!({"done": true})));
+    assert!(!running("sleep 581"));
+}
+
+/// Hostile output and exits get clear outcomes: non-UTF-8 stderr is kept (lossily), a log
+/// line before the JSON result does not lose it, 127 fails for good at once, a signal is
+/// named, and the worker's token is not in the job's environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_programs_get_clear_outcomes() {
+    let server = Server::start("");
+    let client = server.client();
+    let _worker = Worker::start_with_env(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "4",
+            "--exec",
+            r#"case "$ROTA_KIND" in
+               latin1) printf 'caf\351\n' >&2; printf 'more\n' >&2; exit 3 ;;
+               logged) read -r line; echo "starting"; echo '{"n": 1}' ;;
+               missing) no-such-command-xyz ;;
+               killed) kill -SEGV $$ ;;
+               token) echo "{\"token\": \"${ROTA_TOKEN:-none}\"}" ;;
+             esac"#,
+        ],
+        &[("ROTA_TOKEN", "rota_secret_admin_token")],
+    );
+    let mut ids = std::collections::HashMap::new();
+    for kind in ["latin1", "logged", "missing", "killed", "token"] {
+        let id = client
+            .enqueue(&NewJobRequest {
+                max_attempts: Some(3),
+                ..job(kind, json!({"x": 1}))
+            })
+            .await
+            .unwrap()
+            .job
+            .id;
+        ids.insert(kind, id);
+    }
+    let latin1 = final_or_retrying(&client, &ids["latin1"]).await;
+    let message = &latin1.errors[0].message;
+    assert!(
+        message.contains("status 3") && message.contains("caf") && message.contains("more"),
+        "{message}"
+    );
+    let logged = final_job(&client, &ids["logged"], Duration::from_secs(10)).await;
+    assert_eq!(
+        logged.result,
+        Some(json!({"n": 1})),
+        "stdin had a newline; last JSON line"
+    );
+    let missing = final_job(&client, &ids["missing"], Duration::from_secs(10)).await;
+    assert_eq!(
+        (missing.state, missing.attempt),
+        (JobState::Dead, 1),
+        "{missing:?}"
+    );
+    assert!(missing.errors[0].message.contains("127 (not found)"));
+    let killed = final_or_retrying(&client, &ids["killed"]).await;
+    assert!(killed.errors[0].message.contains("SIGSEGV"), "{killed:?}");
+    let token = final_job(&client, &ids["token"], Duration::from_secs(10)).await;
+    assert_eq!(token.result, Some(json!({"token": "none"})));
+}
+
+async fn final_or_retrying(client: &rota::Client, id: &str) -> JobView {
+    eventually(Duration::from_secs(10), "a failed attempt", async || {
+        let job = client.job(id).await.ok()?;
+        (!job.errors.is_empty()).then_some(job)
+    })
+    .await
+}
