@@ -267,3 +267,70 @@ async fn final_or_retrying(client: &rota::Client, id: &str) -> JobView {
     })
     .await
 }
+
+/// Floods stay bounded: 100 MB on stdout, a 20 MB stderr line without a newline and 20,000
+/// progress lines each get an outcome, the program is never blocked by its progress, and
+/// the worker's memory stays small. An oversized result fails the job once, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_output_keep_the_worker_small() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "4",
+            "--exec",
+            r#"case "$ROTA_KIND" in
+               stdout) head -c 100000000 /dev/zero ;;
+               line) head -c 20000000 /dev/zero | tr '\0' x >&2; exit 1 ;;
+               progress) i=0; while [ $i -lt 20000 ]; do echo "rota:progress $((i % 100)) step" >&2; i=$((i+1)); done; echo '{"ok": 1}' ;;
+               big) python3 -c 'import json; print(json.dumps({"blob": "x" * 2000000}))' ;;
+             esac"#,
+        ],
+    );
+    let mut ids = std::collections::HashMap::new();
+    for kind in ["stdout", "line", "progress", "big"] {
+        let id = client
+            .enqueue(&NewJobRequest {
+                max_attempts: Some(3),
+                ..job(kind, json!({}))
+            })
+            .await
+            .unwrap()
+            .job
+            .id;
+        ids.insert(kind, id);
+    }
+    let started = Instant::now();
+    let progress = final_job(&client, &ids["progress"], Duration::from_secs(30)).await;
+    assert_eq!(progress.result, Some(json!({"ok": 1})));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "progress never blocks the program"
+    );
+    for kind in ["stdout", "big"] {
+        let job = final_job(&client, &ids[kind], Duration::from_secs(30)).await;
+        assert_eq!(
+            (job.state, job.attempt),
+            (JobState::Dead, 1),
+            "{kind}: {job:?}"
+        );
+        assert!(job.errors[0].message.contains("result too large"), "{kind}");
+    }
+    let line = final_or_retrying(&client, &ids["line"]).await;
+    assert!(line.errors[0].message.len() < 10_000, "a bounded tail");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", worker.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 64 * 1024,
+        "worker RSS {rss_kib} KiB after the floods"
+    );
+    assert!(worker.is_running());
+}
