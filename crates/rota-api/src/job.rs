@@ -199,6 +199,13 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
+    /// Snoozes of the current series of attempts.
+    #[serde(default)]
+    pub snoozes: u32,
+    /// The latest checkpoint its handler saved (given to the next attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
     /// Every failed attempt, oldest first.
     pub errors: Vec<JobErrorView>,
     /// The worker holding the lease, when running.
@@ -262,6 +269,8 @@ impl From<Job> for JobView {
             worker: job.lease.as_ref().map(|l| l.worker.clone()),
             lease_token: job.lease.as_ref().map(|l| l.token),
             lease_expires_at: job.lease.as_ref().map(|l| l.expires_at),
+            snoozes: job.snoozes,
+            checkpoint: job.checkpoint,
             cancel_requested: job.cancel_requested,
             run_at: job.run_at,
             created_at: job.created_at,

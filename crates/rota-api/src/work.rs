@@ -154,6 +154,17 @@ pub struct HandBackRequest {
     pub leases: Vec<LeaseToken>,
 }
 
+/// Save a running job's checkpoint: its next attempt receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRequest {
+    /// The fencing token from the fetch.
+    pub token: u64,
+    /// Where to resume from (any JSON, at most 64 KiB).
+    #[schema(value_type = Object)]
+    pub checkpoint: Value,
+}
+
 /// Report progress on a running job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

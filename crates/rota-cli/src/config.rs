@@ -32,6 +32,7 @@ pub struct FileConfig {
     completed_retention: Option<String>,
     cancelled_retention: Option<String>,
     dead_retention: Option<String>,
+    max_snoozes: Option<u32>,
     #[serde(default)]
     retry: Option<RetryFile>,
     #[serde(default)]
@@ -86,6 +87,7 @@ const TOP_KEYS: &[&str] = &[
     "completed_retention",
     "cancelled_retention",
     "dead_retention",
+    "max_snoozes",
     "retry",
     "queues",
     "kinds",
@@ -134,6 +136,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// How long finished jobs are kept.
     pub retention: rota_store::Retention,
+    /// Most snoozes a job may have.
+    pub max_snoozes: u32,
     /// Server default retry layer.
     pub retry: RetryOverride,
     /// Queues to declare at start-up, with their settings.
@@ -354,6 +358,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         body_limit,
         lease,
         retention,
+        max_snoozes: file.max_snoozes.unwrap_or(rota_store::MAX_SNOOZES_DEFAULT),
         retry,
         queues,
         kinds,

@@ -60,6 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             defaults: Arc::new(defaults),
             auth: config.auth.clone(),
             retention: config.retention,
+            max_snoozes: config.max_snoozes,
             ..ServerConfig::default()
         },
         Startup {

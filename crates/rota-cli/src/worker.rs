@@ -33,6 +33,9 @@ const EXIT_SNOOZE: i32 = 75;
 const SNOOZE_DEFAULT: Duration = Duration::from_secs(30);
 /// Bytes of stderr kept as the error message (the tail).
 const STDERR_TAIL: usize = 4096;
+/// Longest stderr line read whole (a checkpoint line may be up to 64 KiB of JSON); the rest
+/// of a longer line is dropped.
+const LINE_MAX: usize = 64 * 1024 + 64;
 /// Most bytes of stdout kept for the result; a larger result fails the job.
 pub const RESULT_MAX: usize = 512 * 1024;
 /// Shortest snooze: `echo 0s; exit 75` must not spin.
@@ -144,6 +147,17 @@ async fn read_stderr(mut stderr: tokio::process::ChildStderr, job: JobContext) -
     let mut buf = [0u8; 8192];
     let on_line = |line: &[u8], tail: &mut Tail| {
         let text = String::from_utf8_lossy(line);
+        if let Some(rest) = text.strip_prefix("rota:checkpoint ") {
+            match serde_json::from_str(rest.trim()) {
+                Ok(checkpoint) => {
+                    job.checkpoint(checkpoint);
+                    return;
+                }
+                Err(err) => {
+                    warn!(job = %job.id, error = %err, "a rota:checkpoint line is not JSON; kept as output")
+                }
+            }
+        }
         if let Some(rest) = text.strip_prefix("rota:progress ") {
             let (percent, message) = rest.split_once(' ').unwrap_or((rest, ""));
             if let Ok(percent) = percent.trim().parse::<u8>() {
@@ -164,7 +178,7 @@ async fn read_stderr(mut stderr: tokio::process::ChildStderr, job: JobContext) -
             if byte == b'\n' || byte == b'\r' {
                 on_line(&line, &mut tail);
                 line.clear();
-            } else if line.len() < STDERR_TAIL {
+            } else if line.len() < LINE_MAX {
                 line.push(byte);
             }
         }
@@ -233,6 +247,10 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
 
     let job = &context.job;
     let mut command = tokio::process::Command::new("sh");
+    if let Some(checkpoint) = &job.checkpoint {
+        // What an earlier attempt saved with `rota:checkpoint`: resume from there.
+        command.env("ROTA_CHECKPOINT", checkpoint.to_string());
+    }
     if let Some(timeout) = job.timeout.as_deref().and_then(|t| parse_duration(t).ok()) {
         // When the job will be stopped, so it can plan (RFC 3339).
         let deadline = rota_core::add_duration(jiff::Timestamp::now(), timeout);

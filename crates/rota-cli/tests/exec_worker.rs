@@ -334,3 +334,155 @@ async fn floods_of_output_keep_the_worker_small() {
     );
     assert!(worker.is_running());
 }
+
+/// A checkpoint saved before a failure (`rota:checkpoint {...}` on stderr) reaches the next
+/// attempt as `ROTA_CHECKPOINT`, and the API shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_saved_before_a_failure_reaches_the_next_attempt() {
+    let server = Server::start("");
+    let client = server.client();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            r#"if [ -n "$ROTA_CHECKPOINT" ]; then echo "{\"resumed_from\": $ROTA_CHECKPOINT}"; else echo 'rota:checkpoint {"done": 40}' >&2; exit 1; fi"#,
+        ],
+    );
+    let id = client
+        .enqueue(&NewJobRequest {
+            backoff: Some(rota_core::Backoff::Intervals(vec![Duration::from_secs(1)])),
+            ..job("resumable", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = final_job(&client, &id, Duration::from_secs(20)).await;
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.result, Some(json!({"resumed_from": {"done": 40}})));
+    assert_eq!(job.checkpoint, Some(json!({"done": 40})));
+}
+
+/// `echo 0s; exit 75` cannot loop: snoozes last at least a second, and past the server's
+/// limit a snooze is a failed attempt; an unparsable delay fails with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snooze_loop_is_bounded() {
+    let server = Server::start("max_snoozes = 2\n");
+    let client = server.client();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "2",
+            "--exec",
+            r#"case "$ROTA_KIND" in loop) echo 0s; exit 75 ;; garbled) echo -5m; exit 75 ;; esac"#,
+        ],
+    );
+    let looping = client
+        .enqueue(&NewJobRequest {
+            max_attempts: Some(1),
+            ..job("loop", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let garbled = client
+        .enqueue(&NewJobRequest {
+            max_attempts: Some(1),
+            ..job("garbled", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let started = Instant::now();
+    let job = final_job(&client, &looping, Duration::from_secs(20)).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert!(job.errors[0].message.contains("snoozed 2 times"), "{job:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "each snooze lasted a second"
+    );
+    let job = final_job(&client, &garbled, Duration::from_secs(10)).await;
+    assert!(
+        job.errors[0].message.contains("does not name a delay"),
+        "{job:?}"
+    );
+}
+
+/// SIGTERM to the worker: after the grace its jobs' whole groups are stopped and the jobs
+/// handed back, available at once, with no attempt used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutdown_stops_the_group_and_hands_the_job_back() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--grace",
+            "1s",
+            "--kill-grace",
+            "1s",
+            "--exec",
+            "sleep 583 & sleep 584",
+        ],
+    );
+    let id = client
+        .enqueue(&job("long", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually(Duration::from_secs(10), "running", async || {
+        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    let status = worker.terminate(Duration::from_secs(15));
+    assert!(status.success());
+    let job = client.job(&id).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "{job:?}"
+    );
+    assert!(!running("sleep 583") && !running("sleep 584"), "no orphans");
+}
+
+/// A result larger than the server's body limit fails the job once, for good, instead of
+/// rerunning it until it dies of "stopped heartbeating".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_body_limit_fails_once() {
+    let server = Server::start("body_limit = 100000\n");
+    let client = server.client();
+    let _worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--exec",
+            r#"python3 -c 'import json; print(json.dumps({"blob": "x" * 300000}))'"#,
+        ],
+    );
+    let id = client
+        .enqueue(&NewJobRequest {
+            max_attempts: Some(3),
+            ..job("big", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = final_job(&client, &id, Duration::from_secs(20)).await;
+    assert_eq!((job.state, job.attempt), (JobState::Dead, 1), "{job:?}");
+    assert!(job.errors[0]
+        .message
+        .contains("result too large for the server"));
+}

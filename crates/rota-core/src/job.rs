@@ -211,6 +211,13 @@ pub struct Job {
     /// The latest progress report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// Snoozes of the current attempt series (reset when a failed attempt is recorded for
+    /// exceeding the limit).
+    #[serde(default)]
+    pub snoozes: u32,
+    /// The latest checkpoint a handler saved; the next attempt receives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
     /// The handler's result, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
@@ -262,6 +269,8 @@ impl Job {
             unique_key: new.unique_key,
             tags: new.tags,
             progress: None,
+            snoozes: 0,
+            checkpoint: None,
             result: None,
             errors: Vec::new(),
             lease: None,

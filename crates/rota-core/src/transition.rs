@@ -58,6 +58,16 @@ pub enum Event {
         token: u64,
         /// How long to wait.
         delay: Duration,
+        /// Most snoozes a job may have: the one beyond it counts as a failed attempt
+        /// instead, so a handler that always snoozes cannot loop forever.
+        limit: u32,
+    },
+    /// The handler saved a checkpoint: its next attempt receives it.
+    Checkpointed {
+        /// The fencing token from the fetch.
+        token: u64,
+        /// The checkpoint (small JSON).
+        checkpoint: Value,
     },
     /// Someone asked to cancel the job.
     CancelRequested,
@@ -83,6 +93,7 @@ impl Event {
             Event::Completed { .. } => "complete",
             Event::Failed { .. } => "fail",
             Event::Snoozed { .. } => "snooze",
+            Event::Checkpointed { .. } => "checkpoint",
             Event::CancelRequested => "cancel",
             Event::LeaseExpired => "rescue",
             Event::HandedBack { .. } => "hand back",
@@ -98,6 +109,7 @@ impl Event {
             | Event::Completed { token, .. }
             | Event::Failed { token, .. }
             | Event::Snoozed { token, .. }
+            | Event::Checkpointed { token, .. }
             | Event::HandedBack { token } => Some(*token),
             _ => None,
         }
@@ -224,12 +236,34 @@ pub fn transition(job: &Job, event: Event, now: Timestamp) -> Result<Job, Transi
                 .unwrap_or_default();
             record_failure(&mut next, error, worker, discard, now);
         }
-        Event::Snoozed { delay, .. } => give_back(
-            &mut next,
-            JobState::Scheduled,
-            crate::delay_until(now, delay),
-            now,
-        ),
+        Event::Snoozed { delay, limit, .. } if job.snoozes >= limit => {
+            let worker = job
+                .lease
+                .as_ref()
+                .map(|l| l.worker.clone())
+                .unwrap_or_default();
+            let error = ErrorReport {
+                message: format!(
+                    "snoozed {} times, the most a job may: this snooze counts as a failed attempt",
+                    job.snoozes
+                ),
+                backtrace: None,
+            };
+            // Counted from here again, so a retry may snooze as the first attempt did.
+            next.snoozes = 0;
+            let _ = delay;
+            record_failure(&mut next, error, worker, false, now);
+        }
+        Event::Snoozed { delay, .. } => {
+            next.snoozes += 1;
+            give_back(
+                &mut next,
+                JobState::Scheduled,
+                crate::delay_until(now, delay),
+                now,
+            )
+        }
+        Event::Checkpointed { checkpoint, .. } => next.checkpoint = Some(checkpoint),
         Event::HandedBack { .. } => give_back(&mut next, JobState::Available, now, now),
         Event::CancelRequested => match job.state {
             JobState::Scheduled | JobState::Available | JobState::Retryable => {
@@ -328,6 +362,65 @@ mod tests {
 
     use super::*;
 
+    /// A handler that always snoozes cannot loop forever: the snooze beyond the limit is a
+    /// failed attempt (issue 17: `echo 0s; exit 75` ran 859 times in 5 s).
+    #[test]
+    fn snoozes_beyond_the_limit_count_as_failed_attempts() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut job = Job::from_new(
+            crate::NewJob::new("q", "k", serde_json::json!({})),
+            JobId::new(now),
+            RetryPolicy {
+                max_attempts: 2,
+                ..RetryPolicy::default()
+            },
+            now,
+        );
+        let mut failures = 0;
+        for _ in 0..6 {
+            job.run_at = now;
+            job.state = JobState::Available;
+            let running = transition(
+                &job,
+                Event::Fetched {
+                    worker: "w".into(),
+                    lease_for: Duration::from_secs(30),
+                },
+                now,
+            )
+            .unwrap();
+            let token = running.lease.as_ref().unwrap().token;
+            job = transition(
+                &running,
+                Event::Snoozed {
+                    token,
+                    delay: Duration::from_secs(1),
+                    limit: 2,
+                },
+                now,
+            )
+            .unwrap();
+            if !job.errors.is_empty() && job.errors.len() > failures {
+                failures = job.errors.len();
+                assert!(job
+                    .errors
+                    .last()
+                    .unwrap()
+                    .message
+                    .contains("snoozed 2 times"));
+            }
+            if job.state == JobState::Dead {
+                break;
+            }
+        }
+        assert_eq!(
+            job.state,
+            JobState::Dead,
+            "two series of two snoozes, then dead"
+        );
+        assert_eq!(job.errors.len(), 2);
+    }
+
     /// A snooze or backoff of 100,000,000 hours is cut to the horizon, so the stored time
     /// stays readable (issue 18).
     #[test]
@@ -357,7 +450,16 @@ mod tests {
         let horizon = crate::add_duration(now, crate::SCHEDULE_HORIZON);
         let running = fetch(&job);
         let token = running.lease.as_ref().unwrap().token;
-        let snoozed = transition(&running, Event::Snoozed { token, delay: huge }, now).unwrap();
+        let snoozed = transition(
+            &running,
+            Event::Snoozed {
+                token,
+                delay: huge,
+                limit: 100,
+            },
+            now,
+        )
+        .unwrap();
         assert_eq!(snoozed.run_at, horizon);
         let failed = transition(
             &running,
@@ -561,6 +663,7 @@ mod tests {
             Step::Snooze(s, d) => Event::Snoozed {
                 token: token(s),
                 delay: secs(d),
+                limit: 3,
             },
             Step::Cancel => Event::CancelRequested,
             Step::Expire => Event::LeaseExpired,

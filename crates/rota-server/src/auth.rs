@@ -158,7 +158,10 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         "/v1/fail",
         "/v1/hand-back",
     ];
-    if work.contains(&path) || (path.starts_with("/v1/jobs/") && path.ends_with("/progress")) {
+    if work.contains(&path)
+        || (path.starts_with("/v1/jobs/")
+            && (path.ends_with("/progress") || path.ends_with("/checkpoint")))
+    {
         return Some(Scope::Work);
     }
     if path == "/v1/jobs" || path == "/v1/jobs/batch" {

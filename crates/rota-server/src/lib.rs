@@ -50,6 +50,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::progress))
+        .routes(routes!(jobs::checkpoint))
         .routes(routes!(jobs::list_dead))
         .routes(routes!(jobs::retry_dead))
         .routes(routes!(jobs::purge_dead))

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub node: String,
     /// How long finished jobs are kept (each queue may set its own).
     pub retention: rota_store::Retention,
+    /// Most snoozes a job may have; the one beyond counts as a failed attempt.
+    pub max_snoozes: u32,
 }
 
 /// A node id unique to this process: host, process id and start time.
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             auth: crate::auth::Auth::default(),
             node: node_id(),
             retention: rota_store::Retention::default(),
+            max_snoozes: rota_store::MAX_SNOOZES_DEFAULT,
         }
     }
 }

@@ -246,16 +246,29 @@ impl Store for SqliteStore {
         &self,
         p: JobSnoozeManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        self.apply_each(p.snoozes, p.now, |s| {
+        let limit = p.max_snoozes;
+        self.apply_each(p.snoozes, p.now, move |s| {
             (
                 s.lease.job,
                 Event::Snoozed {
                     token: s.lease.token,
                     delay: s.delay,
+                    limit,
                 },
             )
         })
         .await
+    }
+
+    async fn job_checkpoint(&self, p: JobCheckpointParams) -> Result<Job, StoreError> {
+        check_checkpoint(&p.checkpoint)?;
+        let event = Event::Checkpointed {
+            token: p.lease.token,
+            checkpoint: p.checkpoint,
+        };
+        self.writer
+            .write(move |tx| sql::job_apply(tx, p.lease.job, event, p.now))
+            .await
     }
 
     async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError> {

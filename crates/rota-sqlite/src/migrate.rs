@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_counts.sql")),
     (4, include_str!("../migrations/0004_leader.sql")),
     (5, include_str!("../migrations/0005_unique_for.sql")),
+    (6, include_str!("../migrations/0006_snoozes_checkpoint.sql")),
 ];
 
 /// The newest schema version this binary knows.

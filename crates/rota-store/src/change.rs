@@ -46,9 +46,10 @@ impl ChangeCause {
     pub fn of(event: &Event) -> Self {
         match event {
             Event::Due => ChangeCause::Promoted,
-            Event::Fetched { .. } | Event::Heartbeat { .. } | Event::Progressed { .. } => {
-                ChangeCause::Fetched
-            }
+            Event::Fetched { .. }
+            | Event::Heartbeat { .. }
+            | Event::Progressed { .. }
+            | Event::Checkpointed { .. } => ChangeCause::Fetched,
             Event::Completed { .. } => ChangeCause::Completed,
             Event::Failed { .. } => ChangeCause::Failed,
             Event::Snoozed { .. } => ChangeCause::Snoozed,

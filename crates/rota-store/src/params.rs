@@ -566,6 +566,20 @@ pub struct ErrorGroup {
     pub latest: Timestamp,
 }
 
+/// Most snoozes a job may have unless configured.
+pub const MAX_SNOOZES_DEFAULT: u32 = 100;
+
+/// Save a running job's checkpoint.
+#[derive(Debug, Clone)]
+pub struct JobCheckpointParams {
+    /// The lease held.
+    pub lease: LeaseRef,
+    /// The checkpoint (at most [`crate::CHECKPOINT_MAX_BYTES`] of JSON).
+    pub checkpoint: Value,
+    /// The current time.
+    pub now: Timestamp,
+}
+
 /// Read one job.
 #[derive(Debug, Clone)]
 pub struct JobGetParams {
@@ -647,6 +661,8 @@ pub struct Snooze {
 pub struct JobSnoozeManyParams {
     /// The snoozes.
     pub snoozes: Vec<Snooze>,
+    /// Most snoozes a job may have; the one beyond counts as a failed attempt.
+    pub max_snoozes: u32,
     /// The current time.
     pub now: Timestamp,
 }

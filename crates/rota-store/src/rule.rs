@@ -117,6 +117,22 @@ pub fn check_progress(progress: &Progress) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Largest checkpoint, in bytes of JSON: a position to resume from, not the data.
+pub const CHECKPOINT_MAX_BYTES: usize = 64 * 1024;
+
+/// Checks a checkpoint's size.
+pub fn check_checkpoint(checkpoint: &serde_json::Value) -> Result<(), StoreError> {
+    let size = serde_json::to_vec(checkpoint).map_or(0, |v| v.len());
+    if size > CHECKPOINT_MAX_BYTES {
+        return Err(ValidationError::new(
+            "checkpoint",
+            format!("is {size} bytes, more than {CHECKPOINT_MAX_BYTES}: keep a position to resume from, not the data"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Checks a listing's page size (1..=[`PAGE_LIMIT_MAX`]).
 pub fn check_page_limit(limit: usize) -> Result<usize, StoreError> {
     if !(1..=PAGE_LIMIT_MAX).contains(&limit) {

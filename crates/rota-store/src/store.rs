@@ -68,6 +68,9 @@ pub trait Store: Send + Sync + 'static {
         p: JobSnoozeManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
 
+    /// Saves a running job's checkpoint (its lease holder only); the next attempt gets it.
+    async fn job_checkpoint(&self, p: JobCheckpointParams) -> Result<Job, StoreError>;
+
     /// Records a running job's progress.
     async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError>;
 

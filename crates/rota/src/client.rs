@@ -239,6 +239,16 @@ impl Client {
             .await
     }
 
+    /// Saves a running job's checkpoint (with its lease token).
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        request: &CheckpointRequest,
+    ) -> Result<JobView, ClientError> {
+        self.post(&format!("/v1/jobs/{}/checkpoint", encode(id)), request)
+            .await
+    }
+
     /// Every queue with its counts.
     pub async fn queues(&self) -> Result<QueueList, ClientError> {
         self.get("/v1/queues").await

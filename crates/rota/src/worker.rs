@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rota_api::{
-    CompleteRequest, CompletionRequest, FailRequest, FailureRequest, FetchRequest, HandBackRequest,
-    HeartbeatRequest, JobView, LeaseToken, ProgressRequest,
+    CheckpointRequest, CompleteRequest, CompletionRequest, FailRequest, FailureRequest,
+    FetchRequest, HandBackRequest, HeartbeatRequest, JobView, LeaseToken, ProgressRequest,
 };
 use rota_core::{format_duration, parse_duration, JobId};
 use serde_json::Value;
@@ -60,8 +60,12 @@ impl Outcome {
     }
 }
 
-/// The latest progress report of a job, not yet sent: percent and message.
-type LatestProgress = Option<(u8, Option<String>)>;
+/// The latest progress report and checkpoint of a job, not yet sent.
+#[derive(Debug, Clone, Default)]
+struct LatestProgress {
+    progress: Option<(u8, Option<String>)>,
+    checkpoint: Option<serde_json::Value>,
+}
 
 /// One job handed to a handler.
 #[derive(Debug, Clone)]
@@ -85,7 +89,15 @@ impl JobContext {
     /// is sent in the background, at most every [`PROGRESS_EVERY`], so a flood of progress
     /// costs one request per interval.
     pub fn progress(&self, percent: u8, message: Option<String>) {
-        self.progress.send_replace(Some((percent, message)));
+        self.progress
+            .send_modify(|latest| latest.progress = Some((percent, message)));
+    }
+
+    /// Saves a checkpoint (small JSON) that the job's next attempt receives, if this one
+    /// fails. Like progress it never waits: the latest is sent in the background.
+    pub fn checkpoint(&self, checkpoint: serde_json::Value) {
+        self.progress
+            .send_modify(|latest| latest.checkpoint = Some(checkpoint));
     }
 }
 
@@ -100,22 +112,37 @@ async fn send_progress(
     token: u64,
     mut latest: tokio::sync::watch::Receiver<LatestProgress>,
 ) {
+    let mut sent_checkpoint = None;
+    let mut sent_progress = None;
     while latest.changed().await.is_ok() {
-        let Some((percent, message)) = latest.borrow_and_update().clone() else {
-            continue;
-        };
-        let sent = client
-            .progress(
-                &job,
-                &ProgressRequest {
-                    token,
-                    percent,
-                    message,
-                },
-            )
-            .await;
-        if let Err(err) = sent {
-            warn!(job = %job, error = %err, "could not report progress");
+        let now = latest.borrow_and_update().clone();
+        if now.checkpoint.is_some() && now.checkpoint != sent_checkpoint {
+            let checkpoint = now.checkpoint.clone().expect("checked");
+            let request = CheckpointRequest { token, checkpoint };
+            match client.checkpoint(&job, &request).await {
+                Ok(_) => sent_checkpoint = now.checkpoint.clone(),
+                Err(err) => warn!(job = %job, error = %err, "could not save the checkpoint"),
+            }
+        }
+        if let Some((percent, message)) = now
+            .progress
+            .clone()
+            .filter(|_| now.progress != sent_progress)
+        {
+            let sent = client
+                .progress(
+                    &job,
+                    &ProgressRequest {
+                        token,
+                        percent,
+                        message,
+                    },
+                )
+                .await;
+            match sent {
+                Ok(_) => sent_progress = now.progress.clone(),
+                Err(err) => warn!(job = %job, error = %err, "could not report progress"),
+            }
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
     }
@@ -351,18 +378,28 @@ impl<H: Handler> Worker<H> {
             );
             tasks.spawn(async move {
                 let timeout = job.timeout.as_deref().and_then(|t| parse_duration(t).ok());
-                let (progress, latest) = tokio::sync::watch::channel(None);
+                let (progress, latest) = tokio::sync::watch::channel(LatestProgress::default());
                 let sender =
                     tokio::spawn(send_progress(client.clone(), job.id.clone(), token, latest));
+                let progress = Arc::new(progress);
                 let context = JobContext {
                     job,
                     id,
                     token,
                     stop: stop_token.clone(),
-                    progress: Arc::new(progress),
+                    progress: progress.clone(),
                 };
                 let ran = run_one(&*handler, context, timeout, &reason, kill_grace).await;
                 sender.abort();
+                // A checkpoint saved just before the end must reach the server before the
+                // outcome does (the next attempt depends on it).
+                let checkpoint = progress.borrow().checkpoint.clone();
+                if let Some(checkpoint) = checkpoint {
+                    let request = CheckpointRequest { token, checkpoint };
+                    if let Err(err) = client.checkpoint(&id.to_string(), &request).await {
+                        warn!(job = %id, error = %err, "could not save the checkpoint");
+                    }
+                }
                 // The lease stays in the table (and heartbeated) until the report lands.
                 deliver(&client, id, token, ran, &reason).await;
                 table.lock().expect("job table poisoned").remove(&id);

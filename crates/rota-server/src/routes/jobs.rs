@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use rota_api::{
-    Count, EnqueueManyRequest, EnqueueManyResponse, Enqueued, ErrorGroupList, ErrorGroupView,
-    ItemOutcome, ItemOutcomes, JobPageView, JobSelection, JobView, NewJobRequest, Problem,
-    ProgressRequest,
+    CheckpointRequest, Count, EnqueueManyRequest, EnqueueManyResponse, Enqueued, ErrorGroupList,
+    ErrorGroupView, ItemOutcome, ItemOutcomes, JobPageView, JobSelection, JobView, NewJobRequest,
+    Problem, ProgressRequest,
 };
 use rota_core::{JobId, JobState};
 use rota_store::*;
@@ -436,6 +436,29 @@ pub async fn progress(
                 percent: request.percent,
                 message: request.message,
             },
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(ApiJson(job.into()))
+}
+
+/// Save a running job's checkpoint (with its lease token): its next attempt receives it.
+#[utoipa::path(post, path = "/v1/jobs/{id}/checkpoint", tag = "work", params(("id" = String, Path, description = "job id")), request_body = CheckpointRequest,
+    responses((status = 200, body = JobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<CheckpointRequest>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    let id = job_id("id", &id)?;
+    let job = state
+        .store
+        .job_checkpoint(JobCheckpointParams {
+            lease: LeaseRef {
+                job: id,
+                token: request.token,
+            },
+            checkpoint: request.checkpoint,
             now: state.clock.now(),
         })
         .await?;

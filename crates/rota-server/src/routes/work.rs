@@ -274,7 +274,11 @@ pub async fn fail(
     if !snoozes.is_empty() {
         let out = state
             .store
-            .job_snooze_many(JobSnoozeManyParams { snoozes, now })
+            .job_snooze_many(JobSnoozeManyParams {
+                snoozes,
+                max_snoozes: state.config.max_snoozes,
+                now,
+            })
             .await?;
         for (i, r) in order.into_iter().zip(out) {
             results[i] = Some(r);

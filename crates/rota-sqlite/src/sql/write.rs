@@ -78,7 +78,7 @@ impl<'c> Tx<'c> {
 pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"))
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -108,6 +108,8 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
         job.origin.as_ref().map(|o| micros(o.slot)),
         job.unique_for
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        job.snoozes,
+        job.checkpoint.as_ref().map(json),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
@@ -152,6 +154,12 @@ pub(crate) fn save_job(
     }
     if before.progress != after.progress {
         set("progress", opt_text(after.progress.as_ref().map(json)));
+    }
+    if before.snoozes != after.snoozes {
+        set("snoozes", V::Integer(after.snoozes.into()));
+    }
+    if before.checkpoint != after.checkpoint {
+        set("checkpoint", opt_text(after.checkpoint.as_ref().map(json)));
     }
     if before.result != after.result {
         set("result", opt_text(after.result.as_ref().map(json)));

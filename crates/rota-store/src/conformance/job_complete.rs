@@ -109,6 +109,7 @@ pub async fn snoozing_reschedules_without_using_an_attempt(s: Subject) {
                 lease: lease_of(&job),
                 delay: secs(300),
             }],
+            max_snoozes: 10,
             now,
         })
         .await
@@ -310,4 +311,93 @@ pub async fn batch_results_are_per_item(s: Subject) {
             .state,
         JobState::Running
     );
+}
+
+/// Snoozes are counted; the one beyond the limit is a failed attempt (issue 17).
+pub async fn snoozes_are_counted_and_limited(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let id = insert_one(store, new_job("a").max_attempts(5), now)
+        .await
+        .id;
+    let snooze = |job: Job| async move {
+        store
+            .job_snooze_many(JobSnoozeManyParams {
+                snoozes: vec![Snooze {
+                    lease: lease_of(&job),
+                    delay: secs(1),
+                }],
+                max_snoozes: 2,
+                now,
+            })
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap()
+    };
+    let mut at = now;
+    for expected in 1..=2 {
+        let job = claim(store, "w", &["default"], &[], 1, at).await.remove(0);
+        let snoozed = snooze(job).await;
+        assert_eq!((snoozed.snoozes, snoozed.attempt), (expected, 0));
+        at = add_duration(at, secs(2));
+    }
+    let job = claim(store, "w", &["default"], &[], 1, at).await.remove(0);
+    let failed = snooze(job).await;
+    assert_eq!(
+        failed.state,
+        JobState::Retryable,
+        "the third snooze is a failure"
+    );
+    assert_eq!(failed.attempt, 1);
+    assert!(failed.errors[0].message.contains("snoozed 2 times"));
+    assert_eq!(
+        store.job_get(JobGetParams { id }).await.unwrap().snoozes,
+        0,
+        "counted afresh after the failure"
+    );
+}
+
+/// A checkpoint saved by the lease holder is kept and given to the next attempt; a stale
+/// worker cannot save one, and a big one is refused (issue 17).
+pub async fn a_checkpoint_survives_into_the_next_attempt(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert_one(store, new_job("a").max_attempts(3), now).await;
+    let job = claim(store, "w", &["default"], &[], 1, now).await.remove(0);
+    let saved = store
+        .job_checkpoint(JobCheckpointParams {
+            lease: lease_of(&job),
+            checkpoint: serde_json::json!({"done": 40}),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(saved.checkpoint, Some(serde_json::json!({"done": 40})));
+    let big = serde_json::json!({"blob": "x".repeat(CHECKPOINT_MAX_BYTES)});
+    let err = store
+        .job_checkpoint(JobCheckpointParams {
+            lease: lease_of(&job),
+            checkpoint: big,
+            now,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    fail(store, lease_of(&job), "crashed", false, now).await;
+    let stale = store
+        .job_checkpoint(JobCheckpointParams {
+            lease: lease_of(&job),
+            checkpoint: serde_json::json!({"done": 99}),
+            now,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), ErrorKind::LeaseLost);
+    let later = add_duration(now, secs(3600));
+    let again = claim(store, "w", &["default"], &[], 1, later)
+        .await
+        .remove(0);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(again.checkpoint, Some(serde_json::json!({"done": 40})));
 }

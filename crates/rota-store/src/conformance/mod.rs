@@ -94,6 +94,8 @@ macro_rules! conformance_tests {
                 progress_is_recorded_for_the_lease_holder_only,
                 cancelling_a_waiting_job_is_immediate_and_a_running_one_is_requested,
                 batch_results_are_per_item,
+                snoozes_are_counted_and_limited,
+                a_checkpoint_survives_into_the_next_attempt,
             }
             lease {
                 heartbeats_extend_the_lease_and_carry_cancel_requests,
