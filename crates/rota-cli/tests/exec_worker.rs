@@ -486,3 +486,33 @@ async fn a_result_over_the_body_limit_fails_once() {
         .message
         .contains("result too large for the server"));
 }
+
+/// A job that arrives after shutdown began (the worker's long poll was already waiting) is
+/// handed back without being started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetched_during_shutdown_is_handed_back_unstarted() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(
+        &server,
+        &["--queue", "default", "--exec", "echo ran >> ran.log"],
+    );
+    // Wait until its long poll is waiting (the worker registered with its first fetch).
+    eventually(Duration::from_secs(10), "the worker polling", async || {
+        let workers = client.workers().await.ok()?;
+        (!workers.workers.is_empty()).then_some(())
+    })
+    .await;
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::Command::new("kill")
+        .args(["-TERM", &worker.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let id = client.enqueue(&job("late", json!({}))).await.unwrap().job.id;
+    let status = worker.terminate(Duration::from_secs(15));
+    assert!(status.success());
+    let job = client.job(&id).await.unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Available, 0), "{job:?}");
+    assert!(!server.path().join("ran.log").exists(), "the job never started");
+}

@@ -334,7 +334,7 @@ impl<H: Handler> Worker<H> {
                     // Busy, unavailable, a 5xx or the network: wait and ask again; running
                     // jobs carry on meanwhile.
                     let pause = retry.next();
-                    warn!(error = %err, retry_in = %format_duration(pause), "fetch failed; retrying");
+                    warn!(error = %chain(&err), retry_in = %format_duration(pause), "fetch failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.cancelled() => {}
@@ -631,7 +631,7 @@ async fn deliver(
                     return;
                 }
                 let pause = retry.next();
-                warn!(job = %job, error = %err, retry_in = %format_duration(pause), "could not report the job's outcome; retrying while its lease is held");
+                warn!(job = %job, error = %chain(&err), retry_in = %format_duration(pause), "could not report the job's outcome; retrying while its lease is held");
                 tokio::time::sleep(pause).await;
             }
         }
@@ -681,13 +681,29 @@ async fn heartbeat_loop(client: Client, worker: String, table: Table, lease: Arc
                     }
                 }
             }
-            Err(err) => warn!(error = %err, "heartbeat failed; retrying"),
+            Err(err) => warn!(error = %chain(&err), "heartbeat failed; retrying"),
         }
     }
 }
 
 /// Longest a running job waits to hear that it was cancelled.
 pub const CANCEL_CHECK: Duration = Duration::from_secs(1);
+
+/// An error with its causes, each once (a transport error says "connection refused" only
+/// at the bottom of its chain).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// This machine's host name (`localhost` when it cannot be read).
 pub fn hostname() -> String {
@@ -696,4 +712,25 @@ pub fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transport errors are logged with their root cause (issue 17: "connection refused"
+    /// was left out).
+    #[tokio::test]
+    async fn a_connection_error_names_its_root_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = client.workers().await.unwrap_err();
+        let text = chain(&err);
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+        assert_eq!(text.matches("error sending request").count(), 1, "{text}");
+    }
 }
