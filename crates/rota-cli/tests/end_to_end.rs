@@ -87,7 +87,11 @@ async fn a_failing_command_is_retried_then_dead_with_its_stderr_and_can_be_retri
     // The worker may already have run (and failed) the retried job again: the history grows,
     // it is never reset.
     assert!(again.errors.len() >= 2, "history kept: {:?}", again.errors);
-    assert_eq!(again.errors[..2], dead.errors[..], "the earlier attempts stay");
+    assert_eq!(
+        again.errors[..2],
+        dead.errors[..],
+        "the earlier attempts stay"
+    );
     assert!(
         matches!(
             again.state.as_str(),

@@ -509,10 +509,22 @@ async fn a_job_fetched_during_shutdown_is_handed_back_unstarted() {
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let id = client.enqueue(&job("late", json!({}))).await.unwrap().job.id;
+    let id = client
+        .enqueue(&job("late", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
     let status = worker.terminate(Duration::from_secs(15));
     assert!(status.success());
     let job = client.job(&id).await.unwrap();
-    assert_eq!((job.state, job.attempt), (JobState::Available, 0), "{job:?}");
-    assert!(!server.path().join("ran.log").exists(), "the job never started");
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "{job:?}"
+    );
+    assert!(
+        !server.path().join("ran.log").exists(),
+        "the job never started"
+    );
 }

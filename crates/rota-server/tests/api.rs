@@ -380,6 +380,7 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         ("post", "/v1/jobs/{id}/cancel"),
         ("post", "/v1/jobs/{id}/retry"),
         ("post", "/v1/jobs/{id}/progress"),
+        ("post", "/v1/jobs/{id}/checkpoint"),
         ("get", "/v1/dead"),
         ("post", "/v1/dead/retry"),
         ("post", "/v1/dead/purge"),
