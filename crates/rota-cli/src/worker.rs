@@ -298,7 +298,7 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
             let _ = child.wait().await;
             stdout.abort();
             stderr.abort();
-            return Outcome::failed("stopped");
+            return Outcome::Stopped;
         }
     };
     // The main process exited: the job is over. Anything it left running (holding its

@@ -79,21 +79,31 @@ async fn reports_lost_to_a_server_restart_are_retried_and_nothing_runs_twice() {
     assert_eq!(lines.len(), 4);
 }
 
-/// The database locked for 8 s (a held exclusive transaction): fetches get `busy`, the
+/// The database locked for 10 s (a held exclusive transaction): fetches get `busy`, the
 /// worker retries instead of exiting, and takes the next job when the lock is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_does_not_stop_the_worker() {
     let server = Server::start("");
     let client = server.client();
     let mut worker = Worker::start(&server, &["--queue", "default", "--exec", "cat >/dev/null"]);
+    // The server listens before it migrates: wait until it is ready.
+    eventually(Duration::from_secs(10), "the server ready", async || {
+        client
+            .ready()
+            .await
+            .ok()
+            .filter(|(ready, _)| *ready)
+            .map(|_| ())
+    })
+    .await;
     let db = server.path().join("rota.db");
     let lock = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(Duration::from_secs(10));
         conn.execute_batch("COMMIT").unwrap();
     });
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_secs(9));
     assert!(worker.is_running(), "the worker survived the busy database");
     lock.join().unwrap();
     let id = client
@@ -162,11 +172,15 @@ async fn a_cancel_reaches_a_running_job_within_two_seconds() {
     })
     .await;
     let asked = Instant::now();
-    client.cancel(&id).await.unwrap();
+    let out = server.rota(&["jobs", "cancel", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cancel pending"),
+        "the CLI says a running job's cancel is pending"
+    );
     let job = final_job(&client, &id, Duration::from_secs(10)).await;
     assert_eq!(job.state, JobState::Cancelled);
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
+        asked.elapsed() < Duration::from_secs(2),
         "{:?}",
         asked.elapsed()
     );
@@ -527,4 +541,53 @@ async fn a_job_fetched_during_shutdown_is_handed_back_unstarted() {
         !server.path().join("ran.log").exists(),
         "the job never started"
     );
+}
+
+/// A second SIGTERM skips the grace: the running job is stopped and handed back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_skips_the_grace() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--grace",
+            "60s",
+            "--kill-grace",
+            "1s",
+            "--exec",
+            "sleep 585",
+        ],
+    );
+    let id = client
+        .enqueue(&job("long", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually(Duration::from_secs(10), "running", async || {
+        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &worker.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = worker.terminate(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the 60 s grace"
+    );
+    let job = client.job(&id).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "{job:?}"
+    );
+    assert!(!running("sleep 585"));
 }

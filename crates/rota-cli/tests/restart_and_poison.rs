@@ -105,3 +105,45 @@ async fn a_server_restart_never_rescues_a_live_workers_job() {
         assert!(job.errors.is_empty(), "{:?}", job.errors);
     }
 }
+
+/// A database someone else holds locked at start-up (a backup, an operator's session) is
+/// waited for: the server starts once the lock is gone instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_at_start_up_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rota.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; BEGIN EXCLUSIVE; CREATE TABLE held (x);")
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(ROTA)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "still waiting, not exited"
+    );
+    conn.execute_batch("COMMIT").unwrap();
+    let client = rota::Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    eventually(Duration::from_secs(15), "the server ready", async || {
+        client
+            .ready()
+            .await
+            .ok()
+            .filter(|(ready, _)| *ready)
+            .map(|_| ())
+    })
+    .await;
+    serve.kill().unwrap();
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("locked by someone else"), "{log}");
+}

@@ -82,10 +82,7 @@ impl Server {
         config: ServerConfig,
         startup: Startup,
     ) -> Result<Self, StartError> {
-        let migration = store
-            .store_migrate(StoreMigrateParams { now: clock.now() })
-            .await
-            .map_err(StartError::Migrate)?;
+        let migration = migrate(&*store, &*clock).await?;
         for (name, queue) in startup.queues {
             store
                 .queue_declare(QueueDeclareParams {
@@ -137,6 +134,30 @@ impl Server {
         self.shutdown.cancel();
         self.state.join_services().await;
         served
+    }
+}
+
+/// How long start-up waits for a database that someone else holds locked.
+const MIGRATE_BUSY_WAIT: Duration = Duration::from_secs(60);
+
+/// Migrates the store; a database busy with someone else's transaction (a backup, an
+/// operator's session) is waited for, with a line in the log, instead of ending the start.
+async fn migrate(store: &dyn Store, clock: &dyn Clock) -> Result<MigrationReport, StartError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match store
+            .store_migrate(StoreMigrateParams { now: clock.now() })
+            .await
+        {
+            Err(err)
+                if err.kind() == rota_store::ErrorKind::Busy
+                    && started.elapsed() < MIGRATE_BUSY_WAIT =>
+            {
+                tracing::warn!(error = %err, "the database is locked by someone else; waiting to migrate it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other.map_err(StartError::Migrate),
+        }
     }
 }
 

@@ -47,6 +47,10 @@ pub enum Outcome {
     },
     /// Run again after this long, without using an attempt.
     Snoozed(Duration),
+    /// The handler stopped because [`JobContext::stop`] asked it to; what is reported
+    /// then depends on why it was asked (a timeout fails the attempt, a shutdown hands the
+    /// job back, a cancel ends it cancelled).
+    Stopped,
 }
 
 impl Outcome {
@@ -501,15 +505,21 @@ async fn run_one<H: Handler>(
             None
         }
     };
-    if let Some(outcome) = outcome {
-        return Ran::Handled(outcome);
+    match outcome {
+        Some(Outcome::Stopped) | None => {}
+        Some(outcome) => return Ran::Handled(outcome),
     }
     let timed_out = *reason.lock().expect("reason poisoned") == Some(Stop::TimedOut);
     // Asked to stop: the handler stops what it started (SIGTERM, then SIGKILL after the
-    // kill grace) and returns; only then is the outcome reported.
-    if tokio::time::timeout(kill_grace + Duration::from_secs(5), work)
-        .await
-        .is_err()
+    // kill grace) and returns; only then is the outcome reported. (It may have returned
+    // already, as the stop and its return raced.)
+    if !stop_token.is_cancelled() {
+        return Ran::Stopped;
+    }
+    if matches!(outcome, None)
+        && tokio::time::timeout(kill_grace + Duration::from_secs(5), work)
+            .await
+            .is_err()
     {
         warn!("a handler did not stop within its kill grace; dropped");
     }
@@ -544,6 +554,9 @@ fn report_for(job: JobId, token: u64, ran: Ran, reason: Option<Stop>) -> Option<
         (Ran::Handled(Outcome::Completed(result)), _) => Report::Complete(CompleteRequest {
             completions: vec![CompletionRequest { job, token, result }],
         }),
+        (Ran::Handled(Outcome::Stopped), reason) => {
+            return report_for(job, token, Ran::Stopped, reason)
+        }
         (Ran::Handled(Outcome::Snoozed(delay)), _) => {
             fail("snoozed".into(), None, false, Some(format_duration(delay)))
         }
