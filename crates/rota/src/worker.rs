@@ -516,7 +516,7 @@ async fn run_one<H: Handler>(
     if !stop_token.is_cancelled() {
         return Ran::Stopped;
     }
-    if matches!(outcome, None)
+    if outcome.is_none()
         && tokio::time::timeout(kill_grace + Duration::from_secs(5), work)
             .await
             .is_err()
