@@ -20,6 +20,19 @@ fn running(command: &str) -> bool {
         .success()
 }
 
+/// Enqueues `request`, returning the job's id.
+async fn enqueue(client: &rota::Client, request: &NewJobRequest) -> String {
+    client.enqueue(request).await.unwrap().job.id
+}
+
+/// Waits until job `id` runs.
+async fn until_running(client: &rota::Client, id: &str) {
+    eventually(Duration::from_secs(10), "the job running", async || {
+        (client.job(id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+}
+
 async fn final_job(client: &rota::Client, id: &str, within: Duration) -> JobView {
     eventually(within, "the job to finish", async || {
         let job = client.job(id).await.ok()?;
@@ -37,14 +50,7 @@ async fn reports_lost_to_a_server_restart_are_retried_and_nothing_runs_twice() {
     let client = server.client();
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(
-            client
-                .enqueue(&job("slow", json!({})))
-                .await
-                .unwrap()
-                .job
-                .id,
-        );
+        ids.push(enqueue(&client, &job("slow", json!({}))).await);
     }
     let _worker = Worker::start(
         &server,
@@ -106,12 +112,7 @@ async fn a_locked_database_does_not_stop_the_worker() {
     std::thread::sleep(Duration::from_secs(9));
     assert!(worker.is_running(), "the worker survived the busy database");
     lock.join().unwrap();
-    let id = client
-        .enqueue(&job("after", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = enqueue(&client, &job("after", json!({}))).await;
     let job = final_job(&client, &id, Duration::from_secs(20)).await;
     assert_eq!(job.state, JobState::Completed);
     assert!(worker.is_running());
@@ -134,16 +135,15 @@ async fn a_timeout_stops_the_whole_group_with_sigterm_first() {
             "trap 'echo term >> got.log' TERM; sleep 577 & sleep 578 & wait; wait",
         ],
     );
-    let id = client
-        .enqueue(&NewJobRequest {
+    let id = enqueue(
+        &client,
+        &NewJobRequest {
             timeout: Some("2s".into()),
             max_attempts: Some(1),
             ..job("stuck", json!({}))
-        })
-        .await
-        .unwrap()
-        .job
-        .id;
+        },
+    )
+    .await;
     let job = final_job(&client, &id, Duration::from_secs(20)).await;
     assert_eq!(job.state, JobState::Dead);
     assert!(
@@ -161,16 +161,8 @@ async fn a_cancel_reaches_a_running_job_within_two_seconds() {
     let server = Server::start("");
     let client = server.client();
     let _worker = Worker::start(&server, &["--queue", "default", "--exec", "sleep 579"]);
-    let id = client
-        .enqueue(&job("long", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
-    eventually(Duration::from_secs(10), "running", async || {
-        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
-    })
-    .await;
+    let id = enqueue(&client, &job("long", json!({}))).await;
+    until_running(&client, &id).await;
     let asked = Instant::now();
     let out = server.rota(&["jobs", "cancel", &id]);
     assert!(
@@ -204,7 +196,7 @@ async fn a_background_process_holding_stdout_does_not_hang_the_job() {
             "cat >/dev/null; sleep 581 & echo '{\"done\": true}'",
         ],
     );
-    let id = client.enqueue(&job("bg", json!({}))).await.unwrap().job.id;
+    let id = enqueue(&client, &job("bg", json!({}))).await;
     let job = final_job(&client, &id, Duration::from_secs(10)).await;
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.result, Some(json!({"done": true})));
@@ -238,15 +230,14 @@ async fn real_programs_get_clear_outcomes() {
     );
     let mut ids = std::collections::HashMap::new();
     for kind in ["latin1", "logged", "missing", "killed", "token"] {
-        let id = client
-            .enqueue(&NewJobRequest {
+        let id = enqueue(
+            &client,
+            &NewJobRequest {
                 max_attempts: Some(3),
                 ..job(kind, json!({"x": 1}))
-            })
-            .await
-            .unwrap()
-            .job
-            .id;
+            },
+        )
+        .await;
         ids.insert(kind, id);
     }
     let latin1 = final_or_retrying(&client, &ids["latin1"]).await;
@@ -307,15 +298,14 @@ async fn floods_of_output_keep_the_worker_small() {
     );
     let mut ids = std::collections::HashMap::new();
     for kind in ["stdout", "line", "progress", "big"] {
-        let id = client
-            .enqueue(&NewJobRequest {
+        let id = enqueue(
+            &client,
+            &NewJobRequest {
                 max_attempts: Some(3),
                 ..job(kind, json!({}))
-            })
-            .await
-            .unwrap()
-            .job
-            .id;
+            },
+        )
+        .await;
         ids.insert(kind, id);
     }
     let started = Instant::now();
@@ -364,15 +354,14 @@ async fn a_checkpoint_saved_before_a_failure_reaches_the_next_attempt() {
             r#"if [ -n "$ROTA_CHECKPOINT" ]; then echo "{\"resumed_from\": $ROTA_CHECKPOINT}"; else echo 'rota:checkpoint {"done": 40}' >&2; exit 1; fi"#,
         ],
     );
-    let id = client
-        .enqueue(&NewJobRequest {
+    let id = enqueue(
+        &client,
+        &NewJobRequest {
             backoff: Some(rota_core::Backoff::Intervals(vec![Duration::from_secs(1)])),
             ..job("resumable", json!({}))
-        })
-        .await
-        .unwrap()
-        .job
-        .id;
+        },
+    )
+    .await;
     let job = final_job(&client, &id, Duration::from_secs(20)).await;
     assert_eq!(job.state, JobState::Completed, "{job:?}");
     assert_eq!(job.attempt, 2);
@@ -397,24 +386,22 @@ async fn a_snooze_loop_is_bounded() {
             r#"case "$ROTA_KIND" in loop) echo 0s; exit 75 ;; garbled) echo -5m; exit 75 ;; esac"#,
         ],
     );
-    let looping = client
-        .enqueue(&NewJobRequest {
+    let looping = enqueue(
+        &client,
+        &NewJobRequest {
             max_attempts: Some(1),
             ..job("loop", json!({}))
-        })
-        .await
-        .unwrap()
-        .job
-        .id;
-    let garbled = client
-        .enqueue(&NewJobRequest {
+        },
+    )
+    .await;
+    let garbled = enqueue(
+        &client,
+        &NewJobRequest {
             max_attempts: Some(1),
             ..job("garbled", json!({}))
-        })
-        .await
-        .unwrap()
-        .job
-        .id;
+        },
+    )
+    .await;
     let started = Instant::now();
     let job = final_job(&client, &looping, Duration::from_secs(20)).await;
     assert_eq!(job.state, JobState::Dead);
@@ -449,16 +436,8 @@ async fn a_worker_shutdown_stops_the_group_and_hands_the_job_back() {
             "sleep 583 & sleep 584",
         ],
     );
-    let id = client
-        .enqueue(&job("long", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
-    eventually(Duration::from_secs(10), "running", async || {
-        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
-    })
-    .await;
+    let id = enqueue(&client, &job("long", json!({}))).await;
+    until_running(&client, &id).await;
     let status = worker.terminate(Duration::from_secs(15));
     assert!(status.success());
     let job = client.job(&id).await.unwrap();
@@ -485,15 +464,14 @@ async fn a_result_over_the_body_limit_fails_once() {
             r#"python3 -c 'import json; print(json.dumps({"blob": "x" * 300000}))'"#,
         ],
     );
-    let id = client
-        .enqueue(&NewJobRequest {
+    let id = enqueue(
+        &client,
+        &NewJobRequest {
             max_attempts: Some(3),
             ..job("big", json!({}))
-        })
-        .await
-        .unwrap()
-        .job
-        .id;
+        },
+    )
+    .await;
     let job = final_job(&client, &id, Duration::from_secs(20)).await;
     assert_eq!((job.state, job.attempt), (JobState::Dead, 1), "{job:?}");
     assert!(job.errors[0]
@@ -523,12 +501,7 @@ async fn a_job_fetched_during_shutdown_is_handed_back_unstarted() {
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let id = client
-        .enqueue(&job("late", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = enqueue(&client, &job("late", json!({}))).await;
     let status = worker.terminate(Duration::from_secs(15));
     assert!(status.success());
     let job = client.job(&id).await.unwrap();
@@ -561,16 +534,8 @@ async fn a_second_signal_skips_the_grace() {
             "sleep 585",
         ],
     );
-    let id = client
-        .enqueue(&job("long", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
-    eventually(Duration::from_secs(10), "running", async || {
-        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
-    })
-    .await;
+    let id = enqueue(&client, &job("long", json!({}))).await;
+    until_running(&client, &id).await;
     std::process::Command::new("kill")
         .args(["-TERM", &worker.pid().to_string()])
         .status()
