@@ -30,6 +30,10 @@ const QUEUE: &str = "bench";
 struct Report {
     jobs: usize,
     durability: Option<String>,
+    /// The physical bounds measured in the same run.
+    bounds: Bounds,
+    /// Each workload as a share of its bound (1.0 = at the bound).
+    shares: Shares,
     #[serde(skip_serializing_if = "Option::is_none")]
     w1_jobs_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +42,66 @@ struct Report {
     w2_jobs_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     w3_latency_ms: Option<Latency>,
+}
+
+/// What the machine allows, measured beside the workloads so the figures hold on a noisy
+/// disk.
+#[derive(Debug, Default, Serialize)]
+struct Bounds {
+    /// Median of a 4 KiB append plus `fdatasync` on the database's filesystem, ms.
+    fsync_ms: f64,
+    /// Median loopback HTTP round trip to the server (`GET /healthz`), ms.
+    round_trip_ms: f64,
+    /// The job lifecycle in raw SQL on the same schema and durability, batch 100, jobs/s.
+    raw_lifecycle_jobs_per_s: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Shares {
+    /// W1 against 1 / (fsync + round trip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w1: Option<f64>,
+    /// W2 against the raw lifecycle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w2: Option<f64>,
+    /// The bound of W3's p50 (fsync + two round trips) over the p50 measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w3_p50: Option<f64>,
+}
+
+/// Median of `rounds` 4 KiB appends each followed by `fdatasync`, in `dir`.
+fn fsync_ms(dir: &std::path::Path, rounds: usize) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = dir.join(".rota-bench-fsync");
+    let mut file = std::fs::File::create(&path).context("measuring fsync")?;
+    let block = [0u8; 4096];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(median(&mut samples))
+}
+
+/// Median HTTP round trip of an empty request to the server.
+async fn round_trip_ms(url: &str, rounds: usize) -> anyhow::Result<f64> {
+    let client = Client::new(url)?;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        client.healthz().await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(&mut samples))
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 #[derive(Debug, Serialize)]
@@ -51,7 +115,7 @@ struct Latency {
 /// A server started for the benchmark; killed on drop.
 struct Spawned {
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Spawned {
@@ -87,10 +151,7 @@ fn spawn_server(durability: &str) -> anyhow::Result<(Spawned, String)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((
-        Spawned { child, _dir: dir },
-        format!("http://127.0.0.1:{port}"),
-    ))
+    Ok((Spawned { child, dir }, format!("http://127.0.0.1:{port}")))
 }
 
 fn bar(len: usize, label: &str, json: bool) -> ProgressBar {
@@ -138,6 +199,26 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         durability: client_args.url.is_none().then(|| args.durability.clone()),
         ..Report::default()
     };
+    // The bounds, in the same run: the database's filesystem (the spawned server's
+    // directory, or this one with --url), the loopback, the schema in raw SQL.
+    let disk = match &_server {
+        Some(server) => server.dir.path().to_path_buf(),
+        None => std::env::current_dir()?,
+    };
+    report.bounds.fsync_ms = fsync_ms(&disk, 200)?;
+    report.bounds.round_trip_ms = round_trip_ms(&url, 500).await?;
+    let durability = match args.durability.as_str() {
+        "normal" => rota_sqlite::Durability::Normal,
+        _ => rota_sqlite::Durability::Full,
+    };
+    let raw_dir = tempfile::tempdir_in(&disk).context("creating the raw-SQL database")?;
+    let raw_path = raw_dir.path().join("bound.db");
+    report.bounds.raw_lifecycle_jobs_per_s = tokio::task::spawn_blocking(move || {
+        rota_sqlite::bound::raw_lifecycle_rate(&raw_path, durability, 100, 100)
+    })
+    .await??;
+    let b = &report.bounds;
+    let (fsync, rtt) = (b.fsync_ms, b.round_trip_ms);
 
     if wanted("w1") {
         let bar = bar(n, "W1", json_out);
@@ -168,26 +249,56 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     if wanted("w3") {
         report.w3_latency_ms = Some(latency(&client, &args, json_out).await?);
     }
+    report.shares = Shares {
+        w1: report.w1_jobs_per_s.map(|v| v / (1000.0 / (fsync + rtt))),
+        w2: report
+            .w2_jobs_per_s
+            .map(|v| v / report.bounds.raw_lifecycle_jobs_per_s),
+        w3_p50: report
+            .w3_latency_ms
+            .as_ref()
+            .map(|l| (fsync + 2.0 * rtt) / l.p50),
+    };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("rota bench: {n} no-op jobs per workload, server {url}");
+        let b = &report.bounds;
+        println!(
+            "bounds: fdatasync {:.3} ms, loopback round trip {:.3} ms, raw-SQL lifecycle {:.0} jobs/s",
+            b.fsync_ms, b.round_trip_ms, b.raw_lifecycle_jobs_per_s
+        );
+        let share = |s: Option<f64>| {
+            s.map_or(String::new(), |s| {
+                format!("  ({:.0} % of its bound)", s * 100.0)
+            })
+        };
         if let Some(v) = report.w1_jobs_per_s {
-            println!("W1  enqueue, one per call:     {v:>10.0} jobs/s");
+            println!(
+                "W1  enqueue, one per call:     {v:>10.0} jobs/s{}",
+                share(report.shares.w1)
+            );
         }
         if let Some(v) = report.w1b_jobs_per_s {
             println!("W1b enqueue, 1,000 per call:   {v:>10.0} jobs/s");
         }
         if let Some(v) = report.w2_jobs_per_s {
             println!(
-                "W2  drain ({} workers x {}):    {v:>10.0} jobs/s",
-                args.workers, args.batch
+                "W2  drain ({} workers x {}):    {v:>10.0} jobs/s{}",
+                args.workers,
+                args.batch,
+                share(report.shares.w2)
             );
         }
         if let Some(l) = &report.w3_latency_ms {
             println!(
-                "W3  enqueue->start at {}/s:   p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms ({} jobs)",
-                args.rate, l.p50, l.p95, l.p99, l.samples
+                "W3  enqueue->start at {}/s:   p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms ({} jobs){}",
+                args.rate,
+                l.p50,
+                l.p95,
+                l.p99,
+                l.samples,
+                share(report.shares.w3_p50)
             );
         }
     }

@@ -853,3 +853,42 @@ async fn the_cli_waits_with_telling_exit_codes_and_filters_by_tag() {
     let again = server.rota(&["enqueue", "later", "--unique", "nightly"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
 }
+
+/// `rota bench` measures the bounds beside the figures, in the same run, and reports each
+/// workload as a share of its bound (issue 16).
+#[test]
+fn the_benchmark_reports_each_workload_against_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ROTA)
+        .args([
+            "bench",
+            "--jobs",
+            "200",
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--durability",
+            "normal",
+            "--json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bounds = &report["bounds"];
+    for key in ["fsync_ms", "round_trip_ms", "raw_lifecycle_jobs_per_s"] {
+        assert!(bounds[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    for key in ["w1", "w2", "w3_p50"] {
+        assert!(
+            report["shares"][key].as_f64().unwrap() > 0.0,
+            "{key}: {report}"
+        );
+    }
+}

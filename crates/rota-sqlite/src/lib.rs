@@ -8,6 +8,7 @@
 //! written by a newer Rota is refused. All SQL is in the private `sql` module, one file per
 //! area; the rules the SQL follows come from `rota-store`.
 
+pub mod bound;
 pub mod migrate;
 mod reader;
 mod sql;

@@ -359,6 +359,12 @@ impl Client {
         Ok((ok, report))
     }
 
+    /// Liveness: `GET /healthz` (the cheapest round trip to the server).
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.get("/healthz").await?;
+        Ok(())
+    }
+
     /// Whether the server answers at all (any HTTP answer counts).
     pub async fn reachable(&self) -> bool {
         matches!(self.http.get(format!("{}/v1/queues", self.base)).send().await, Ok(r) if r.status() != StatusCode::BAD_GATEWAY)
