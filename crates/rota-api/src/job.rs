@@ -125,6 +125,28 @@ pub struct EnqueueManyResponse {
     pub jobs: Vec<Enqueued>,
 }
 
+/// The minimal answer of an enqueue-many (`?return=ids`, or `Prefer: return=minimal`): the
+/// jobs' ids in request order, without their documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnqueuedIds {
+    /// One id per requested job, in order (an existing job's id for a duplicate).
+    pub ids: Vec<String>,
+    /// The positions (in `ids`) whose unique key matched an existing job: nothing new was
+    /// stored for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<usize>,
+}
+
+/// The answer of an enqueue-many: the full jobs, or only their ids when asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EnqueueManyAnswer {
+    /// Every job's document (the default).
+    Jobs(EnqueueManyResponse),
+    /// Only the ids (`?return=ids` or `Prefer: return=minimal`).
+    Ids(EnqueuedIds),
+}
+
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobErrorView {

@@ -1182,3 +1182,60 @@ async fn invalid_input_is_refused_naming_the_field_and_the_job() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["field"], "lease", "{problem}");
 }
+
+/// A minimal-response enqueue (`?return=ids` or `Prefer: return=minimal`) returns exactly
+/// the ids of the jobs, in request order, and says which were duplicates (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_enqueue_answers_the_ids_in_order() {
+    let api = Api::new();
+    let jobs: Vec<Value> = (0..5)
+        .map(|i| json!({"queue": "default", "kind": "k", "args": {"i": i}}))
+        .collect();
+    let (status, answer) = api
+        .call(
+            "POST",
+            "/v1/jobs/batch?return=ids",
+            Some(json!({ "jobs": jobs })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.get("jobs").is_none(), "no documents: {answer}");
+    let ids: Vec<String> = answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        let (_, job) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        assert_eq!(job["args"]["i"], i, "in request order");
+    }
+    let request = Request::post("/v1/jobs/batch")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("prefer", "return=minimal")
+        .body(Body::from(
+            json!({"jobs": [
+                {"queue": "default", "kind": "k", "unique_key": "u"},
+                {"queue": "default", "kind": "k", "unique_key": "u"}
+            ]})
+            .to_string(),
+        ))
+        .unwrap();
+    let (status, _, answer) = api.raw(request).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["ids"][0], answer["ids"][1],
+        "the second is the first's duplicate"
+    );
+    assert_eq!(answer["duplicates"], json!([1]));
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/jobs/batch?return=everything",
+            Some(json!({"jobs": [{"queue": "default", "kind": "k"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "return");
+}

@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use rota_api::{
-    CheckpointRequest, Count, EnqueueManyRequest, EnqueueManyResponse, Enqueued, ErrorGroupList,
-    ErrorGroupView, ItemOutcome, ItemOutcomes, JobPageView, JobSelection, JobView, NewJobRequest,
-    Problem, ProgressRequest,
+    CheckpointRequest, Count, EnqueueManyAnswer, EnqueueManyRequest, EnqueueManyResponse, Enqueued,
+    EnqueuedIds, ErrorGroupList, ErrorGroupView, ItemOutcome, ItemOutcomes, JobPageView,
+    JobSelection, JobView, NewJobRequest, Problem, ProgressRequest,
 };
 use rota_core::{JobId, JobState};
 use rota_store::*;
@@ -71,18 +71,59 @@ pub async fn enqueue(
     ))
 }
 
-/// Enqueue many jobs: all are stored, or none.
-#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = EnqueueManyRequest,
-    responses((status = 200, body = EnqueueManyResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+/// Options of an enqueue-many.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueManyQuery {
+    /// `ids` answers only the jobs' ids, in order (as does `Prefer: return=minimal`).
+    #[serde(rename = "return")]
+    #[param(rename = "return")]
+    pub answer: Option<String>,
+}
+
+/// Enqueue many jobs: all are stored, or none. The answer carries every job, or only their
+/// ids with `?return=ids` or `Prefer: return=minimal` (a fraction of the bytes).
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = EnqueueManyRequest, params(EnqueueManyQuery),
+    responses((status = 200, body = EnqueueManyAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn enqueue_many(
     State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EnqueueManyQuery>,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<EnqueueManyRequest>,
-) -> Result<ApiJson<EnqueueManyResponse>, ApiError> {
+) -> Result<ApiJson<EnqueueManyAnswer>, ApiError> {
     if request.jobs.is_empty() {
         return Err(ApiError::invalid("jobs", "jobs: give at least one job"));
     }
-    Ok(ApiJson(EnqueueManyResponse {
-        jobs: enqueue_all(&state, request.jobs, true).await?,
+    let minimal = match query.answer.as_deref() {
+        None => headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("return=minimal")),
+        Some("ids") => true,
+        Some("jobs") => false,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "return",
+                format!("return: `ids` or `jobs`, got {other:?}"),
+            ))
+        }
+    };
+    let enqueued = enqueue_all(&state, request.jobs, true).await?;
+    Ok(ApiJson(if minimal {
+        EnqueueManyAnswer::Ids(EnqueuedIds {
+            duplicates: enqueued
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.duplicate)
+                .map(|(i, _)| i)
+                .collect(),
+            ids: enqueued.into_iter().map(|e| e.job.id).collect(),
+        })
+    } else {
+        EnqueueManyAnswer::Jobs(EnqueueManyResponse { jobs: enqueued })
     }))
 }
 
