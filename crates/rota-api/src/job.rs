@@ -180,6 +180,19 @@ impl From<JobError> for JobErrorView {
     }
 }
 
+/// One snooze in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SnoozeView {
+    /// When the handler snoozed.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// The attempt it was in.
+    pub attempt: u32,
+    /// When the job runs again.
+    #[schema(value_type = String, format = DateTime)]
+    pub until: Timestamp,
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
@@ -224,6 +237,9 @@ pub struct JobView {
     /// Snoozes of the current series of attempts.
     #[serde(default)]
     pub snoozes: u32,
+    /// The latest snoozes (up to 20), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snoozed: Vec<SnoozeView>,
     /// The latest checkpoint its handler saved (given to the next attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -292,6 +308,15 @@ impl From<Job> for JobView {
             lease_token: job.lease.as_ref().map(|l| l.token),
             lease_expires_at: job.lease.as_ref().map(|l| l.expires_at),
             snoozes: job.snoozes,
+            snoozed: job
+                .snooze_log
+                .iter()
+                .map(|s| SnoozeView {
+                    at: s.at,
+                    attempt: s.attempt,
+                    until: s.until,
+                })
+                .collect(),
             checkpoint: job.checkpoint,
             cancel_requested: job.cancel_requested,
             run_at: job.run_at,

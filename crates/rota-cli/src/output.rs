@@ -63,6 +63,15 @@ pub fn job_detail(j: &JobView) -> String {
         "id:        {}\nqueue:     {}\nkind:      {}\nstate:     {}\nattempt:   {}/{}\nargs:      {}\nrun_at:    {}\ncreated:   {}\n",
         j.id, j.queue, j.kind, j.state, j.attempt, j.max_attempts, j.args, j.run_at, j.created_at
     );
+    if let Some(last) = j.snoozed.last() {
+        out.push_str(&format!(
+            "snoozed:   {} time(s) in this series; last at {} (attempt {}) until {}\n",
+            j.snoozes, last.at, last.attempt, last.until
+        ));
+    }
+    if let Some(checkpoint) = &j.checkpoint {
+        out.push_str(&format!("checkpoint: {checkpoint}\n"));
+    }
     if let Some(result) = &j.result {
         out.push_str(&format!("result:    {result}\n"));
     }

@@ -406,6 +406,7 @@ async fn a_snooze_loop_is_bounded() {
     let job = final_job(&client, &looping, Duration::from_secs(20)).await;
     assert_eq!(job.state, JobState::Dead);
     assert!(job.errors[0].message.contains("snoozed 2 times"), "{job:?}");
+    assert_eq!(job.snoozed.len(), 2, "the snoozes are in its history");
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "each snooze lasted a second"

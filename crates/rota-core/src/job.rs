@@ -166,6 +166,20 @@ pub struct JobError {
     pub fingerprint: String,
 }
 
+/// Snoozes kept in a job's history.
+pub const SNOOZE_LOG_MAX: usize = 20;
+
+/// One snooze in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnoozeRecord {
+    /// When the handler snoozed.
+    pub at: Timestamp,
+    /// The attempt it was in (given back by the snooze).
+    pub attempt: u32,
+    /// When the job runs again.
+    pub until: Timestamp,
+}
+
 /// A job as Rota keeps it. Change it only through [`crate::transition`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -215,6 +229,10 @@ pub struct Job {
     /// exceeding the limit).
     #[serde(default)]
     pub snoozes: u32,
+    /// The latest snoozes, oldest first (at most [`SNOOZE_LOG_MAX`]): when, in which
+    /// attempt, until when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snooze_log: Vec<SnoozeRecord>,
     /// The latest checkpoint a handler saved; the next attempt receives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
@@ -270,6 +288,7 @@ impl Job {
             tags: new.tags,
             progress: None,
             snoozes: 0,
+            snooze_log: Vec::new(),
             checkpoint: None,
             result: None,
             errors: Vec::new(),

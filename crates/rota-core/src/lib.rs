@@ -24,7 +24,10 @@ pub use duration::{
     format_duration, parse_duration, parse_duration_field, serde_humane, DurationParseError,
 };
 pub use id::JobId;
-pub use job::{ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, PRIORITY_DEFAULT};
+pub use job::{
+    ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, SnoozeRecord, PRIORITY_DEFAULT,
+    SNOOZE_LOG_MAX,
+};
 pub use lease::Lease;
 pub use retry::{
     Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT, BACKOFF_INITIAL_DEFAULT,

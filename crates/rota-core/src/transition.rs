@@ -256,12 +256,16 @@ pub fn transition(job: &Job, event: Event, now: Timestamp) -> Result<Job, Transi
         }
         Event::Snoozed { delay, .. } => {
             next.snoozes += 1;
-            give_back(
-                &mut next,
-                JobState::Scheduled,
-                crate::delay_until(now, delay),
-                now,
-            )
+            let until = crate::delay_until(now, delay);
+            next.snooze_log.push(crate::SnoozeRecord {
+                at: now,
+                attempt: job.attempt,
+                until,
+            });
+            if next.snooze_log.len() > crate::SNOOZE_LOG_MAX {
+                next.snooze_log.remove(0);
+            }
+            give_back(&mut next, JobState::Scheduled, until, now)
         }
         Event::Checkpointed { checkpoint, .. } => next.checkpoint = Some(checkpoint),
         Event::HandedBack { .. } => give_back(&mut next, JobState::Available, now, now),

@@ -16,7 +16,7 @@ macro_rules! job_columns {
         "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
          timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
          lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at, \
-         schedule, slot, unique_for_ms, snoozes, checkpoint"
+         schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log"
     };
 }
 pub(crate) use job_columns;
@@ -73,6 +73,7 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             .map(|t| from_json(12, t))
             .transpose()?,
         snoozes: row.get(26)?,
+        snooze_log: from_json(28, text(row, 28)?)?,
         checkpoint: optional_text(row, 27)?
             .map(|t| from_json(27, t))
             .transpose()?,

@@ -78,7 +78,7 @@ impl<'c> Tx<'c> {
 pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"))
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -110,6 +110,7 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         job.snoozes,
         job.checkpoint.as_ref().map(json),
+        json(&job.snooze_log),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
@@ -157,6 +158,9 @@ pub(crate) fn save_job(
     }
     if before.snoozes != after.snoozes {
         set("snoozes", V::Integer(after.snoozes.into()));
+    }
+    if before.snooze_log != after.snooze_log {
+        set("snooze_log", V::Text(json(&after.snooze_log)));
     }
     if before.checkpoint != after.checkpoint {
         set("checkpoint", opt_text(after.checkpoint.as_ref().map(json)));

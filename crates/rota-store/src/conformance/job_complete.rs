@@ -352,6 +352,12 @@ pub async fn snoozes_are_counted_and_limited(s: Subject) {
     assert_eq!(failed.attempt, 1);
     assert!(failed.errors[0].message.contains("snoozed 2 times"));
     assert_eq!(
+        failed.snooze_log.len(),
+        2,
+        "both snoozes are in the history"
+    );
+    assert!(failed.snooze_log[0].until > failed.snooze_log[0].at);
+    assert_eq!(
         store.job_get(JobGetParams { id }).await.unwrap().snoozes,
         0,
         "counted afresh after the failure"
