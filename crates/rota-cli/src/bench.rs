@@ -109,6 +109,7 @@ struct Latency {
     p50: f64,
     p95: f64,
     p99: f64,
+    max: f64,
     samples: usize,
 }
 
@@ -292,12 +293,14 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         }
         if let Some(l) = &report.w3_latency_ms {
             println!(
-                "W3  enqueue->start at {}/s:   p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms ({} jobs){}",
+                "W3  enqueue->start at {}/s:   p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({} jobs, {} idle workers){}",
                 args.rate,
                 l.p50,
                 l.p95,
                 l.p99,
+                l.max,
                 l.samples,
+                args.idle_workers,
                 share(report.shares.w3_p50)
             );
         }
@@ -397,21 +400,29 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
     let starts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let began: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let bar = bar(total, "W3", json_out);
-    let worker = {
-        let (client, began) = (client.clone(), began.clone());
-        tokio::spawn(async move {
-            let mut seen = 0;
-            while seen < total {
-                let fetched = client
-                    .fetch(&FetchRequest {
-                        worker: "bench-latency".into(),
-                        queues: vec![QUEUE.into()],
-                        kinds: vec![],
-                        max: Some(100),
-                        wait: Some("5s".into()),
-                        ..Default::default()
-                    })
-                    .await?;
+    // One worker, or more long-polling the same queue (`--idle-workers`): with the wake-ups
+    // counted, a ready job wakes one of them, not all.
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = tokio_util::sync::CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..=args.idle_workers {
+        let (client, began, seen, done) =
+            (client.clone(), began.clone(), seen.clone(), done.clone());
+        workers.spawn(async move {
+            use std::sync::atomic::Ordering;
+            while seen.load(Ordering::Relaxed) < total {
+                let request = FetchRequest {
+                    worker: format!("bench-latency-{w}"),
+                    queues: vec![QUEUE.into()],
+                    kinds: vec![],
+                    max: Some(100),
+                    wait: Some("5s".into()),
+                    ..Default::default()
+                };
+                let fetched = tokio::select! {
+                    fetched = client.fetch(&request) => fetched?,
+                    _ = done.cancelled() => break,
+                };
                 let now = Instant::now();
                 let mut completions = Vec::new();
                 for j in &fetched.jobs {
@@ -422,14 +433,17 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
                         result: None,
                     });
                 }
-                seen += completions.len();
                 if !completions.is_empty() {
+                    let n = completions.len();
                     client.complete(&CompleteRequest { completions }).await?;
+                    if seen.fetch_add(n, Ordering::Relaxed) + n >= total {
+                        done.cancel();
+                    }
                 }
             }
             anyhow::Ok(())
-        })
-    };
+        });
+    }
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -451,7 +465,9 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
     while let Some(result) = producers.join_next().await {
         result??;
     }
-    worker.await??;
+    while let Some(result) = workers.join_next().await {
+        result??;
+    }
     bar.finish_and_clear();
     let starts = starts.lock().expect("poisoned");
     let began = began.lock().expect("poisoned");
@@ -472,6 +488,7 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
         p50: pct(0.50),
         p95: pct(0.95),
         p99: pct(0.99),
+        max: samples[samples.len() - 1],
         samples: samples.len(),
     })
 }

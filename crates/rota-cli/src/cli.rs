@@ -156,6 +156,9 @@ pub struct BenchArgs {
     /// Length of the latency workload.
     #[arg(long, default_value = "20s")]
     pub duration: String,
+    /// Extra workers long-polling the latency workload's queue beside the one measured.
+    #[arg(long, default_value_t = 0)]
+    pub idle_workers: usize,
     /// Run only these workloads (w1, w1b, w2, w3; repeatable).
     #[arg(long)]
     pub only: Vec<String>,
