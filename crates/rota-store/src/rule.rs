@@ -10,7 +10,7 @@ use rota_core::{JobState, Progress, ValidationError};
 
 use rota_core::RetryOverride;
 
-use crate::{JobFilter, JobSelector, QueueConfig, Retention, ScheduleRecord, StoreError};
+use crate::{JobFilter, QueueConfig, Retention, ScheduleRecord, StoreError};
 
 /// Largest page of a job listing.
 pub const PAGE_LIMIT_MAX: usize = 1000;
@@ -85,19 +85,14 @@ pub fn lease_for(queue: Option<&QueueConfig>, default: Duration) -> Duration {
     queue.and_then(|q| q.lease).unwrap_or(default)
 }
 
-/// The filter an operator's selector means, when it is a filter: one that names no states
-/// means `default_state` (dead jobs, for retry and purge), so nothing else is touched.
-pub fn selector_filter(selector: &JobSelector, default_state: JobState) -> Option<JobFilter> {
-    match selector {
-        JobSelector::Ids(_) => None,
-        JobSelector::Filter(filter) => {
-            let mut filter = filter.clone();
-            if filter.states.is_empty() {
-                filter.states = vec![default_state];
-            }
-            Some(filter)
-        }
+/// The filter an operator's selector filter means: one that names no states means
+/// `default_state` (dead jobs, for retry and purge), so nothing else is touched.
+pub fn selector_filter(filter: &JobFilter, default_state: JobState) -> JobFilter {
+    let mut filter = filter.clone();
+    if filter.states.is_empty() {
+        filter.states = vec![default_state];
     }
+    filter
 }
 
 /// The states a purge may delete: the final ones among `requested`.
@@ -336,20 +331,18 @@ mod tests {
 
     #[test]
     fn a_filter_without_states_means_the_default_state() {
-        let selector = JobSelector::Filter(JobFilter::default());
         assert_eq!(
-            selector_filter(&selector, JobState::Dead).unwrap().states,
+            selector_filter(&JobFilter::default(), JobState::Dead).states,
             vec![JobState::Dead]
         );
-        let explicit = JobSelector::Filter(JobFilter {
+        let explicit = JobFilter {
             states: vec![JobState::Cancelled],
             ..JobFilter::default()
-        });
+        };
         assert_eq!(
-            selector_filter(&explicit, JobState::Dead).unwrap().states,
+            selector_filter(&explicit, JobState::Dead).states,
             vec![JobState::Cancelled]
         );
-        assert!(selector_filter(&JobSelector::Ids(vec![]), JobState::Dead).is_none());
     }
 
     #[test]

@@ -11,14 +11,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::queue::{queue_get, queue_required};
 use super::row::{job_columns, job_from_row};
 use super::worker::touch_worker;
-use super::write::{
-    insert_job, job_promote_due, save_job, PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE,
-};
+use super::write::{insert_job, job_promote_due, save_job};
 use super::{classify, db_err, from_micros, json, micros, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
-const CLAIM_SELECT: &str = concat!(
+pub(crate) const CLAIM_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM job \
@@ -26,7 +24,7 @@ const CLAIM_SELECT: &str = concat!(
                AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
              ORDER BY priority, run_at, id LIMIT ?4"
 );
-const RESCUE_SELECT: &str = concat!(
+pub(crate) const RESCUE_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM job \
@@ -37,33 +35,15 @@ pub(crate) const OLDEST_AVAILABLE: &str =
     "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
              ORDER BY run_at LIMIT 1";
 pub(crate) const OLDEST_WAITING: &str = "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
-const NEXT_DUE: &str =
+pub(crate) const NEXT_DUE: &str =
     "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1";
-const RUNNING_SELECT: &str = concat!(
+pub(crate) const RUNNING_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
 );
-const DEAD_GROUPS_SELECT: &str = "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
+pub(crate) const DEAD_GROUPS_SELECT: &str = "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
              FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1";
-
-/// Statements on hot or large paths; `hot_statements_use_their_indexes` checks that none of
-/// them scans the job table.
-#[cfg(test)]
-pub(crate) const HOT_STATEMENTS: [(&str, &str); 10] = [
-    ("promote select", PROMOTE_DUE_SELECT),
-    ("promote update", PROMOTE_DUE_UPDATE),
-    ("claim", CLAIM_SELECT),
-    ("rescue", RESCUE_SELECT),
-    ("oldest available", OLDEST_AVAILABLE),
-    ("oldest waiting", OLDEST_WAITING),
-    ("next due", NEXT_DUE),
-    ("running", RUNNING_SELECT),
-    ("dead groups", DEAD_GROUPS_SELECT),
-    ("prune", PRUNE_DELETE),
-];
-#[cfg(not(test))]
-const _: (&str, &str, &str) = (PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE);
 
 /// One job by id.
 pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
@@ -306,14 +286,11 @@ pub(crate) fn job_select_ids(
     selector: &JobSelector,
     default_state: JobState,
 ) -> Result<Vec<JobId>, StoreError> {
-    match selector_filter(selector, default_state) {
-        None => match selector {
-            JobSelector::Ids(ids) => Ok(ids.clone()),
-            JobSelector::Filter(_) => unreachable!("a filter selector has a filter"),
-        },
-        Some(filter) => {
+    match selector {
+        JobSelector::Ids(ids) => Ok(ids.clone()),
+        JobSelector::Filter(filter) => {
             let params = JobListParams {
-                filter,
+                filter: selector_filter(filter, default_state),
                 after: None,
                 limit: 0,
             };

@@ -74,7 +74,25 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
 mod tests {
     use rusqlite::Connection;
 
-    use super::job::HOT_STATEMENTS;
+    use super::job::{
+        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_AVAILABLE, OLDEST_WAITING,
+        RESCUE_SELECT, RUNNING_SELECT,
+    };
+    use super::write::{PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE};
+
+    /// Statements on hot or large paths.
+    const HOT_STATEMENTS: [(&str, &str); 10] = [
+        ("promote select", PROMOTE_DUE_SELECT),
+        ("promote update", PROMOTE_DUE_UPDATE),
+        ("claim", CLAIM_SELECT),
+        ("rescue", RESCUE_SELECT),
+        ("oldest available", OLDEST_AVAILABLE),
+        ("oldest waiting", OLDEST_WAITING),
+        ("next due", NEXT_DUE),
+        ("running", RUNNING_SELECT),
+        ("dead groups", DEAD_GROUPS_SELECT),
+        ("prune", PRUNE_DELETE),
+    ];
 
     /// Every hot statement finds its rows through an index: a plain `SCAN job` (a full scan
     /// of the job table) would make it slower as jobs accumulate. Partial indexes are used only
