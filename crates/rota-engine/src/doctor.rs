@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::{format_duration, JobState};
-use rota_store::{retention_for, QueueListParams, QueueStats, Retention, Store, StoreError};
+use rota_store::{
+    retention_for, JobCount, QueueListParams, QueueStats, Retention, Store, StoreError,
+};
 
 /// A worker seen within this long counts as live.
 pub const LIVE_WORKER_WINDOW: Duration = Duration::from_secs(60);
@@ -82,8 +84,52 @@ fn quoted(names: &BTreeSet<String>) -> String {
         .join(", ")
 }
 
+/// What the checks read of the workload (workers, queues, job counts), for callers that
+/// need it too, so it is read once.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Every known worker.
+    pub workers: Vec<rota_store::Worker>,
+    /// Every queue with its counts and oldest ready job.
+    pub queues: Vec<QueueStats>,
+    /// Job counts per queue, kind and state.
+    pub counts: Vec<JobCount>,
+}
+
+impl Observed {
+    async fn read(store: &dyn Store, now: Timestamp) -> Result<Self, StoreError> {
+        Ok(Self {
+            workers: store
+                .worker_list(rota_store::WorkerListParams::default())
+                .await?,
+            queues: store.queue_list(QueueListParams { now }).await?,
+            counts: store
+                .job_counts(rota_store::JobCountsParams::default())
+                .await?,
+        })
+    }
+}
+
+fn read_failed(err: &StoreError) -> Finding {
+    Finding {
+        check: "database",
+        severity: Severity::Fail,
+        message: format!("reading the database failed: {err}"),
+        fix: None,
+    }
+}
+
 /// Runs every check at `now`; `retention` is the server's (shown with each queue's own).
 pub async fn diagnose(store: &dyn Store, now: Timestamp, retention: &Retention) -> Vec<Finding> {
+    diagnose_observed(store, now, retention).await.0
+}
+
+/// [`diagnose`], also returning what it read of the workload (or why it could not).
+pub async fn diagnose_observed(
+    store: &dyn Store,
+    now: Timestamp,
+    retention: &Retention,
+) -> (Vec<Finding>, Result<Observed, StoreError>) {
     let mut findings = Vec::new();
     match store
         .store_health(rota_store::StoreHealthParams::default())
@@ -117,7 +163,7 @@ pub async fn diagnose(store: &dyn Store, now: Timestamp, retention: &Retention) 
                 message: format!("database unreachable: {err}"),
                 fix: Some("check the database path or URL and its permissions".into()),
             });
-            return findings;
+            return (findings, Err(err));
         }
     }
     findings.push(if store.capabilities().multi_node {
@@ -128,28 +174,30 @@ pub async fn diagnose(store: &dyn Store, now: Timestamp, retention: &Retention) 
             "embedded database: node and database share one clock",
         )
     });
-    if let Err(err) = workload_checks(store, now, retention, &mut findings).await {
-        findings.push(Finding {
-            check: "database",
-            severity: Severity::Fail,
-            message: format!("reading the database failed: {err}"),
-            fix: None,
-        });
+    let observed = match Observed::read(store, now).await {
+        Ok(observed) => observed,
+        Err(err) => {
+            findings.push(read_failed(&err));
+            return (findings, Err(err));
+        }
+    };
+    if let Err(err) = workload_checks(store, now, retention, &observed, &mut findings).await {
+        findings.push(read_failed(&err));
     }
-    findings
+    (findings, Ok(observed))
 }
 
 async fn workload_checks(
     store: &dyn Store,
     now: Timestamp,
     retention: &Retention,
+    observed: &Observed,
     findings: &mut Vec<Finding>,
 ) -> Result<(), StoreError> {
     let live_since = rota_core::sub_duration(now, LIVE_WORKER_WINDOW);
-    let live: Vec<_> = store
-        .worker_list(rota_store::WorkerListParams::default())
-        .await?
-        .into_iter()
+    let live: Vec<_> = observed
+        .workers
+        .iter()
         .filter(|w| w.last_seen >= live_since)
         .collect();
     let polled: BTreeSet<String> = live
@@ -159,9 +207,9 @@ async fn workload_checks(
 
     // Queues with ready jobs and nobody polling them: the misspelt-queue incident.
     let mut queue_ok = true;
-    let queues = store.queue_list(QueueListParams { now }).await?;
+    let queues = &observed.queues;
     let declared: BTreeSet<String> = queues.iter().map(|q| q.queue.name.clone()).collect();
-    findings.push(retention_finding(retention, &queues));
+    findings.push(retention_finding(retention, queues));
     for q in queues {
         let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
         if ready > 0 && !q.queue.paused && !polled.contains(&q.queue.name) {
@@ -191,12 +239,11 @@ async fn workload_checks(
 
     // Ready jobs of a kind that no live worker on their queue handles.
     let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for c in store
-        .job_counts(rota_store::JobCountsParams::default())
-        .await?
-    {
+    for c in &observed.counts {
         if c.state == JobState::Available {
-            *ready_kinds.entry((c.queue, c.kind)).or_default() += c.count;
+            *ready_kinds
+                .entry((c.queue.clone(), c.kind.clone()))
+                .or_default() += c.count;
         }
     }
     let mut kinds_ok = true;

@@ -9,11 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rota_api::{DoctorReport, FindingView};
 use rota_core::Clock;
-use rota_engine::doctor::{diagnose, Finding, Severity, LIVE_WORKER_WINDOW};
-use rota_store::{
-    JobCount, JobCountsParams, QueueListParams, QueueStats, Retention, Store, StoreError,
-    WorkerListParams,
-};
+use rota_engine::doctor::{diagnose, diagnose_observed, Finding, Severity, LIVE_WORKER_WINDOW};
+use rota_store::{JobCount, QueueStats, Retention, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 /// How often the refresher takes a snapshot while the server runs.
@@ -46,13 +43,12 @@ impl Snapshot {
         now: Timestamp,
         retention: &Retention,
     ) -> Result<Self, StoreError> {
-        let findings = diagnose(store, now, retention).await;
-        let counts = store.job_counts(JobCountsParams::default()).await?;
-        let queues = store.queue_list(QueueListParams { now }).await?;
+        // The doctor reads the workload once; the gauges use what it read.
+        let (findings, observed) = diagnose_observed(store, now, retention).await;
+        let observed = observed?;
         let live_since = rota_core::sub_duration(now, LIVE_WORKER_WINDOW);
-        let workers_live = store
-            .worker_list(WorkerListParams::default())
-            .await?
+        let workers_live = observed
+            .workers
             .iter()
             .filter(|w| w.last_seen >= live_since)
             .count();
@@ -60,8 +56,8 @@ impl Snapshot {
             taken_at: now,
             taken: tokio::time::Instant::now(),
             findings,
-            counts,
-            queues,
+            counts: observed.counts,
+            queues: observed.queues,
             workers_live,
         })
     }
