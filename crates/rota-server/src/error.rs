@@ -51,6 +51,16 @@ pub fn store_problem(err: &StoreError) -> Problem {
             Problem::new(422, "invalid_field", "Invalid field", err.to_string())
                 .with_field(v.field.clone())
         }
+        (_, StoreError::InvalidItem { index, error }) => {
+            let field = format!("jobs[{index}].{}", error.field);
+            Problem::new(
+                422,
+                "invalid_field",
+                "Invalid field",
+                format!("{field}: {}", error.message),
+            )
+            .with_field(field)
+        }
         (ErrorKind::NotFound, _) => {
             Problem::new(404, "job_not_found", "Not found", err.to_string())
         }

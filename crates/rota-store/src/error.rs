@@ -39,6 +39,14 @@ pub enum StoreError {
     /// The input is invalid.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// One job of a batch of several is invalid; `index` is its place in the batch.
+    #[error("job {index} of the batch: {error}")]
+    InvalidItem {
+        /// The job's place in the batch, from 0.
+        index: usize,
+        /// What is wrong with it.
+        error: ValidationError,
+    },
     /// The database was written by a newer Rota.
     #[error("database schema version {found} is newer than this binary supports (version {supported}): upgrade rota to a release that knows schema {found}")]
     SchemaTooNew {
@@ -94,11 +102,20 @@ impl StoreError {
             | StoreError::ScheduleNotFound(_) => ErrorKind::NotFound,
             StoreError::Transition(TransitionError::LeaseLost { .. }) => ErrorKind::LeaseLost,
             StoreError::Transition(_) | StoreError::UniqueKeyTaken { .. } => ErrorKind::Conflict,
-            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Invalid(_) | StoreError::InvalidItem { .. } => ErrorKind::Invalid,
             StoreError::SchemaTooNew { .. } => ErrorKind::SchemaMismatch,
             StoreError::Busy(_) => ErrorKind::Busy,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// This error, for the job at `index` of a batch of `len`: an invalid job of a batch of
+    /// several says which one it is.
+    pub fn at_item(self, index: usize, len: usize) -> Self {
+        match self {
+            StoreError::Invalid(error) if len > 1 => StoreError::InvalidItem { index, error },
+            other => other,
         }
     }
 

@@ -24,24 +24,19 @@ async fn enqueue_all(
 ) -> Result<Vec<Enqueued>, ApiError> {
     let now = state.clock.now();
     let mut jobs = Vec::with_capacity(requests.len());
+    let in_batch = |i: usize, e: rota_core::ValidationError| {
+        let field = if batch {
+            format!("jobs[{i}].{}", e.field)
+        } else {
+            e.field.clone()
+        };
+        ApiError::invalid(&field, format!("{field}: {}", e.message))
+    };
     for (i, request) in requests.into_iter().enumerate() {
-        // The store checks every job again; checking here too lets the error name the job.
-        let job = request.into_new_job(now).and_then(|job| {
-            rota_core::validation::validate_new_job(&job, &state.config.defaults.limits)?;
-            if let Some(run_at) = job.run_at {
-                rota_core::validation::validate_run_at("run_at", run_at, now)?;
-            }
-            Ok(job)
-        });
-        jobs.push(job.map_err(|e| {
-            let field = if batch {
-                format!("jobs[{i}].{}", e.field)
-            } else {
-                e.field.clone()
-            };
-            ApiError::invalid(&field, format!("{field}: {}", e.message))
-        })?);
+        jobs.push(request.into_new_job(now).map_err(|e| in_batch(i, e))?);
     }
+    // The store validates each job; in a batch of several it says which one failed, and a
+    // batch of one is named `jobs[0]` here.
     let inserted = state
         .store
         .job_insert_many(JobInsertManyParams {
@@ -49,7 +44,11 @@ async fn enqueue_all(
             defaults: state.config.defaults.clone(),
             now,
         })
-        .await?;
+        .await
+        .map_err(|err| match err {
+            StoreError::Invalid(e) => in_batch(0, e),
+            err => ApiError::from(err),
+        })?;
     Ok(inserted
         .into_iter()
         .map(|i| Enqueued {

@@ -79,10 +79,12 @@ pub(crate) fn job_insert_many(
     p: JobInsertManyParams,
 ) -> Result<Vec<Inserted>, StoreError> {
     let mut queues: HashMap<String, QueueConfig> = HashMap::new();
-    let mut out = Vec::with_capacity(p.jobs.len());
-    for new in p.jobs {
+    let len = p.jobs.len();
+    let mut out = Vec::with_capacity(len);
+    for (index, new) in p.jobs.into_iter().enumerate() {
         if !queues.contains_key(&new.queue) {
-            rota_core::validation::validate_queue_name(&new.queue)?;
+            rota_core::validation::validate_queue_name(&new.queue)
+                .map_err(|e| StoreError::from(e).at_item(index, len))?;
             let queue = queue_required(tx, &new.queue)?;
             queues.insert(queue.name, queue.config);
         }
@@ -91,7 +93,9 @@ pub(crate) fn job_insert_many(
             None => Vec::new(),
         };
         let queue = &queues[&new.queue];
-        match plan_enqueue(new, queue, &same_key, &p.defaults, p.now)? {
+        let planned = plan_enqueue(new, queue, &same_key, &p.defaults, p.now)
+            .map_err(|e| e.at_item(index, len))?;
+        match planned {
             Planned::Duplicate(job) => out.push(Inserted {
                 job,
                 duplicate: true,

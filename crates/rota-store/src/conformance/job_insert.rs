@@ -336,3 +336,29 @@ pub async fn concurrent_batches_fail_alone(s: Subject) {
         .unwrap();
     assert_eq!((stored, page.jobs.len()), (64, 64));
 }
+
+/// In a batch of several, an invalid job is named by its place, and nothing is stored.
+pub async fn an_invalid_job_in_a_batch_is_named_by_its_place(s: Subject) {
+    let store = &*s.store;
+    let err = store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![new_job("a"), new_job("b").priority(12)],
+            defaults: Arc::default(),
+            now: t0(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(
+        matches!(&err, StoreError::InvalidItem { index: 1, error } if error.field == "priority"),
+        "{err:?}"
+    );
+    let page = store
+        .job_list(JobListParams {
+            limit: 10,
+            ..JobListParams::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.jobs.is_empty(), "all or nothing");
+}

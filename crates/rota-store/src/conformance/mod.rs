@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
                 enqueue_to_an_undeclared_queue_names_the_nearest_declared_queue,
                 a_batch_is_all_or_nothing,
                 invalid_jobs_are_rejected_naming_the_field,
+                an_invalid_job_in_a_batch_is_named_by_its_place,
                 concurrent_batches_fail_alone,
             }
             job_fetch {
