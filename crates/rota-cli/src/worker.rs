@@ -101,23 +101,41 @@ impl Handler for Exec {
     }
 }
 
-/// Signals every process of the job's group.
-fn signal_group(pgid: u32, signal: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(pgid)
+/// The job's process group as rustix names it (none if the child had no id).
+fn group_pid(pgid: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(pgid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
-    {
+}
+
+/// Signals every process of the job's group.
+fn signal_group(pgid: u32, signal: rustix::process::Signal) {
+    if let Some(pid) = group_pid(pgid) {
         // The group may be gone already: nothing to do then.
         let _ = rustix::process::kill_process_group(pid, signal);
     }
 }
 
-/// Stops the job's process group: SIGTERM, then SIGKILL once `kill_grace` passed or
-/// `gone` resolved (the group let go of its pipes, or the main process exited).
-async fn stop_group(pgid: u32, kill_grace: Duration, gone: impl Future<Output = ()>) {
+/// Stops the job's process group: SIGTERM, then SIGKILL once `gone` resolved (the main
+/// process exited, the group let go of its pipes, or the group is empty) or `kill_grace`
+/// passed, whichever is first. Returns what `gone` gave, if it resolved before the SIGKILL.
+async fn stop_group<T>(
+    pgid: u32,
+    kill_grace: Duration,
+    gone: impl Future<Output = T>,
+) -> Option<T> {
     signal_group(pgid, rustix::process::Signal::TERM);
-    let _ = tokio::time::timeout(kill_grace, gone).await;
+    let early = tokio::time::timeout(kill_grace, gone).await.ok();
     signal_group(pgid, rustix::process::Signal::KILL);
+    early
+}
+
+/// Resolves once no process is left in the job's group (polled every 10 ms).
+async fn group_empty(pgid: u32) {
+    let Some(pid) = group_pid(pgid) else { return };
+    while rustix::process::test_kill_process_group(pid).is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The bounded tail of a stream, decoded lossily (a program may print any bytes).
@@ -294,8 +312,9 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
         _ = context.stop.cancelled() => {
             // Timeout, cancel, lost lease or shutdown: stop the whole group, and return
             // only once the main process is gone (the runtime reports after that).
-            stop_group(pgid, kill_grace, async { let _ = child.wait().await; }).await;
-            let _ = child.wait().await;
+            if stop_group(pgid, kill_grace, child.wait()).await.is_none() {
+                let _ = child.wait().await;
+            }
             stdout.abort();
             stderr.abort();
             return Outcome::Stopped;
@@ -311,17 +330,15 @@ async fn run_child(exec: &str, kill_grace: Duration, context: JobContext) -> Out
         )
     });
     let (out, err) = match tokio::time::timeout(Duration::from_millis(100), &mut pipes).await {
-        Ok(done) => done,
-        Err(_) => {
-            signal_group(pgid, rustix::process::Signal::TERM);
-            match tokio::time::timeout(kill_grace, &mut pipes).await {
-                Ok(done) => done,
-                Err(_) => {
-                    signal_group(pgid, rustix::process::Signal::KILL);
-                    pipes.await
-                }
-            }
+        Ok(done) => {
+            // Leftovers that let go of the pipes (a detached daemon) are stopped the same way.
+            stop_group(pgid, kill_grace, group_empty(pgid)).await;
+            done
         }
+        Err(_) => match stop_group(pgid, kill_grace, &mut pipes).await {
+            Some(done) => done,
+            None => pipes.await,
+        },
     };
     let describe = |tail: &str, status: String| match tail.trim() {
         "" => format!("command {status}"),

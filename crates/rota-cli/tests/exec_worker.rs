@@ -183,24 +183,31 @@ async fn a_cancel_reaches_a_running_job_within_two_seconds() {
 /// main process exits (and the leftover is stopped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_process_holding_stdout_does_not_hang_the_job() {
+    leftover_is_stopped_with_the_job("sleep 581 &", "sleep 581").await;
+}
+
+/// A detached leftover (its output sent elsewhere) does not outlive the job either: once
+/// the main process exits, the group is stopped the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_leftover_is_stopped_with_the_job() {
+    leftover_is_stopped_with_the_job("sleep 593 >/dev/null 2>&1 &", "sleep 593").await;
+}
+
+/// Runs a job that starts `leftover` and then prints its result: the job completes with
+/// that result, and `leftover_command` is not running after.
+async fn leftover_is_stopped_with_the_job(leftover: &str, leftover_command: &str) {
     let server = Server::start("");
     let client = server.client();
+    let exec = format!("cat >/dev/null; {leftover} echo '{{\"done\": true}}'");
     let _worker = Worker::start(
         &server,
-        &[
-            "--queue",
-            "default",
-            "--kill-grace",
-            "1s",
-            "--exec",
-            "cat >/dev/null; sleep 581 & echo '{\"done\": true}'",
-        ],
+        &["--queue", "default", "--kill-grace", "1s", "--exec", &exec],
     );
     let id = enqueue(&client, &job("bg", json!({}))).await;
     let job = final_job(&client, &id, Duration::from_secs(10)).await;
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.result, Some(json!({"done": true})));
-    assert!(!running("sleep 581"));
+    assert!(!running(leftover_command), "no orphans");
 }
 
 /// Hostile output and exits get clear outcomes: non-UTF-8 stderr is kept (lossily), a log
