@@ -451,15 +451,7 @@ mod tests {
         let (_dir, path) = write(
             "[retry]\nbackoff = [\"30s\", \"60s\", \"120s\"]\n[queues.mail]\nbackoff = [\"1m\"]\n[kinds.\"report.build\"]\nbackoff = [\"5s\", \"10s\"]\n",
         );
-        let config = resolve(&ServeArgs {
-            database: None,
-            bind: None,
-            config: path,
-            durability: None,
-            body_limit: None,
-            insecure_no_auth: false,
-        })
-        .unwrap();
+        let config = resolve(&serve_args(path)).unwrap();
         let secs = |list: &[u64]| {
             Some(rota_core::Backoff::Intervals(
                 list.iter().map(|s| Duration::from_secs(*s)).collect(),
@@ -469,15 +461,7 @@ mod tests {
         assert_eq!(config.queues["mail"].retry.backoff, secs(&[60]));
         assert_eq!(config.kinds["report.build"].backoff, secs(&[5, 10]));
         let (_dir, path) = write("[retry]\nbackoff = \"30s\"\n");
-        let err = resolve(&ServeArgs {
-            database: None,
-            bind: None,
-            config: path,
-            durability: None,
-            body_limit: None,
-            insecure_no_auth: false,
-        })
-        .unwrap_err();
+        let err = resolve(&serve_args(path)).unwrap_err();
         assert!(
             format!("{err:#}").contains("a list of intervals"),
             "{err:#}"
