@@ -193,6 +193,11 @@ impl Notifier for WakeHub {
             self.wake_ready(queue, kind, n);
         }
     }
+
+    /// Another node's changes wake this node's fetches and waiters alike.
+    fn notify_remote(&self, changes: &[JobChange]) {
+        self.notify(changes);
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,14 @@ impl JobChange {
 pub trait Notifier: Send + Sync + 'static {
     /// Changes that just committed.
     fn notify(&self, changes: &[JobChange]);
+
+    /// Changes another node committed, as far as a backend that carries changes between
+    /// nodes knows them (`from` and `took` are absent). A hint for wake-ups only: counters
+    /// must not count these (the other node counts its own), and nothing may depend on
+    /// hearing them. Ignored unless overridden.
+    fn notify_remote(&self, changes: &[JobChange]) {
+        let _ = changes;
+    }
 }
 
 /// A notifier that hears nothing (the default of a store nobody listens to).
@@ -157,6 +165,12 @@ impl Notifier for Notifiers {
     fn notify(&self, changes: &[JobChange]) {
         for n in &self.0 {
             n.notify(changes);
+        }
+    }
+
+    fn notify_remote(&self, changes: &[JobChange]) {
+        for n in &self.0 {
+            n.notify_remote(changes);
         }
     }
 }

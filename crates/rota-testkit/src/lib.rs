@@ -2,14 +2,21 @@
 //! suite and for tests that need a real database.
 //!
 //! [`sqlite_subject`] and [`sqlite_subject_older`] are the factories the SQLite backend
-//! passes to `rota_store::conformance_tests!`; [`TempSqlite`] opens a store in a directory that is
+//! passes to `rota_store::conformance_tests!`, [`postgres_subject`] and
+//! [`postgres_subject_older`] the PostgreSQL backend's ([`TempPostgresDb`] gives each test a
+//! database of its own); [`TempSqlite`] opens a store in a directory that is
 //! removed when it drops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rota_postgres::{PostgresOptions, PostgresStore};
 use rota_sqlite::{SqliteOptions, SqliteStore};
 use rota_store::conformance::Subject;
+
+mod postgres;
+
+pub use postgres::{TempPostgresDb, URL_VAR as POSTGRES_URL_VAR};
 
 /// A SQLite store in a temporary directory, removed on drop.
 pub struct TempSqlite {
@@ -62,6 +69,38 @@ pub async fn sqlite_subject_older() -> Subject {
     Subject {
         store: Arc::new(store),
         guard: Box::new(dir),
+    }
+}
+
+/// A fresh, migrated PostgreSQL store in a database of its own for one conformance case.
+pub async fn postgres_subject() -> Subject {
+    let db = tokio::task::spawn_blocking(TempPostgresDb::new)
+        .await
+        .expect("create a test database");
+    let store = PostgresStore::open_migrated(PostgresOptions::new(&db.url))
+        .await
+        .expect("open postgres store");
+    Subject {
+        store: Arc::new(store),
+        guard: Box::new(db),
+    }
+}
+
+/// A PostgreSQL store left at the schema version before the current one, not migrated.
+pub async fn postgres_subject_older() -> Subject {
+    let db = tokio::task::spawn_blocking(TempPostgresDb::new)
+        .await
+        .expect("create a test database");
+    let store = PostgresStore::open(PostgresOptions::new(&db.url))
+        .await
+        .expect("open postgres store");
+    store
+        .migrate_to_version(rota_postgres::SCHEMA_VERSION - 1)
+        .await
+        .expect("create an older schema");
+    Subject {
+        store: Arc::new(store),
+        guard: Box::new(db),
     }
 }
 

@@ -1,0 +1,576 @@
+//! Job statements: enqueue, claim, lease, rescue, prune, purge, reads.
+//!
+//! Changes to existing jobs follow one pattern: lock the rows (`FOR UPDATE`, in id order so
+//! that concurrent batches never deadlock), apply `rota_core::transition` to each, and write
+//! every changed row back in one statement ([`save_jobs`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rota_core::{transition, Event, Job, JobId, JobState};
+use rota_store::*;
+
+use super::queue::{queue_required_many, queues_by_name};
+use super::row::{job_columns, job_from_row, jobs_from_rows};
+use super::worker::touch_worker;
+use super::write::{insert_jobs, job_promote_due, save_jobs, Saved};
+use super::{from_micros, micros, texts, Db, Tx};
+
+pub(crate) use super::write::{job_delete, job_prune_state};
+
+/// The claim: the first `$4` due, available jobs of queue `$1` (of kinds `$3` when given) in
+/// claim order, skipping jobs another claimer holds. Walks the `job_ready` index in order.
+pub(crate) const CLAIM_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM rota.job \
+     WHERE state = 'available' AND queue = $1 AND run_at <= $2 \
+       AND ($3::text[] IS NULL OR kind = ANY($3)) \
+     ORDER BY priority, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+);
+pub(crate) const RESCUE_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM rota.job WHERE state = 'running' AND lease_expires_at <= $1 \
+     ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+);
+/// The oldest ready job: one index seek per priority among available jobs, and the due
+/// waiting ones not yet promoted.
+pub(crate) const OLDEST_READY: &str = "SELECT least( \
+       (SELECT min(a.run_at) FROM generate_series(0, 9) p(priority), LATERAL ( \
+          SELECT run_at FROM rota.job WHERE state = 'available' AND queue = $1 \
+            AND priority = p.priority ORDER BY run_at LIMIT 1) a), \
+       (SELECT min(run_at) FROM rota.job \
+        WHERE state IN ('scheduled', 'retryable') AND queue = $1 AND run_at <= $2))";
+pub(crate) const NEXT_DUE: &str = "SELECT min(run_at) FROM rota.job \
+     WHERE state IN ('scheduled', 'retryable') AND queue = ANY($1)";
+pub(crate) const RUNNING_SELECT: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM rota.job WHERE state = 'running' ORDER BY lease_expires_at LIMIT $1"
+);
+pub(crate) const DEAD_GROUPS_SELECT: &str = "SELECT errors -> -1 ->> 'fingerprint', \
+       errors -> -1 ->> 'message', kind, finished_at \
+     FROM rota.job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= $1";
+
+fn uuids(ids: &[JobId]) -> Vec<uuid::Uuid> {
+    ids.iter().map(|id| *id.as_uuid()).collect()
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// One job by id.
+pub(crate) async fn job_get(db: &Db<'_>, id: JobId) -> Result<Job, StoreError> {
+    let row = db
+        .query_opt(
+            &format!("reading job {id}"),
+            concat!("SELECT ", job_columns!(), " FROM rota.job WHERE id = $1"),
+            &[id.as_uuid()],
+        )
+        .await?
+        .ok_or(StoreError::JobNotFound(id))?;
+    job_from_row(&row)
+}
+
+/// Locks and reads the given jobs (absent ones are missing from the map).
+async fn jobs_locked(tx: &Tx<'_>, ids: &[JobId]) -> Result<HashMap<JobId, Job>, StoreError> {
+    let mut ids = uuids(ids);
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "locking jobs",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM rota.job WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            ),
+            &[&ids],
+        )
+        .await?;
+    Ok(jobs_from_rows(&rows)?
+        .into_iter()
+        .map(|j| (j.id, j))
+        .collect())
+}
+
+/// Applies one event to each job, in order (a job named twice sees its first change), and
+/// writes the changed rows back in one statement.
+pub(crate) async fn job_apply_many(
+    tx: &Tx<'_>,
+    events: Vec<(JobId, Event)>,
+    now: Timestamp,
+) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    let ids: Vec<JobId> = events.iter().map(|(id, _)| *id).collect();
+    let before = jobs_locked(tx, &ids).await?;
+    let mut current = before.clone();
+    let mut causes: HashMap<JobId, ChangeCause> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (id, event) in events {
+        let Some(job) = current.get(&id) else {
+            out.push(Err(StoreError::JobNotFound(id)));
+            continue;
+        };
+        let cause = ChangeCause::of(&event);
+        match transition(job, event, now) {
+            Ok(next) => {
+                causes.insert(id, cause);
+                current.insert(id, next.clone());
+                out.push(Ok(next));
+            }
+            Err(e) => out.push(Err(e.into())),
+        }
+    }
+    let saved: Vec<Saved<'_>> = causes
+        .iter()
+        .map(|(id, cause)| Saved {
+            before: &before[id],
+            after: &current[id],
+            cause: *cause,
+        })
+        .collect();
+    save_jobs(tx, &saved, now).await?;
+    Ok(out)
+}
+
+/// Takes the unique-key locks of `keys` (in order, so concurrent enqueues never deadlock)
+/// and returns every job holding one of them, newest first.
+async fn jobs_with_unique_keys(tx: &Tx<'_>, keys: &[&str]) -> Result<Vec<Job>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    tx.execute(
+        "taking unique keys",
+        "INSERT INTO rota.unique_lock (key) SELECT unnest($1::text[]) \
+         ON CONFLICT (key) DO UPDATE SET key = excluded.key",
+        &[&keys],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "looking up unique keys",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM rota.job WHERE unique_key = ANY($1) ORDER BY id DESC"
+            ),
+            &[&keys],
+        )
+        .await?;
+    jobs_from_rows(&rows)
+}
+
+/// Enqueues a batch (the caller's transaction makes it all or nothing).
+pub(crate) async fn job_insert_many(
+    tx: &Tx<'_>,
+    p: JobInsertManyParams,
+) -> Result<Vec<Inserted>, StoreError> {
+    let len = p.jobs.len();
+    let mut names: Vec<String> = Vec::new();
+    for (index, new) in p.jobs.iter().enumerate() {
+        if !names.contains(&new.queue) {
+            rota_core::validation::validate_queue_name(&new.queue)
+                .map_err(|e| StoreError::from(e).at_item(index, len))?;
+            names.push(new.queue.clone());
+        }
+    }
+    let queues = queue_required_many(tx, &names).await?;
+    let keys: Vec<&str> = p
+        .jobs
+        .iter()
+        .filter_map(|j| j.unique_key.as_deref())
+        .collect();
+    let mut held = jobs_with_unique_keys(tx, &keys).await?;
+    let mut out = Vec::with_capacity(len);
+    let mut fresh = Vec::with_capacity(len);
+    for (index, new) in p.jobs.into_iter().enumerate() {
+        let same_key: Vec<Job> = match &new.unique_key {
+            Some(key) => held
+                .iter()
+                .filter(|j| j.unique_key.as_ref() == Some(key))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        let queue = &queues[&new.queue].config;
+        match plan_enqueue(new, queue, &same_key, &p.defaults, p.now)
+            .map_err(|e| e.at_item(index, len))?
+        {
+            Planned::Duplicate(job) => out.push(Inserted {
+                job,
+                duplicate: true,
+            }),
+            Planned::Insert(job) => {
+                if job.unique_key.is_some() {
+                    // Newest first, as the lookup returned them.
+                    held.insert(0, job.clone());
+                }
+                fresh.push(job.clone());
+                out.push(Inserted {
+                    job,
+                    duplicate: false,
+                });
+            }
+        }
+    }
+    insert_jobs(tx, &fresh, ChangeCause::Enqueued).await?;
+    Ok(out)
+}
+
+/// Retries (operator's request) the given jobs, each unless another unfinished job holds its
+/// unique key: two live jobs never share one.
+pub(crate) async fn job_retry_many(
+    tx: &Tx<'_>,
+    ids: Vec<JobId>,
+    now: Timestamp,
+) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    let jobs = jobs_locked(tx, &ids).await?;
+    let keys: Vec<&str> = jobs
+        .values()
+        .filter_map(|j| j.unique_key.as_deref())
+        .collect();
+    let held = jobs_with_unique_keys(tx, &keys).await?;
+    let mut after: HashMap<JobId, Job> = HashMap::new();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(job) = after.get(&id).or(jobs.get(&id)) else {
+            out.push(Err(StoreError::JobNotFound(id)));
+            continue;
+        };
+        if let Some(key) = &job.unique_key {
+            let same_key: Vec<Job> = held
+                .iter()
+                .filter(|j| j.unique_key.as_ref() == Some(key))
+                .map(|j| after.get(&j.id).unwrap_or(j).clone())
+                .collect();
+            if let Some(holder) = retry_blocked_by(job, &same_key) {
+                out.push(Err(StoreError::UniqueKeyTaken {
+                    job: id,
+                    key: key.clone(),
+                    holder: holder.id,
+                }));
+                continue;
+            }
+        }
+        match transition(job, Event::Retried, now) {
+            Ok(next) => {
+                after.insert(id, next.clone());
+                out.push(Ok(next));
+            }
+            Err(e) => out.push(Err(e.into())),
+        }
+    }
+    let saved: Vec<Saved<'_>> = after
+        .values()
+        .map(|next| Saved {
+            before: &jobs[&next.id],
+            after: next,
+            cause: ChangeCause::Retried,
+        })
+        .collect();
+    save_jobs(tx, &saved, now).await?;
+    Ok(out)
+}
+
+/// Leases up to `max` jobs: one `FOR UPDATE SKIP LOCKED` statement per queue polled, so
+/// concurrent claimers on any node never share a job and never wait for each other.
+pub(crate) async fn job_claim_many(
+    tx: &Tx<'_>,
+    p: JobClaimManyParams,
+) -> Result<Vec<Job>, StoreError> {
+    check_claim_queues(&p.queues)?;
+    let queues = queue_required_many(tx, &p.queues).await?;
+    touch_worker(tx, &p.worker, p.now).await?;
+    let mut open: Vec<&str> = p
+        .queues
+        .iter()
+        .filter(|q| !queues[*q].paused)
+        .map(String::as_str)
+        .collect();
+    open.dedup();
+    if open.is_empty() || p.max == 0 {
+        return Ok(Vec::new());
+    }
+    job_promote_due(tx, &open, p.now).await?;
+    let kinds = (!p.kinds.is_empty()).then(|| texts(&p.kinds));
+    let mut candidates = Vec::new();
+    for queue in &open {
+        let rows = tx
+            .query(
+                &format!("claiming from queue {queue:?}"),
+                CLAIM_SELECT,
+                &[queue, &micros(p.now), &kinds, &limit_param(p.max)],
+            )
+            .await?;
+        candidates.extend(jobs_from_rows(&rows)?);
+    }
+    if open.len() > 1 {
+        candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        candidates.truncate(p.max);
+    }
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for job in &candidates {
+        let event = Event::Fetched {
+            worker: p.worker.clone(),
+            lease_for: lease_for(Some(&queues[&job.queue].config), p.lease),
+        };
+        claimed.push(transition(job, event, p.now)?);
+    }
+    let saved: Vec<Saved<'_>> = candidates
+        .iter()
+        .zip(&claimed)
+        .map(|(before, after)| Saved {
+            before,
+            after,
+            cause: ChangeCause::Fetched,
+        })
+        .collect();
+    save_jobs(tx, &saved, p.now).await?;
+    Ok(claimed)
+}
+
+/// Extends leases, one answer per lease.
+pub(crate) async fn lease_extend_many(
+    tx: &Tx<'_>,
+    p: LeaseExtendManyParams,
+) -> Result<Vec<Result<Extended, StoreError>>, StoreError> {
+    touch_worker(tx, &p.worker, p.now).await?;
+    let ids: Vec<JobId> = p.leases.iter().map(|l| l.job).collect();
+    let jobs = jobs_locked(tx, &ids).await?;
+    let mut names: Vec<String> = jobs.values().map(|j| j.queue.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let queues = queues_by_name(tx, &names).await?;
+    let leases: HashMap<&str, Duration> = names
+        .iter()
+        .map(|n| (n.as_str(), lease_for(queues.get(n).map(|q| &q.config), p.lease)))
+        .collect();
+    let events = p
+        .leases
+        .iter()
+        .map(|lease| {
+            let lease_for = jobs
+                .get(&lease.job)
+                .map_or(p.lease, |j| leases[j.queue.as_str()]);
+            (
+                lease.job,
+                Event::Heartbeat {
+                    token: lease.token,
+                    lease_for,
+                },
+            )
+        })
+        .collect();
+    let results = job_apply_many(tx, events, p.now).await?;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map(|job| Extended {
+                job: job.id,
+                expires_at: job.lease.as_ref().map_or(p.now, |l| l.expires_at),
+                cancel_requested: job.cancel_requested,
+            })
+        })
+        .collect())
+}
+
+/// Rescues up to `limit` expired leases.
+pub(crate) async fn lease_rescue_expired(
+    tx: &Tx<'_>,
+    p: LeaseRescueParams,
+) -> Result<RescueReport, StoreError> {
+    let rows = tx
+        .query(
+            "finding expired leases",
+            RESCUE_SELECT,
+            &[&micros(p.now), &limit_param(p.limit)],
+        )
+        .await?;
+    let expired = jobs_from_rows(&rows)?;
+    let mut report = RescueReport::default();
+    let mut rescued = Vec::with_capacity(expired.len());
+    for job in &expired {
+        let next = transition(job, Event::LeaseExpired, p.now)?;
+        report
+            .outcomes
+            .push((next.queue.clone(), next.kind.clone(), next.state));
+        match next.state {
+            JobState::Dead => report.dead.push(next.id),
+            JobState::Cancelled => report.cancelled.push(next.id),
+            _ => report.retried.push(next.id),
+        }
+        rescued.push(next);
+    }
+    let saved: Vec<Saved<'_>> = expired
+        .iter()
+        .zip(&rescued)
+        .map(|(before, after)| Saved {
+            before,
+            after,
+            cause: ChangeCause::Rescued,
+        })
+        .collect();
+    save_jobs(tx, &saved, p.now).await?;
+    Ok(report)
+}
+
+/// Deletes finished jobs past their retention.
+pub(crate) async fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
+    let prune = |state: JobState, retention: Duration| {
+        job_prune_state(
+            tx,
+            state,
+            rota_core::sub_duration(p.now, retention),
+            p.queue.as_deref(),
+            p.limit,
+            p.now,
+        )
+    };
+    Ok(PruneReport {
+        completed: prune(JobState::Completed, p.completed_retention).await?,
+        cancelled: prune(JobState::Cancelled, p.cancelled_retention).await?,
+        dead: match p.dead_retention {
+            Some(retention) => prune(JobState::Dead, retention).await?,
+            None => 0,
+        },
+    })
+}
+
+/// The ids an operator's selector means; a filter without states means `default_state`.
+pub(crate) async fn job_select_ids(
+    db: &Db<'_>,
+    selector: &JobSelector,
+    default_state: JobState,
+) -> Result<Vec<JobId>, StoreError> {
+    match selector {
+        JobSelector::Ids(ids) => Ok(ids.clone()),
+        JobSelector::Filter(filter) => {
+            let params = JobListParams {
+                filter: selector_filter(filter, default_state),
+                after: None,
+                limit: 0,
+            };
+            Ok(job_list(db, &params, usize::MAX >> 1)
+                .await?
+                .into_iter()
+                .map(|j| j.id)
+                .collect())
+        }
+    }
+}
+
+/// Jobs matching a filter, newest first, after the cursor, at most `limit`.
+pub(crate) async fn job_list(
+    db: &Db<'_>,
+    p: &JobListParams,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let f = &p.filter;
+    fn list(v: &[String]) -> Option<Vec<&str>> {
+        (!v.is_empty()).then(|| texts(v))
+    }
+    let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
+    let rows = db
+        .query(
+            "listing jobs",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM rota.job \
+                 WHERE ($1::text[] IS NULL OR queue = ANY($1)) \
+                   AND ($2::text[] IS NULL OR kind = ANY($2)) \
+                   AND ($3::text[] IS NULL OR state = ANY($3)) \
+                   AND ($4::text IS NULL OR tags ? $4) \
+                   AND ($5::int8 IS NULL OR created_at >= $5) \
+                   AND ($6::int8 IS NULL OR created_at < $6) \
+                   AND ($7::uuid IS NULL OR id < $7) \
+                   AND ($9::text IS NULL OR errors -> -1 ->> 'fingerprint' = $9) \
+                 ORDER BY id DESC LIMIT $8"
+            ),
+            &[
+                &list(&f.queues),
+                &list(&f.kinds),
+                &list(&states),
+                &f.tag,
+                &f.created_after.map(micros),
+                &f.created_before.map(micros),
+                &p.after.map(|id| *id.as_uuid()),
+                &limit_param(limit),
+                &f.error_group,
+            ],
+        )
+        .await?;
+    jobs_from_rows(&rows)
+}
+
+/// The earliest run_at of a waiting job on `queues`.
+pub(crate) async fn job_next_due(
+    db: &Db<'_>,
+    queues: &[String],
+) -> Result<Option<Timestamp>, StoreError> {
+    let row = db
+        .query_opt("finding the next due job", NEXT_DUE, &[&texts(queues)])
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(from_micros))
+}
+
+/// When the oldest ready job of `queue` became ready.
+pub(crate) async fn job_oldest_ready(
+    db: &Db<'_>,
+    queue: &str,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    let row = db
+        .query_opt(
+            "finding the oldest ready job",
+            OLDEST_READY,
+            &[&queue, &micros(now)],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(from_micros))
+}
+
+/// Running jobs, soonest lease expiry first (the `job_leased` index).
+pub(crate) async fn job_list_running(db: &Db<'_>, limit: usize) -> Result<Vec<Job>, StoreError> {
+    let rows = db
+        .query(
+            "listing running jobs",
+            RUNNING_SELECT,
+            &[&limit_param(limit)],
+        )
+        .await?;
+    jobs_from_rows(&rows)
+}
+
+/// Dead jobs since `since`, one row each for [`group_dead`].
+pub(crate) async fn dead_rows(
+    db: &Db<'_>,
+    since: Option<Timestamp>,
+) -> Result<Vec<DeadRow>, StoreError> {
+    let rows = db
+        .query(
+            "grouping dead jobs",
+            DEAD_GROUPS_SELECT,
+            &[&since.map_or(i64::MIN, micros)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadRow {
+            fingerprint: r.get(0),
+            message: r.get(1),
+            kind: r.get(2),
+            finished_at: from_micros(r.get(3)),
+        })
+        .collect())
+}

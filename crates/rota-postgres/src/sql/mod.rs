@@ -1,0 +1,164 @@
+//! Every SQL statement of the PostgreSQL backend, one module per area, and the mapping
+//! between rows and values.
+//!
+//! Functions here run on a [`Db`] (a pooled connection, with its statement cache) for reads
+//! and on a [`Tx`] (a [`Db`] inside a transaction) for writes. Job rows change only through
+//! [`write`], whose functions record each change in the [`Tx`]; [`Tx::finish`] turns the
+//! records into job-count deltas and cross-node notifications in one statement, inside the
+//! transaction. Rules (validation, planning, policy, state transitions) come from
+//! `rota-store` and `rota-core`, exactly as on SQLite.
+
+mod count;
+mod job;
+mod leader;
+mod queue;
+mod row;
+mod schedule;
+mod worker;
+mod write;
+
+pub(crate) use count::{job_counts, job_counts_fold};
+pub(crate) use job::*;
+pub(crate) use leader::{leader_attempt_elect, leader_renew, leader_resign};
+pub(crate) use queue::{queue_declare, queue_list, queue_set_paused};
+pub(crate) use schedule::{schedule_delete, schedule_fire, schedule_list, schedule_upsert};
+pub(crate) use worker::{worker_list, worker_register};
+pub(crate) use write::Tx;
+
+use deadpool_postgres::StatementCache;
+use jiff::Timestamp;
+use rota_store::StoreError;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+/// A connection to run statements on: prepared statements come from its cache when it has
+/// one (pooled connections do; a caller's own transaction does not).
+#[derive(Clone, Copy)]
+pub(crate) struct Db<'a> {
+    client: &'a Client,
+    cache: Option<&'a StatementCache>,
+}
+
+/// A statement parameter.
+pub(crate) type Param<'p> = &'p (dyn ToSql + Sync);
+
+impl<'a> Db<'a> {
+    /// Statements on `client`, prepared once per connection through `cache` if given.
+    pub(crate) fn new(client: &'a Client, cache: Option<&'a StatementCache>) -> Self {
+        Self { client, cache }
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        match self.cache {
+            Some(cache) => cache.prepare(self.client, sql).await,
+            None => self.client.prepare(sql).await,
+        }
+    }
+
+    /// Runs `sql`, returning its rows; `context` says what was being done if it fails.
+    pub(crate) async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
+        self.client
+            .query(&stmt, params)
+            .await
+            .map_err(|e| classify(context, e))
+    }
+
+    /// Runs `sql`, returning its one row if there is one.
+    pub(crate) async fn query_opt(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<Row>, StoreError> {
+        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
+        self.client
+            .query_opt(&stmt, params)
+            .await
+            .map_err(|e| classify(context, e))
+    }
+
+    /// Runs `sql`, returning how many rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
+        self.client
+            .execute(&stmt, params)
+            .await
+            .map_err(|e| classify(context, e))
+    }
+}
+
+/// Classifies a PostgreSQL error by meaning.
+pub(crate) fn classify(context: &str, err: tokio_postgres::Error) -> StoreError {
+    if err.is_closed() {
+        return StoreError::Unavailable(format!("{context}: the database connection closed"));
+    }
+    let Some(db) = err.as_db_error() else {
+        // No server answer at all: the connection broke or the server is gone.
+        return StoreError::Unavailable(format!("{context}: {err}"));
+    };
+    let code = db.code();
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::QUERY_CANCELED
+    {
+        return StoreError::Busy(format!("{context}: {}", db.message()));
+    }
+    if code.code().starts_with("08")
+        || code.code().starts_with("57P")
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+        || *code == SqlState::INSUFFICIENT_PRIVILEGE
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+    {
+        return StoreError::Unavailable(format!("{context}: {}", db.message()));
+    }
+    StoreError::backend(context, db.message())
+}
+
+/// Whether a failed transaction may simply be run again (a deadlock or serialization
+/// failure between concurrent writers).
+pub(crate) fn is_retryable(err: &StoreError) -> bool {
+    matches!(err, StoreError::Busy(m) if m.contains("deadlock") || m.contains("serialize"))
+}
+
+/// A timestamp as stored: microseconds since the epoch.
+pub(crate) fn micros(at: Timestamp) -> i64 {
+    at.as_microsecond()
+}
+
+/// A stored timestamp; a value beyond what a timestamp can hold reads as the nearest end of
+/// the range, so one row can never make a listing, a claim or a wait fail.
+pub(crate) fn from_micros(v: i64) -> Timestamp {
+    Timestamp::from_microsecond(v).unwrap_or(if v > 0 {
+        Timestamp::MAX
+    } else {
+        Timestamp::MIN
+    })
+}
+
+/// A value as JSON text (cast to jsonb in the statement).
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("job fields always serialize")
+}
+
+/// Wraps a row-mapping failure with what was being read.
+pub(crate) fn row_err(context: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::backend(context, err)
+}
+
+/// Text-array parameters for `= ANY($n)`.
+pub(crate) fn texts(values: &[String]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
+}

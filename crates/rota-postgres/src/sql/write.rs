@@ -1,0 +1,415 @@
+//! The only functions that change job rows. Each records what it changed, as a
+//! [`JobChange`], in the request's [`Tx`]; [`Tx::finish`] appends the job-count deltas
+//! those records imply and sends the cross-node notifications, in one statement inside the
+//! transaction. A write path cannot forget either: there is no other way to write a job row.
+//!
+//! Rows are written a batch at a time: one `INSERT … SELECT FROM unnest(…)` for every new
+//! job of a request, one `UPDATE … FROM unnest(…)` for every changed one.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use rota_core::{Job, JobId, JobState};
+use rota_store::{ChangeCause, JobChange, StoreError};
+
+use super::{json, micros, Db, Param};
+use crate::notification;
+
+/// A write request's transaction, with the job changes it made so far.
+pub(crate) struct Tx<'a> {
+    db: Db<'a>,
+    origin: &'a str,
+    changes: Mutex<Vec<JobChange>>,
+}
+
+impl<'a> Deref for Tx<'a> {
+    type Target = Db<'a>;
+
+    fn deref(&self) -> &Db<'a> {
+        &self.db
+    }
+}
+
+impl<'a> Tx<'a> {
+    /// A request on `db`, inside a transaction the caller began; `origin` names this node in
+    /// the notifications it sends.
+    pub(crate) fn new(db: Db<'a>, origin: &'a str) -> Self {
+        Self {
+            db,
+            origin,
+            changes: Mutex::default(),
+        }
+    }
+
+    fn record(&self, change: JobChange) {
+        self.changes
+            .lock()
+            .expect("change list lock")
+            .push(change);
+    }
+
+    /// Appends the job-count deltas of this request's changes and notifies other nodes, in
+    /// one statement; returns the changes for this node's notifier (after the commit).
+    pub(crate) async fn finish(self) -> Result<Vec<JobChange>, StoreError> {
+        let changes = self.changes.into_inner().expect("change list lock");
+        let mut deltas: HashMap<(&str, &str, JobState), i64> = HashMap::new();
+        for c in &changes {
+            if let Some(from) = c.from {
+                *deltas.entry((&c.queue, &c.kind, from)).or_default() -= 1;
+            }
+            if let Some(to) = c.to {
+                *deltas.entry((&c.queue, &c.kind, to)).or_default() += 1;
+            }
+        }
+        deltas.retain(|_, n| *n != 0);
+        let payloads = notification::encode(self.origin, &changes);
+        if deltas.is_empty() && payloads.is_empty() {
+            return Ok(changes);
+        }
+        let mut queues = Vec::with_capacity(deltas.len());
+        let mut kinds = Vec::with_capacity(deltas.len());
+        let mut states = Vec::with_capacity(deltas.len());
+        let mut ns = Vec::with_capacity(deltas.len());
+        for ((queue, kind, state), n) in deltas {
+            queues.push(queue);
+            kinds.push(kind);
+            states.push(state.as_str());
+            ns.push(n);
+        }
+        self.db
+            .query(
+                "recording job counts",
+                "WITH d AS (INSERT INTO rota.job_count_delta (queue, kind, state, n) \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])) \
+                 SELECT count(pg_notify('rota', p)) FROM unnest($5::text[]) p",
+                &[&queues, &kinds, &states, &ns, &payloads],
+            )
+            .await?;
+        Ok(changes)
+    }
+}
+
+/// Column values of many jobs, one array per column, for `unnest`.
+#[derive(Default)]
+struct JobArrays {
+    id: Vec<uuid::Uuid>,
+    queue: Vec<String>,
+    kind: Vec<String>,
+    args: Vec<String>,
+    priority: Vec<i16>,
+    state: Vec<&'static str>,
+    attempt: Vec<i32>,
+    max_attempts: Vec<i32>,
+    backoff: Vec<String>,
+    timeout_ms: Vec<Option<i64>>,
+    unique_key: Vec<Option<String>>,
+    tags: Vec<String>,
+    progress: Vec<Option<String>>,
+    result: Vec<Option<String>>,
+    errors: Vec<String>,
+    lease_worker: Vec<Option<String>>,
+    lease_token: Vec<i64>,
+    lease_expires_at: Vec<Option<i64>>,
+    cancel_requested: Vec<bool>,
+    run_at: Vec<i64>,
+    created_at: Vec<i64>,
+    attempted_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+    schedule: Vec<Option<String>>,
+    slot: Vec<Option<i64>>,
+    unique_for_ms: Vec<Option<i64>>,
+    snoozes: Vec<i32>,
+    checkpoint: Vec<Option<String>>,
+    snooze_log: Vec<String>,
+}
+
+fn int(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl JobArrays {
+    fn push(&mut self, job: &Job) {
+        self.id.push(*job.id.as_uuid());
+        self.queue.push(job.queue.clone());
+        self.kind.push(job.kind.clone());
+        self.args.push(json(&job.args));
+        self.priority.push(job.priority.into());
+        self.state.push(job.state.as_str());
+        self.attempt.push(int(job.attempt));
+        self.max_attempts.push(int(job.max_attempts));
+        self.backoff.push(json(&job.backoff));
+        self.timeout_ms.push(job.timeout.map(millis));
+        self.unique_key.push(job.unique_key.clone());
+        self.tags.push(json(&job.tags));
+        self.progress.push(job.progress.as_ref().map(json));
+        self.result.push(job.result.as_ref().map(json));
+        self.errors.push(json(&job.errors));
+        self.lease_worker
+            .push(job.lease.as_ref().map(|l| l.worker.clone()));
+        self.lease_token.push(job.lease_token as i64);
+        self.lease_expires_at
+            .push(job.lease.as_ref().map(|l| micros(l.expires_at)));
+        self.cancel_requested.push(job.cancel_requested);
+        self.run_at.push(micros(job.run_at));
+        self.created_at.push(micros(job.created_at));
+        self.attempted_at.push(job.attempted_at.map(micros));
+        self.finished_at.push(job.finished_at.map(micros));
+        self.schedule
+            .push(job.origin.as_ref().map(|o| o.schedule.clone()));
+        self.slot.push(job.origin.as_ref().map(|o| micros(o.slot)));
+        self.unique_for_ms.push(job.unique_for.map(millis));
+        self.snoozes.push(int(job.snoozes));
+        self.checkpoint.push(job.checkpoint.as_ref().map(json));
+        self.snooze_log.push(json(&job.snooze_log));
+    }
+}
+
+const INSERT_JOBS: &str = "INSERT INTO rota.job (id, queue, kind, args, priority, state, \
+     attempt, max_attempts, backoff, timeout_ms, unique_key, tags, progress, result, errors, \
+     lease_worker, lease_token, lease_expires_at, cancel_requested, run_at, created_at, \
+     attempted_at, finished_at, schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log) \
+     SELECT id, queue, kind, args::jsonb, priority, state, attempt, max_attempts, \
+       backoff::jsonb, timeout_ms, unique_key, tags::jsonb, progress::jsonb, result::jsonb, \
+       errors::jsonb, lease_worker, lease_token, lease_expires_at, cancel_requested, run_at, \
+       created_at, attempted_at, finished_at, schedule, slot, unique_for_ms, snoozes, \
+       checkpoint::jsonb, snooze_log::jsonb \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], \
+       $7::int4[], $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::text[], \
+       $14::text[], $15::text[], $16::text[], $17::int8[], $18::int8[], $19::bool[], \
+       $20::int8[], $21::int8[], $22::int8[], $23::int8[], $24::text[], $25::int8[], \
+       $26::int8[], $27::int4[], $28::text[], $29::text[]) \
+     AS u(id, queue, kind, args, priority, state, attempt, max_attempts, backoff, timeout_ms, \
+       unique_key, tags, progress, result, errors, lease_worker, lease_token, lease_expires_at, \
+       cancel_requested, run_at, created_at, attempted_at, finished_at, schedule, slot, \
+       unique_for_ms, snoozes, checkpoint, snooze_log)";
+
+/// Stores new jobs, in one statement.
+pub(crate) async fn insert_jobs(
+    tx: &Tx<'_>,
+    jobs: &[Job],
+    cause: ChangeCause,
+) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut a = JobArrays::default();
+    for job in jobs {
+        a.push(job);
+    }
+    let params: [Param<'_>; 29] = [
+        &a.id,
+        &a.queue,
+        &a.kind,
+        &a.args,
+        &a.priority,
+        &a.state,
+        &a.attempt,
+        &a.max_attempts,
+        &a.backoff,
+        &a.timeout_ms,
+        &a.unique_key,
+        &a.tags,
+        &a.progress,
+        &a.result,
+        &a.errors,
+        &a.lease_worker,
+        &a.lease_token,
+        &a.lease_expires_at,
+        &a.cancel_requested,
+        &a.run_at,
+        &a.created_at,
+        &a.attempted_at,
+        &a.finished_at,
+        &a.schedule,
+        &a.slot,
+        &a.unique_for_ms,
+        &a.snoozes,
+        &a.checkpoint,
+        &a.snooze_log,
+    ];
+    tx.execute("inserting jobs", INSERT_JOBS, &params).await?;
+    for job in jobs {
+        tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
+    }
+    Ok(())
+}
+
+const UPDATE_JOBS: &str = "UPDATE rota.job j SET state = u.state, attempt = u.attempt, \
+       max_attempts = u.max_attempts, progress = u.progress::jsonb, snoozes = u.snoozes, \
+       snooze_log = u.snooze_log::jsonb, checkpoint = u.checkpoint::jsonb, \
+       result = u.result::jsonb, errors = u.errors::jsonb, lease_worker = u.lease_worker, \
+       lease_expires_at = u.lease_expires_at, lease_token = u.lease_token, \
+       cancel_requested = u.cancel_requested, run_at = u.run_at, \
+       attempted_at = u.attempted_at, finished_at = u.finished_at \
+     FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], \
+       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[], \
+       $14::bool[], $15::int8[], $16::int8[], $17::int8[]) \
+     AS u(id, state, attempt, max_attempts, progress, snoozes, snooze_log, checkpoint, result, \
+       errors, lease_worker, lease_expires_at, lease_token, cancel_requested, run_at, \
+       attempted_at, finished_at) \
+     WHERE j.id = u.id";
+
+/// One job's state before and after a transition, and why it changed.
+pub(crate) struct Saved<'j> {
+    pub(crate) before: &'j Job,
+    pub(crate) after: &'j Job,
+    pub(crate) cause: ChangeCause,
+}
+
+/// Writes back transitioned jobs (the rows must be locked by this transaction), in one
+/// statement; unchanged jobs are skipped.
+pub(crate) async fn save_jobs(
+    tx: &Tx<'_>,
+    saved: &[Saved<'_>],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut a = JobArrays::default();
+    for s in saved.iter().filter(|s| s.before != s.after) {
+        a.push(s.after);
+    }
+    if a.id.is_empty() {
+        return Ok(());
+    }
+    let params: [Param<'_>; 17] = [
+        &a.id,
+        &a.state,
+        &a.attempt,
+        &a.max_attempts,
+        &a.progress,
+        &a.snoozes,
+        &a.snooze_log,
+        &a.checkpoint,
+        &a.result,
+        &a.errors,
+        &a.lease_worker,
+        &a.lease_expires_at,
+        &a.lease_token,
+        &a.cancel_requested,
+        &a.run_at,
+        &a.attempted_at,
+        &a.finished_at,
+    ];
+    tx.execute("updating jobs", UPDATE_JOBS, &params).await?;
+    for s in saved {
+        if let Some(change) = JobChange::between(Some(s.before), s.after, s.cause, now) {
+            tx.record(change);
+        }
+    }
+    Ok(())
+}
+
+/// Promotion: scheduled and retryable jobs of these queues whose time has come become
+/// available (the `Due` transition, set-based: it changes nothing but the state). Jobs
+/// another transaction holds are left for the next claim.
+pub(crate) const PROMOTE_DUE: &str = "UPDATE rota.job j SET state = 'available' \
+     FROM (SELECT id, state FROM rota.job \
+           WHERE state IN ('scheduled', 'retryable') AND queue = ANY($1) AND run_at <= $2 \
+           FOR UPDATE SKIP LOCKED) w \
+     WHERE j.id = w.id \
+     RETURNING j.id, j.queue, j.kind, w.state";
+
+/// Makes due waiting jobs of `queues` available; returns how many.
+pub(crate) async fn job_promote_due(
+    tx: &Tx<'_>,
+    queues: &[&str],
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let rows = tx
+        .query("promoting due jobs", PROMOTE_DUE, &[&queues, &micros(now)])
+        .await?;
+    for row in &rows {
+        let from: &str = row.get(3);
+        if let Ok(from) = from.parse() {
+            tx.record(JobChange {
+                id: JobId::from(row.get::<_, uuid::Uuid>(0)),
+                queue: row.get(1),
+                kind: row.get(2),
+                from: Some(from),
+                to: Some(JobState::Available),
+                cause: ChangeCause::Promoted,
+                took: None,
+            });
+        }
+    }
+    Ok(rows.len())
+}
+
+/// Pruning: up to `$3` jobs in state `$1` finished before `$2` (of queue `$4` when given),
+/// except those whose unique key is still taken at `$5`.
+pub(crate) const PRUNE_DELETE: &str = "DELETE FROM rota.job WHERE id IN (SELECT id FROM rota.job \
+     WHERE state = $1 AND finished_at IS NOT NULL AND finished_at < $2 \
+       AND ($4::text IS NULL OR queue = $4) \
+       AND (unique_for_ms IS NULL OR finished_at + unique_for_ms * 1000 <= $5) \
+     LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, queue, kind";
+
+/// Deletes up to `limit` jobs in `state` that finished before `cutoff`; returns how many.
+pub(crate) async fn job_prune_state(
+    tx: &Tx<'_>,
+    state: JobState,
+    cutoff: Timestamp,
+    queue: Option<&str>,
+    limit: usize,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let rows = tx
+        .query(
+            &format!("pruning {state} jobs"),
+            PRUNE_DELETE,
+            &[
+                &state.as_str(),
+                &micros(cutoff),
+                &(limit.min(i64::MAX as usize) as i64),
+                &queue,
+                &micros(now),
+            ],
+        )
+        .await?;
+    for row in &rows {
+        tx.record(JobChange::deleted(
+            JobId::from(row.get::<_, uuid::Uuid>(0)),
+            row.get(1),
+            row.get(2),
+            state,
+            ChangeCause::Pruned,
+        ));
+    }
+    Ok(rows.len() as u64)
+}
+
+/// Deletes the given jobs that are in one of `states`; returns how many went.
+pub(crate) async fn job_delete(
+    tx: &Tx<'_>,
+    ids: &[JobId],
+    states: &[JobState],
+) -> Result<u64, StoreError> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let rows = tx
+        .query(
+            "purging jobs",
+            "DELETE FROM rota.job WHERE id = ANY($1) AND state = ANY($2) \
+             RETURNING id, queue, kind, state",
+            &[&ids, &states],
+        )
+        .await?;
+    for row in &rows {
+        let state: &str = row.get(3);
+        if let Ok(state) = state.parse() {
+            tx.record(JobChange::deleted(
+                JobId::from(row.get::<_, uuid::Uuid>(0)),
+                row.get(1),
+                row.get(2),
+                state,
+                ChangeCause::Purged,
+            ));
+        }
+    }
+    Ok(rows.len() as u64)
+}

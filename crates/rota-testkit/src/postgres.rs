@@ -1,0 +1,249 @@
+//! A PostgreSQL for tests: `ROTA_TEST_POSTGRES_URL` when set, otherwise a private throwaway
+//! cluster (initdb + postgres on a free loopback port, as the `postgres` user when the tests
+//! run as root) started once per test process and removed when the process ends. Each test
+//! gets its own database ([`TempPostgresDb`]), dropped when it drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where the server is and how to reach its admin database.
+struct Server {
+    /// `postgres://user@host:port` with no database.
+    base: String,
+    /// The directory holding `psql` (and the other client programs).
+    bin: PathBuf,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+/// The environment variable naming an existing server to use instead of a throwaway one.
+pub const URL_VAR: &str = "ROTA_TEST_POSTGRES_URL";
+
+/// The directory with PostgreSQL's server programs: on PATH, or under
+/// `/usr/lib/postgresql/*/bin` (newest first).
+fn bin_dir() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `program args…`, as the `postgres` user when we are root (PostgreSQL refuses root).
+fn as_postgres(root: bool, program: &Path) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn start_cluster() -> Result<Server, String> {
+    let bin = bin_dir().ok_or_else(|| {
+        format!(
+            "PostgreSQL tests need a server: set {URL_VAR}=postgres://user:password@host:port, \
+             or install PostgreSQL (Debian: apt-get install postgresql-15) so that initdb is \
+             on PATH or under /usr/lib/postgresql/*/bin"
+        )
+    })?;
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!(
+        "rota-pg-{}-{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if root {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!("cannot give {} to the postgres user", dir.display()));
+        }
+    }
+    let data = dir.join("data");
+    let out = as_postgres(root, &bin.join("initdb"))
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("running initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let port = free_port();
+    // The server runs under a watchdog shell that stops it and removes its directory once
+    // this test process is gone, however the process ends.
+    let script = format!(
+        "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+           -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+           -c max_connections=400 >{dir}/server.log 2>&1 & pg=$!; \
+         while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+        postgres = bin.join("postgres").display(),
+        data = data.display(),
+        dir = dir.display(),
+        pid = std::process::id(),
+    );
+    as_postgres(root, Path::new("/bin/sh"))
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    let server = Server {
+        base: format!("postgres://postgres@127.0.0.1:{port}"),
+        bin,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if server.psql("postgres", "SELECT 1").is_ok() {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            return Err(format!("postgres did not start within 60 s: {log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Server {
+    fn from_url(url: &str) -> Result<Server, String> {
+        // The URL's database is only for admin; test databases sit beside it.
+        let base = match url.rfind('/') {
+            Some(i) if i > "postgres://".len() => url[..i].to_owned(),
+            _ => url.to_owned(),
+        };
+        let psql_dir = bin_dir().unwrap_or_else(|| PathBuf::from("/usr/bin"));
+        Ok(Server {
+            base,
+            bin: psql_dir,
+        })
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("{}/{database}", self.base)
+    }
+
+    fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let psql = if self.bin.join("psql").is_file() {
+            self.bin.join("psql")
+        } else {
+            PathBuf::from("psql")
+        };
+        let out = Command::new(psql)
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url(database))
+            .args(["-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+fn server() -> &'static Server {
+    let server = SERVER.get_or_init(|| match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => Server::from_url(&url),
+        _ => start_cluster(),
+    });
+    match server {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// An empty database of its own on the test server, dropped (with its connections) on drop.
+pub struct TempPostgresDb {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+impl TempPostgresDb {
+    /// A fresh, empty database.
+    pub fn new() -> Self {
+        let server = server();
+        let name = format!(
+            "rota_test_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        server
+            .psql("postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        Self {
+            url: server.url(&name),
+            name,
+        }
+    }
+
+    /// The URL of a database on the same server that does not exist (for start-up tests).
+    pub fn missing_url() -> String {
+        server().url(&format!(
+            "rota_missing_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Runs `sql` in this database with psql; returns what it printed (unaligned, tuples
+    /// only).
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        server().psql(&self.name, sql)
+    }
+}
+
+impl Default for TempPostgresDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempPostgresDb {
+    fn drop(&mut self) {
+        let _ = server().psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
