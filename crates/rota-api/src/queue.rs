@@ -124,11 +124,27 @@ pub struct WorkerView {
     pub last_seen: Timestamp,
 }
 
-/// Every known worker.
+/// Every known worker, and which server node runs maintenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     /// The workers, most recently seen first.
     pub workers: Vec<WorkerView>,
+    /// The server node that answered.
+    #[serde(default)]
+    pub node: String,
+    /// The node that leads maintenance (rescuer, pruner, scheduler), if one does now.
+    #[serde(default)]
+    pub leader: Option<LeaderView>,
+}
+
+/// The server node that leads maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaderView {
+    /// Its node id.
+    pub node: String,
+    /// When its leadership lapses unless renewed (every few seconds while it lives).
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
 }
 
 /// How many jobs an operation touched.

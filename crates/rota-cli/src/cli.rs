@@ -171,13 +171,13 @@ pub struct BenchArgs {
 pub enum MigrateCommand {
     /// Show the database's schema version and this binary's.
     Status {
-        /// The SQLite database.
+        /// The database (a SQLite path or a postgres:// URL).
         #[arg(long, env = "ROTA_DATABASE_URL", default_value = "rota.db")]
         database: String,
     },
     /// Apply pending migrations (serve does this at start-up too).
     Up {
-        /// The SQLite database.
+        /// The database (a SQLite path or a postgres:// URL).
         #[arg(long, env = "ROTA_DATABASE_URL", default_value = "rota.db")]
         database: String,
     },
@@ -199,9 +199,16 @@ pub enum TokenCommand {
 /// `rota serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// The database: a SQLite file path (created if missing) or sqlite://PATH.
+    /// The database: a SQLite file path (created if missing), sqlite://PATH, or
+    /// postgres://user:password@host:port/database.
     #[arg(long, env = "ROTA_DATABASE_URL")]
     pub database: Option<String>,
+    /// PostgreSQL: create the database if it does not exist.
+    #[arg(long, env = "ROTA_CREATE_DATABASE")]
+    pub create_database: bool,
+    /// PostgreSQL: most connections this node opens.
+    #[arg(long, env = "ROTA_POOL_SIZE")]
+    pub pool_size: Option<usize>,
     /// Address to listen on.
     #[arg(long, env = "ROTA_BIND")]
     pub bind: Option<String>,

@@ -263,39 +263,45 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         Command::Workers { .. } => {
             let workers = client.workers().await?;
             print(json, &workers, |w| {
-                output::table(
-                    &[
-                        "name",
-                        "id",
-                        "alive",
-                        "host",
-                        "pid",
-                        "queues",
-                        "kinds",
-                        "concurrency",
-                        "last_seen",
-                    ],
-                    w.workers
-                        .iter()
-                        .map(|w| {
-                            vec![
-                                w.name.clone(),
-                                w.id.clone(),
-                                if w.alive { "yes" } else { "no" }.into(),
-                                w.host.clone(),
-                                w.pid.to_string(),
-                                w.queues.join(","),
-                                if w.kinds.is_empty() {
-                                    "*".into()
-                                } else {
-                                    w.kinds.join(",")
-                                },
-                                w.concurrency.to_string(),
-                                w.last_seen.to_string(),
-                            ]
-                        })
-                        .collect(),
-                )
+                let leader = match &w.leader {
+                    Some(l) => format!("maintenance leader: {}", l.node),
+                    None => "maintenance leader: none (no node holds the leadership now)".into(),
+                };
+                leader
+                    + "\n"
+                    + &output::table(
+                        &[
+                            "name",
+                            "id",
+                            "alive",
+                            "host",
+                            "pid",
+                            "queues",
+                            "kinds",
+                            "concurrency",
+                            "last_seen",
+                        ],
+                        w.workers
+                            .iter()
+                            .map(|w| {
+                                vec![
+                                    w.name.clone(),
+                                    w.id.clone(),
+                                    if w.alive { "yes" } else { "no" }.into(),
+                                    w.host.clone(),
+                                    w.pid.to_string(),
+                                    w.queues.join(","),
+                                    if w.kinds.is_empty() {
+                                        "*".into()
+                                    } else {
+                                        w.kinds.join(",")
+                                    },
+                                    w.concurrency.to_string(),
+                                    w.last_seen.to_string(),
+                                ]
+                            })
+                            .collect(),
+                    )
             });
         }
         Command::Serve(_)

@@ -130,6 +130,10 @@ pub struct ServeConfig {
     pub bind: SocketAddr,
     /// Commit durability.
     pub durability: Durability,
+    /// PostgreSQL: create the database when it is missing.
+    pub create_database: bool,
+    /// PostgreSQL: most pooled connections.
+    pub pool_size: Option<usize>,
     /// Largest request body.
     pub body_limit: usize,
     /// Default lease.
@@ -355,6 +359,8 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         database,
         bind,
         durability,
+        create_database: args.create_database,
+        pool_size: args.pool_size,
         body_limit,
         lease,
         retention,
@@ -428,6 +434,8 @@ mod tests {
             durability: None,
             body_limit: None,
             insecure_no_auth: false,
+            create_database: false,
+            pool_size: None,
         };
         let from_file = resolve(&args(None)).unwrap();
         assert_eq!(from_file.bind.to_string(), "127.0.0.1:9001");
@@ -476,6 +484,8 @@ mod tests {
             durability: None,
             body_limit: None,
             insecure_no_auth: false,
+            create_database: false,
+            pool_size: None,
         }
     }
 
@@ -551,6 +561,8 @@ mod readme {
             durability: None,
             body_limit: None,
             insecure_no_auth: false,
+            create_database: false,
+            pool_size: None,
         };
         let config = resolve(&args).unwrap();
         assert_eq!(config.schedules.len(), 1);

@@ -16,7 +16,7 @@ pub async fn run(database: Option<String>, client_args: &ClientArgs) -> anyhow::
             if !url.exists() {
                 anyhow::bail!("database {url}: no such file (start `rota serve` once, or pass the right --database)");
             }
-            let store = crate::store::open_store(&url, rota_sqlite::Durability::Full).await?;
+            let store = crate::store::open_store(&url, &Default::default()).await?;
             // The retention rota.toml here sets, when it is valid (its check comes below).
             let retention = crate::config::read_file(std::path::Path::new("rota.toml"), false)
                 .ok()

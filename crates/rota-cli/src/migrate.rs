@@ -3,11 +3,10 @@
 use std::process::ExitCode;
 
 use rota_core::{Clock, SystemClock};
-use rota_sqlite::Durability;
 use rota_store::{StoreHealthParams, StoreMigrateParams};
 
 use crate::cli::MigrateCommand;
-use crate::store::{open_store, DatabaseUrl};
+use crate::store::{open_store, DatabaseUrl, OpenOptions};
 
 /// Runs a migrate command.
 pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
@@ -18,7 +17,7 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                 println!("{url}: no database yet; `rota serve` or `rota migrate up` creates it at schema {}", rota_sqlite::SCHEMA_VERSION);
                 return Ok(ExitCode::SUCCESS);
             }
-            let store = open_store(&url, Durability::Full).await?;
+            let store = open_store(&url, &OpenOptions::default()).await?;
             let health = store.store_health(StoreHealthParams::default()).await?;
             let (current, expected) = (health.schema_version, health.schema_expected);
             let verdict = match current.cmp(&expected) {
@@ -40,7 +39,7 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
         }
         MigrateCommand::Up { database } => {
             let url = DatabaseUrl::parse(&database)?;
-            let store = open_store(&url, Durability::Full).await?;
+            let store = open_store(&url, &OpenOptions::default()).await?;
             let report = store
                 .store_migrate(StoreMigrateParams {
                     now: SystemClock.now(),

@@ -31,7 +31,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("cannot listen on {}: {e}", config.bind)
         }
     })?;
-    let store = crate::store::open_store(&config.database, config.durability).await?;
+    let open = crate::store::OpenOptions {
+        durability: config.durability,
+        create_database: config.create_database,
+        pool_size: config.pool_size,
+    };
+    let store = crate::store::open_store(&config.database, &open).await?;
     if config.durability == rota_sqlite::Durability::Normal {
         tracing::warn!(
             "durability = normal: acknowledged jobs survive a crash of rota, not a power loss"

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use rota_postgres::{PostgresOptions, PostgresStore};
 use rota_sqlite::{Durability, SqliteOptions, SqliteStore};
 use rota_store::Store;
 
@@ -14,6 +15,8 @@ use rota_store::Store;
 pub enum DatabaseUrl {
     /// A SQLite file (a path, or `sqlite://PATH`).
     Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
 }
 
 impl DatabaseUrl {
@@ -22,10 +25,12 @@ impl DatabaseUrl {
         if let Some(path) = raw.strip_prefix("sqlite://") {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
         if let Some((scheme, _)) = raw.split_once("://") {
             bail!(
-                "database: unsupported URL scheme `{scheme}://`; supported: a SQLite file path (such as rota.db) or sqlite://PATH{}",
-                if scheme.starts_with("postgres") { " (PostgreSQL support is not in this build yet)" } else { "" }
+                "database: unsupported URL scheme `{scheme}://`; supported: a SQLite file path (such as rota.db), sqlite://PATH, or postgres://user:password@host:port/database"
             );
         }
         Ok(Self::Sqlite(PathBuf::from(raw)))
@@ -35,6 +40,8 @@ impl DatabaseUrl {
     pub fn exists(&self) -> bool {
         match self {
             Self::Sqlite(path) => path.exists(),
+            // Opening says clearly when a PostgreSQL database is missing.
+            Self::Postgres(_) => true,
         }
     }
 }
@@ -43,23 +50,56 @@ impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => write!(f, "{}", redacted(url)),
         }
     }
 }
 
+/// A PostgreSQL URL with its password (if any) replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// How to open a store, beyond its URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// SQLite commit durability.
+    pub durability: Durability,
+    /// PostgreSQL: create the database when it is missing.
+    pub create_database: bool,
+    /// PostgreSQL: most pooled connections (the backend's default when absent).
+    pub pool_size: Option<usize>,
+}
+
 /// Opens the store `url` names (without touching its schema).
-pub async fn open_store(
-    url: &DatabaseUrl,
-    durability: Durability,
-) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(url: &DatabaseUrl, open: &OpenOptions) -> anyhow::Result<Arc<dyn Store>> {
     match url {
         DatabaseUrl::Sqlite(path) => {
             let mut options = SqliteOptions::new(path);
-            options.durability = durability;
+            options.durability = open.durability;
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
                 .await
                 .context("opening the database")?
                 .with_context(|| format!("opening database {url}"))?;
+            Ok(Arc::new(store))
+        }
+        DatabaseUrl::Postgres(raw) => {
+            let mut options = PostgresOptions::new(raw);
+            options.create_database = open.create_database;
+            if let Some(size) = open.pool_size {
+                options.pool_size = size;
+            }
+            // The error is one line that names the server and the fix.
+            let store = PostgresStore::open(options).await?;
             Ok(Arc::new(store))
         }
     }
@@ -73,8 +113,17 @@ mod tests {
     fn unsupported_schemes_list_what_is_supported() {
         let err = DatabaseUrl::parse("mysql://x").unwrap_err().to_string();
         assert!(err.contains("sqlite://PATH"), "{err}");
-        let err = DatabaseUrl::parse("postgres://x").unwrap_err().to_string();
-        assert!(err.contains("PostgreSQL"), "{err}");
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:secret@h/db").unwrap(),
+            DatabaseUrl::Postgres("postgres://u:secret@h/db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:secret@h/db")
+                .unwrap()
+                .to_string(),
+            "postgres://u:***@h/db",
+            "the password never reaches a message"
+        );
         assert_eq!(
             DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
             DatabaseUrl::Sqlite(PathBuf::from("/tmp/x.db"))

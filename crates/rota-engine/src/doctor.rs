@@ -119,6 +119,63 @@ fn read_failed(err: &StoreError) -> Finding {
     }
 }
 
+/// Most a node's clock may differ from the database's before the doctor warns.
+pub const CLOCK_SKEW_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Compares this node's clock (`now`) with the database's, when the database has its own.
+fn clock_finding(now: Timestamp, database: Option<Timestamp>) -> Finding {
+    let Some(database) = database else {
+        return Finding::ok(
+            "clock",
+            "embedded database: node and database share one clock",
+        );
+    };
+    let skew = now.duration_since(database);
+    let size = std::time::Duration::try_from(skew.abs()).unwrap_or(std::time::Duration::MAX);
+    if size > CLOCK_SKEW_MAX {
+        Finding::warn(
+            "clock",
+            format!(
+                "this node's clock is {:.1}s {} the database's",
+                size.as_secs_f64(),
+                if skew.is_negative() { "behind" } else { "ahead of" }
+            ),
+            "synchronise the clocks (NTP, chrony): leases, retries and schedules use each node's clock",
+        )
+    } else {
+        Finding::ok(
+            "clock",
+            format!(
+                "node and database clocks agree within {} ms",
+                size.as_millis().max(1)
+            ),
+        )
+    }
+}
+
+/// Which node runs maintenance (rescuer, pruner, scheduler). Nobody leading is normal while
+/// no server runs (`rota doctor --database` on a stopped one), and lasts at most one election
+/// interval when a leader stops, so it is reported, not warned about.
+fn leader_finding(now: Timestamp, leader: Option<rota_store::Leadership>) -> Finding {
+    match leader {
+        Some(l) if l.expires_at > now => Finding::ok(
+            "leader",
+            format!("node {} leads maintenance (rescuer, pruner, scheduler)", l.holder),
+        ),
+        Some(l) => Finding::ok(
+            "leader",
+            format!(
+                "no node leads maintenance now: node {}'s leadership lapsed at {}; a running node takes it over within seconds",
+                l.holder, l.expires_at
+            ),
+        ),
+        None => Finding::ok(
+            "leader",
+            "no node leads maintenance now (no server running, or one is being elected)",
+        ),
+    }
+}
+
 /// Runs every check at `now`; `retention` is the server's (shown with each queue's own).
 pub async fn diagnose(store: &dyn Store, now: Timestamp, retention: &Retention) -> Vec<Finding> {
     diagnose_observed(store, now, retention).await.0
@@ -131,7 +188,7 @@ pub async fn diagnose_observed(
     retention: &Retention,
 ) -> (Vec<Finding>, Result<Observed, StoreError>) {
     let mut findings = Vec::new();
-    match store
+    let database_time = match store
         .store_health(rota_store::StoreHealthParams::default())
         .await
     {
@@ -155,6 +212,7 @@ pub async fn diagnose_observed(
                     ),
                 }
             });
+            h.database_time
         }
         Err(err) => {
             findings.push(Finding {
@@ -165,15 +223,21 @@ pub async fn diagnose_observed(
             });
             return (findings, Err(err));
         }
+    };
+    findings.push(clock_finding(now, database_time));
+    match store
+        .leader_get(rota_store::LeaderGetParams {
+            name: crate::leader::MAINTENANCE.into(),
+            holder: String::new(),
+        })
+        .await
+    {
+        Ok(leader) => findings.push(leader_finding(now, leader)),
+        Err(err) => {
+            findings.push(read_failed(&err));
+            return (findings, Err(err));
+        }
     }
-    findings.push(if store.capabilities().multi_node {
-        Finding::ok("clock", "clock skew is checked by the database backend")
-    } else {
-        Finding::ok(
-            "clock",
-            "embedded database: node and database share one clock",
-        )
-    });
     let observed = match Observed::read(store, now).await {
         Ok(observed) => observed,
         Err(err) => {
@@ -414,4 +478,31 @@ fn retention_finding(server: &Retention, queues: &[QueueStats]) -> Finding {
         }
     }
     Finding::ok("retention", message)
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_clock_off_by_more_than_a_second_is_a_warning() {
+        let db = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |ms: i64| {
+            db.checked_add(jiff::SignedDuration::from_millis(ms))
+                .unwrap()
+        };
+        assert_eq!(clock_finding(at(400), Some(db)).severity, Severity::Ok);
+        assert_eq!(clock_finding(at(-900), Some(db)).severity, Severity::Ok);
+        let ahead = clock_finding(at(2_500), Some(db));
+        assert_eq!(ahead.severity, Severity::Warn);
+        assert!(ahead.message.contains("2.5s ahead of"), "{}", ahead.message);
+        let behind = clock_finding(at(-3_000), Some(db));
+        assert!(behind.message.contains("behind"), "{}", behind.message);
+        assert!(behind.fix.as_deref().unwrap().contains("NTP"));
+        assert_eq!(
+            clock_finding(at(5_000), None).severity,
+            Severity::Ok,
+            "one clock"
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub mod scheduler;
 pub mod service;
 mod wake;
 
-pub use leader::{Elector, ElectorConfig, LeaderFlag};
+pub use leader::{Elector, ElectorConfig, LeaderFlag, MAINTENANCE};
 pub use pruner::{Pruner, PrunerConfig};
 pub use rescuer::{Rescuer, RescuerConfig};
 pub use scheduler::{Recovery, Scheduler, SchedulerConfig, SchedulerReport};

@@ -3,7 +3,7 @@
 -- Times are bigint microseconds since the Unix epoch (as on SQLite, so the two backends map
 -- rows alike); JSON columns are jsonb, so operators can query args and errors.
 
-CREATE SCHEMA IF NOT EXISTS rota;
+-- (The schema `rota` itself is created by the migration runner, before this file.)
 
 CREATE TABLE rota.job (
     id               uuid     NOT NULL PRIMARY KEY,  -- UUIDv7: sorts by creation

@@ -78,7 +78,9 @@ impl PostgresOptions {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The URL does not parse.
-    #[error("invalid PostgreSQL URL: {message} (expected postgres://user:password@host:port/database)")]
+    #[error(
+        "invalid PostgreSQL URL: {message} (expected postgres://user:password@host:port/database)"
+    )]
     BadUrl {
         /// What is wrong with it.
         message: String,
@@ -240,7 +242,9 @@ async fn create_database(config: &Config) -> Result<(), ConnectError> {
                 user: config.get_user().unwrap_or("").to_owned(),
                 what: format!("create database {name:?}"),
                 server: server(config),
-                message: e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                message: e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
             })
         }
         Err(e) => Err(describe(config, &e)),

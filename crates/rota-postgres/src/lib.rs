@@ -322,7 +322,9 @@ impl Store for PostgresStore {
             token: p.lease.token,
             checkpoint: p.checkpoint,
         };
-        one(self.apply_each(vec![event], p.now, |e| (p.lease.job, e)).await)
+        one(self
+            .apply_each(vec![event], p.now, |e| (p.lease.job, e))
+            .await)
     }
 
     async fn job_progress(&self, p: JobProgressParams) -> Result<Job, StoreError> {
@@ -331,7 +333,9 @@ impl Store for PostgresStore {
             token: p.lease.token,
             progress: p.progress,
         };
-        one(self.apply_each(vec![event], p.now, |e| (p.lease.job, e)).await)
+        one(self
+            .apply_each(vec![event], p.now, |e| (p.lease.job, e))
+            .await)
     }
 
     async fn job_cancel_many(
@@ -442,10 +446,17 @@ impl Store for PostgresStore {
     }
 
     async fn store_health(&self, _p: StoreHealthParams) -> Result<StoreHealth, StoreError> {
-        let version = self.read(|db| Box::pin(migrate::version(db))).await?;
+        let (version, database_time) = self
+            .read(|db| {
+                Box::pin(
+                    async move { Ok((migrate::version(db).await?, sql::database_time(db).await?)) },
+                )
+            })
+            .await?;
         Ok(StoreHealth {
             schema_version: version,
             schema_expected: SCHEMA_VERSION,
+            database_time: Some(database_time),
         })
     }
 
@@ -478,7 +489,7 @@ impl Store for PostgresStore {
             let name = name.clone();
             Box::pin(async move { sql::schedule_delete(tx, &name).await })
         })
-            .await
+        .await
     }
 
     async fn schedule_list(
@@ -514,6 +525,11 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn leader_get(&self, p: LeaderGetParams) -> Result<Option<Leadership>, StoreError> {
+        self.read(move |db| Box::pin(async move { sql::leader_get(db, &p.name, &p.holder).await }))
+            .await
+    }
+
     async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError> {
         let p = &p;
         self.write(move |tx| Box::pin(sql::leader_resign(tx, p.clone())))
@@ -523,7 +539,5 @@ impl Store for PostgresStore {
 
 /// The one answer of a batch of one.
 fn one(results: Result<Vec<Result<Job, StoreError>>, StoreError>) -> Result<Job, StoreError> {
-    results?
-        .pop()
-        .expect("a batch of one has one answer")
+    results?.pop().expect("a batch of one has one answer")
 }

@@ -122,7 +122,10 @@ mod tests {
             [Some(JobState::Available), Some(JobState::Completed), None]
         );
         assert_eq!(got[0].id, changes[0].id);
-        assert!(encode("a", &changes[1..2]).is_empty(), "a fetch is not sent");
+        assert!(
+            encode("a", &changes[1..2]).is_empty(),
+            "a fetch is not sent"
+        );
         assert!(decode("not json", "b").is_none());
     }
 

@@ -87,6 +87,10 @@ pub struct AppState {
     pub services: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
+/// How often a long poll looks again on a store that other nodes write to (notifications
+/// from them are a hint, and may be lost while a connection is re-established).
+pub const SAFETY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl AppState {
     /// State over `store` with `config`. Attaches the store's notifier: every committed
     /// job change wakes waiting fetches and job waits and is counted in the metrics.
@@ -113,6 +117,16 @@ impl AppState {
             services: Arc::default(),
             metrics,
         }
+    }
+
+    /// When a long poll must look again even though nothing woke it: never on a store only
+    /// this process writes; every [`SAFETY_POLL`] where other nodes write too, so that a
+    /// lost cross-node notification delays a fetch or a wait by at most that.
+    pub fn safety_poll_at(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.store
+            .capabilities()
+            .multi_node
+            .then(|| now + SAFETY_POLL)
     }
 
     /// How many engine services are running, of how many started.

@@ -400,6 +400,7 @@ impl Store for SqliteStore {
         Ok(StoreHealth {
             schema_version: version,
             schema_expected: SCHEMA_VERSION,
+            database_time: None,
         })
     }
 
@@ -462,6 +463,12 @@ impl Store for SqliteStore {
 
     async fn leader_renew(&self, p: LeaderRenewParams) -> Result<Leadership, StoreError> {
         self.writer.write(move |tx| sql::leader_renew(tx, p)).await
+    }
+
+    async fn leader_get(&self, p: LeaderGetParams) -> Result<Option<Leadership>, StoreError> {
+        self.readers
+            .read(move |conn| sql::leader_get(conn, &p.name, &p.holder))
+            .await
     }
 
     async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError> {

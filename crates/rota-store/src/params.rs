@@ -549,6 +549,9 @@ pub struct StoreHealth {
     pub schema_version: i64,
     /// The version this binary expects.
     pub schema_expected: i64,
+    /// The database server's own clock, where it has one apart from this node's (the
+    /// doctor warns when the two differ by more than a second).
+    pub database_time: Option<Timestamp>,
 }
 
 /// Dead jobs that failed with the same cause.
@@ -702,6 +705,15 @@ pub struct LeaderRenewParams {
     pub now: Timestamp,
 }
 
+/// Read who leads.
+#[derive(Debug, Clone)]
+pub struct LeaderGetParams {
+    /// What is led.
+    pub name: String,
+    /// Who asks (its `is_leader` is answered).
+    pub holder: String,
+}
+
 /// Give a leadership up at once.
 #[derive(Debug, Clone)]
 pub struct LeaderResignParams {
@@ -722,4 +734,15 @@ pub struct Leadership {
     pub expires_at: Timestamp,
     /// Whether the caller is the holder.
     pub is_leader: bool,
+}
+
+impl Leadership {
+    /// Nobody leads (the row is gone: resigned, or never taken).
+    pub fn nobody(now: Timestamp) -> Self {
+        Self {
+            holder: String::new(),
+            expires_at: now,
+            is_leader: false,
+        }
+    }
 }

@@ -172,6 +172,10 @@ pub trait Store: Send + Sync + 'static {
     /// expired and someone else took over.
     async fn leader_renew(&self, p: LeaderRenewParams) -> Result<Leadership, StoreError>;
 
+    /// Who holds the leadership of `p.name`, if anyone (an expired holder is reported with
+    /// its past expiry; `is_leader` says whether it is `p.holder`). Changes nothing.
+    async fn leader_get(&self, p: LeaderGetParams) -> Result<Option<Leadership>, StoreError>;
+
     /// Ends `p.holder`'s leadership at once, so another node can take over without waiting
     /// for the expiry. Does nothing when `p.holder` does not lead.
     async fn leader_resign(&self, p: LeaderResignParams) -> Result<(), StoreError>;

@@ -89,12 +89,23 @@ fn start_cluster() -> Result<Server, String> {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            return Err(format!("cannot give {} to the postgres user", dir.display()));
+            return Err(format!(
+                "cannot give {} to the postgres user",
+                dir.display()
+            ));
         }
     }
     let data = dir.join("data");
     let out = as_postgres(root, &bin.join("initdb"))
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
         .arg(&data)
         .output()
         .map_err(|e| format!("running initdb: {e}"))?;

@@ -349,7 +349,12 @@ pub(crate) async fn lease_extend_many(
     let queues = queues_by_name(tx, &names).await?;
     let leases: HashMap<&str, Duration> = names
         .iter()
-        .map(|n| (n.as_str(), lease_for(queues.get(n).map(|q| &q.config), p.lease)))
+        .map(|n| {
+            (
+                n.as_str(),
+                lease_for(queues.get(n).map(|q| &q.config), p.lease),
+            )
+        })
         .collect();
     let events = p
         .leases

@@ -5,7 +5,20 @@ use rota_store::*;
 
 use super::{from_micros, micros, Db};
 
-async fn leadership(db: &Db<'_>, name: &str, holder: &str) -> Result<Option<Leadership>, StoreError> {
+/// Who holds `name`, if anyone.
+pub(crate) async fn leader_get(
+    db: &Db<'_>,
+    name: &str,
+    holder: &str,
+) -> Result<Option<Leadership>, StoreError> {
+    leadership(db, name, holder).await
+}
+
+async fn leadership(
+    db: &Db<'_>,
+    name: &str,
+    holder: &str,
+) -> Result<Option<Leadership>, StoreError> {
     let row = db
         .query_opt(
             &format!("reading leadership of {name:?}"),
@@ -21,14 +34,6 @@ async fn leadership(db: &Db<'_>, name: &str, holder: &str) -> Result<Option<Lead
             expires_at: from_micros(r.get(1)),
         }
     }))
-}
-
-fn nobody(p_now: jiff::Timestamp) -> Leadership {
-    Leadership {
-        holder: String::new(),
-        expires_at: p_now,
-        is_leader: false,
-    }
 }
 
 /// Takes the row when it is free, expired or already ours.
@@ -50,11 +55,14 @@ pub(crate) async fn leader_attempt_elect(
     .await?;
     Ok(leadership(db, &p.name, &p.holder)
         .await?
-        .unwrap_or_else(|| nobody(p.now)))
+        .unwrap_or_else(|| Leadership::nobody(p.now)))
 }
 
 /// Extends the row when it is still ours.
-pub(crate) async fn leader_renew(db: &Db<'_>, p: LeaderRenewParams) -> Result<Leadership, StoreError> {
+pub(crate) async fn leader_renew(
+    db: &Db<'_>,
+    p: LeaderRenewParams,
+) -> Result<Leadership, StoreError> {
     let expires = rota_core::add_duration(p.now, p.ttl);
     let n = db
         .execute(
@@ -69,7 +77,7 @@ pub(crate) async fn leader_renew(db: &Db<'_>, p: LeaderRenewParams) -> Result<Le
             l.is_leader &= n > 0;
             l
         }
-        None => nobody(p.now),
+        None => Leadership::nobody(p.now),
     })
 }
 

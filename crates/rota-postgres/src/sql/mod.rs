@@ -19,7 +19,7 @@ mod write;
 
 pub(crate) use count::{job_counts, job_counts_fold};
 pub(crate) use job::*;
-pub(crate) use leader::{leader_attempt_elect, leader_renew, leader_resign};
+pub(crate) use leader::{leader_attempt_elect, leader_get, leader_renew, leader_resign};
 pub(crate) use queue::{queue_declare, queue_list, queue_set_paused};
 pub(crate) use schedule::{schedule_delete, schedule_fire, schedule_list, schedule_upsert};
 pub(crate) use worker::{worker_list, worker_register};
@@ -156,6 +156,18 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
 /// Wraps a row-mapping failure with what was being read.
 pub(crate) fn row_err(context: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::backend(context, err)
+}
+
+/// The database server's clock.
+pub(crate) async fn database_time(db: &Db<'_>) -> Result<Timestamp, StoreError> {
+    let row = db
+        .query_opt(
+            "reading the database clock",
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+            &[],
+        )
+        .await?;
+    Ok(from_micros(row.map_or(0, |r| r.get(0))))
 }
 
 /// Text-array parameters for `= ANY($n)`.

@@ -22,8 +22,10 @@ macro_rules! job_columns {
 }
 pub(crate) use job_columns;
 
-
-fn get<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r Row, idx: usize) -> Result<T, StoreError> {
+fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r Row,
+    idx: usize,
+) -> Result<T, StoreError> {
     row.try_get(idx)
         .map_err(|e| row_err(&format!("reading column {idx} of a row"), e))
 }
@@ -85,7 +87,10 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job, StoreError> {
         created_at: from_micros(get(row, 20)?),
         attempted_at: get::<Option<i64>>(row, 21)?.map(from_micros),
         finished_at: get::<Option<i64>>(row, 22)?.map(from_micros),
-        origin: match (get::<Option<String>>(row, 23)?, get::<Option<i64>>(row, 24)?) {
+        origin: match (
+            get::<Option<String>>(row, 23)?,
+            get::<Option<i64>>(row, 24)?,
+        ) {
             (Some(schedule), Some(slot)) => Some(rota_core::JobOrigin {
                 schedule,
                 slot: from_micros(slot),

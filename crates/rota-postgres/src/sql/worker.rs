@@ -7,7 +7,11 @@ use super::row::worker_from_row;
 use super::{json, micros, Db};
 
 /// Refreshes a worker's last-seen time (on fetch and heartbeat).
-pub(crate) async fn touch_worker(db: &Db<'_>, worker: &str, now: Timestamp) -> Result<(), StoreError> {
+pub(crate) async fn touch_worker(
+    db: &Db<'_>,
+    worker: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     db.execute(
         &format!("refreshing worker {worker:?}"),
         "UPDATE rota.worker SET last_seen = $2 WHERE id = $1",
@@ -18,7 +22,10 @@ pub(crate) async fn touch_worker(db: &Db<'_>, worker: &str, now: Timestamp) -> R
 }
 
 /// Records or refreshes a worker.
-pub(crate) async fn worker_register(db: &Db<'_>, p: WorkerRegisterParams) -> Result<Worker, StoreError> {
+pub(crate) async fn worker_register(
+    db: &Db<'_>,
+    p: WorkerRegisterParams,
+) -> Result<Worker, StoreError> {
     if p.worker.id.is_empty() {
         return Err(rota_core::ValidationError::new("worker.id", "must not be empty").into());
     }

@@ -44,10 +44,7 @@ impl<'a> Tx<'a> {
     }
 
     fn record(&self, change: JobChange) {
-        self.changes
-            .lock()
-            .expect("change list lock")
-            .push(change);
+        self.changes.lock().expect("change list lock").push(change);
     }
 
     /// Appends the job-count deltas of this request's changes and notifies other nodes, in
@@ -235,7 +232,9 @@ pub(crate) async fn insert_jobs(
     ];
     tx.execute("inserting jobs", INSERT_JOBS, &params).await?;
     for job in jobs {
-        tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));
+        tx.record(
+            JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"),
+        );
     }
     Ok(())
 }

@@ -155,7 +155,9 @@ pub async fn get_job(
         }
         tokio::select! {
             _ = finished.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(
+                state.safety_poll_at(tokio::time::Instant::now()).map_or(deadline, |at| at.min(deadline))
+            ) => {}
             _ = state.shutdown.cancelled() => deadline = tokio::time::Instant::now(),
         }
     }

@@ -124,10 +124,24 @@ pub async fn resume_queue(
 pub async fn list_workers(State(state): State<AppState>) -> Result<ApiJson<WorkerList>, ApiError> {
     let now = state.clock.now();
     let workers = state.store.worker_list(WorkerListParams::default()).await?;
+    let leader = state
+        .store
+        .leader_get(rota_store::LeaderGetParams {
+            name: rota_engine::MAINTENANCE.into(),
+            holder: state.config.node.clone(),
+        })
+        .await?
+        .filter(|l| l.expires_at > now)
+        .map(|l| rota_api::LeaderView {
+            node: l.holder,
+            expires_at: l.expires_at,
+        });
     Ok(ApiJson(WorkerList {
         workers: workers
             .into_iter()
             .map(|w| crate::view::worker(w, state.config.lease, now))
             .collect(),
+        node: state.config.node.clone(),
+        leader,
     }))
 }

@@ -2,11 +2,15 @@
 //! conditional upsert, so it needs no database lock and works through connection poolers.
 
 use rota_store::*;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{classify, from_micros, micros};
 
-fn leadership(conn: &Connection, name: &str, holder: &str) -> Result<Leadership, StoreError> {
+fn leadership(
+    conn: &Connection,
+    name: &str,
+    holder: &str,
+) -> Result<Option<Leadership>, StoreError> {
     conn.prepare_cached("SELECT holder, expires_at FROM leader WHERE name = ?1")
         .and_then(|mut stmt| {
             stmt.query_row([name], |r| {
@@ -17,8 +21,18 @@ fn leadership(conn: &Connection, name: &str, holder: &str) -> Result<Leadership,
                     expires_at: from_micros(r.get(1)?)?,
                 })
             })
+            .optional()
         })
         .map_err(|e| classify(&format!("reading leadership of {name:?}"), e))
+}
+
+/// Who holds `name`, if anyone.
+pub(crate) fn leader_get(
+    conn: &Connection,
+    name: &str,
+    holder: &str,
+) -> Result<Option<Leadership>, StoreError> {
+    leadership(conn, name, holder)
 }
 
 /// Takes the row when it is free, expired or already ours.
@@ -37,7 +51,7 @@ pub(crate) fn leader_attempt_elect(
     )
     .and_then(|mut stmt| stmt.execute(params![p.name, p.holder, micros(p.now), micros(expires)]))
     .map_err(|e| classify(&format!("electing a leader of {:?}", p.name), e))?;
-    leadership(conn, &p.name, &p.holder)
+    Ok(leadership(conn, &p.name, &p.holder)?.unwrap_or_else(|| Leadership::nobody(p.now)))
 }
 
 /// Extends the row when it is still ours.
@@ -54,20 +68,13 @@ pub(crate) fn leader_renew(
             stmt.execute(params![p.name, p.holder, micros(expires), micros(p.now)])
         })
         .map_err(|e| classify(&format!("renewing leadership of {:?}", p.name), e))?;
-    if n == 0 {
-        return match leadership(conn, &p.name, &p.holder) {
-            Ok(mut l) => {
-                l.is_leader = false;
-                Ok(l)
-            }
-            Err(_) => Ok(Leadership {
-                holder: String::new(),
-                expires_at: p.now,
-                is_leader: false,
-            }),
-        };
-    }
-    leadership(conn, &p.name, &p.holder)
+    Ok(match leadership(conn, &p.name, &p.holder)? {
+        Some(mut l) => {
+            l.is_leader &= n > 0;
+            l
+        }
+        None => Leadership::nobody(p.now),
+    })
 }
 
 /// Frees the row when it is ours.

@@ -18,7 +18,7 @@ mod write;
 
 pub(crate) use count::job_counts;
 pub(crate) use job::*;
-pub(crate) use leader::{leader_attempt_elect, leader_renew, leader_resign};
+pub(crate) use leader::{leader_attempt_elect, leader_get, leader_renew, leader_resign};
 pub(crate) use queue::{queue_declare, queue_list, queue_set_paused};
 pub(crate) use schedule::{schedule_delete, schedule_fire, schedule_list, schedule_upsert};
 pub(crate) use worker::{worker_list, worker_register};

@@ -82,6 +82,44 @@ pub async fn a_leader_that_stops_renewing_is_replaced_after_expiry(s: Subject) {
     assert_eq!(late.holder, "b");
 }
 
+/// Reading the leadership names the holder and its expiry and changes nothing; an unheld
+/// leadership reads as none.
+pub async fn the_leader_can_be_read_without_changing_it(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let get = |holder: &str| LeaderGetParams {
+        name: "m".into(),
+        holder: holder.into(),
+    };
+    assert_eq!(store.leader_get(get("a")).await.unwrap(), None);
+    store
+        .leader_attempt_elect(elect("m", "a", now))
+        .await
+        .unwrap();
+    let seen_by_b = store.leader_get(get("b")).await.unwrap().unwrap();
+    assert_eq!(seen_by_b.holder, "a");
+    assert!(!seen_by_b.is_leader);
+    assert_eq!(seen_by_b.expires_at, add_duration(now, secs(15)));
+    assert!(store.leader_get(get("a")).await.unwrap().unwrap().is_leader);
+    assert!(
+        !store
+            .leader_attempt_elect(elect("m", "b", now))
+            .await
+            .unwrap()
+            .is_leader,
+        "reading took nothing"
+    );
+    store
+        .leader_resign(LeaderResignParams {
+            name: "m".into(),
+            holder: "a".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.leader_get(get("b")).await.unwrap(), None);
+}
+
 /// A resigned leader hands over at once, without waiting for the expiry.
 pub async fn a_resigned_leader_hands_over_at_once(s: Subject) {
     let store = &*s.store;

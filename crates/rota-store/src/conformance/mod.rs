@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
                 two_contenders_elect_one_leader,
                 a_leader_that_stops_renewing_is_replaced_after_expiry,
                 a_resigned_leader_hands_over_at_once,
+                the_leader_can_be_read_without_changing_it,
             }
             job_insert {
                 inserted_jobs_are_available_with_their_effective_policy,
