@@ -313,9 +313,14 @@ fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
         (vec!["serve"], "bnd = 1\n", "did you mean `bind`"),
         (vec!["serve"], "bind = \n", "line 1"),
         (
-            vec!["serve", "--database", "postgres://x/y"],
+            vec!["serve", "--database", "mysql://x/y"],
             "",
-            "unsupported URL scheme `postgres://`",
+            "unsupported URL scheme `mysql://`",
+        ),
+        (
+            vec!["serve", "--database", "postgres://rota@host.invalid/rota"],
+            "",
+            "cannot reach PostgreSQL on host.invalid:5432",
         ),
         (
             vec!["serve", "--bind", taken.as_str()],

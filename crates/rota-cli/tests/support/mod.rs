@@ -19,6 +19,8 @@ pub struct Server {
     pub url: String,
     pub port: u16,
     child: Option<Child>,
+    /// Extra `rota serve` arguments (kept for restarts).
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -32,6 +34,18 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server with `config` as its rota.toml.
     pub fn start(config: &str) -> Self {
+        Self::start_with_args(config, &[])
+    }
+
+    /// Starts a server with `config` as its rota.toml and extra `rota serve` arguments.
+    pub fn start_with_args(config: &str, args: &[&str]) -> Self {
+        let mut server = Self::spawn_with_args(config, args);
+        server.wait_until_listening();
+        server
+    }
+
+    /// Starts a server without waiting for it to listen (several at once).
+    pub fn spawn_with_args(config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rota.toml"), config).unwrap();
         let port = free_port();
@@ -40,21 +54,46 @@ impl Server {
             port,
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
-        server.restart();
+        server.spawn();
         server
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the server has logged so far (every start).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("serve-") {
+                out += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+            }
+        }
+        out
     }
 
     /// Starts (again) on the same directory and port, and waits until it answers.
     pub fn restart(&mut self) {
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("serve-{}.log", Instant::now().elapsed().as_nanos())),
-        )
+        self.spawn();
+        self.wait_until_listening();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join(format!(
+                    "serve-{}.log",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                )))
         .unwrap();
         let child = Command::new(ROTA)
             .args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -62,8 +101,15 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Waits until the server accepts connections (panics if it exited or took 30 s).
+    pub fn wait_until_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("rota serve exited with {status}: {}", self.logs());
+            }
             assert!(Instant::now() < deadline, "rota serve did not start");
             std::thread::sleep(Duration::from_millis(20));
         }

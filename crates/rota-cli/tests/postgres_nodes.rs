@@ -1,0 +1,255 @@
+//! Several `rota serve` nodes on one PostgreSQL database: real processes, real `kill -9`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rota::api::{CompleteRequest, CompletionRequest, EnqueueManyRequest, FetchRequest};
+use rota_testkit::TempPostgresDb;
+use support::{eventually, job, Server};
+
+const JOBS: usize = 20_000;
+
+fn node(db: &TempPostgresDb, config: &str) -> Server {
+    Server::start_with_args(config, &["--database", &db.url])
+}
+
+/// Which server's process holds the maintenance leadership (node ids are host:pid:start).
+async fn leader_pid(server: &Server) -> Option<u32> {
+    let list = server.client().workers().await.ok()?;
+    list.leader?.node.split(':').nth(1)?.parse().ok()
+}
+
+/// Completed jobs, as the store counts them.
+async fn completed(server: &Server) -> u64 {
+    let queues = server.client().queues().await.unwrap();
+    queues
+        .queues
+        .iter()
+        .map(|q| q.counts.get("completed").copied().unwrap_or(0))
+        .sum()
+}
+
+/// A worker loop on one node: fetch a batch, complete it, count each accepted completion by
+/// job id. Stops when `stop` is set; a node that stops answering ends it (its leases are
+/// then left to expire).
+async fn work(
+    server_url: String,
+    name: String,
+    accepted: Arc<Mutex<HashMap<String, u32>>>,
+    done: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = rota::Client::new(&server_url).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(fetched) = client
+            .fetch(&FetchRequest {
+                worker: name.clone(),
+                queues: vec!["default".into()],
+                max: Some(50),
+                wait: Some("1s".into()),
+                ..Default::default()
+            })
+            .await
+        else {
+            return;
+        };
+        if fetched.jobs.is_empty() {
+            continue;
+        }
+        let completions = fetched
+            .jobs
+            .iter()
+            .map(|j| CompletionRequest {
+                job: j.id.parse().unwrap(),
+                token: j.lease_token.unwrap(),
+                result: None,
+            })
+            .collect();
+        let Ok(outcomes) = client.complete(&CompleteRequest { completions }).await else {
+            return;
+        };
+        let mut accepted = accepted.lock().unwrap();
+        for outcome in outcomes.results {
+            if outcome.error.is_none() {
+                *accepted.entry(outcome.job).or_default() += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Three nodes, 20,000 jobs enqueued round-robin through all of them, workers on all of
+/// them; the leader is killed with SIGKILL halfway, with jobs leased through it that nobody
+/// will complete. Every job completes, none twice; the abandoned ones are rescued by the
+/// new leader on a surviving node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_complete_every_job_once_through_a_leader_kill() {
+    let db = TempPostgresDb::new();
+    let config = "lease = \"2s\"\n";
+    let mut nodes = [node(&db, config), node(&db, config), node(&db, config)];
+
+    for batch in 0..JOBS / 500 {
+        let jobs = (0..500)
+            .map(|i| job("noop", serde_json::json!({ "n": batch * 500 + i })))
+            .collect();
+        let ids = nodes[batch % 3]
+            .client()
+            .enqueue_many_ids(&EnqueueManyRequest { jobs })
+            .await
+            .unwrap();
+        assert_eq!(ids.ids.len(), 500);
+    }
+
+    let accepted: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for w in 0..2 {
+            workers.push(tokio::spawn(work(
+                n.url.clone(),
+                format!("worker-{i}-{w}"),
+                accepted.clone(),
+                done.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+
+    eventually(Duration::from_secs(120), "half the jobs done", async || {
+        (done.load(Ordering::Relaxed) >= JOBS / 2).then_some(())
+    })
+    .await;
+    let leader = eventually(Duration::from_secs(30), "a leader", async || {
+        leader_pid(&nodes[0]).await
+    })
+    .await;
+    let victim = nodes
+        .iter()
+        .position(|n| n.pid() == Some(leader))
+        .expect("the leader is one of the three nodes");
+    // Jobs leased through the leader by a worker that will never report: only a rescue by
+    // another node can finish them.
+    let abandoned = nodes[victim]
+        .client()
+        .fetch(&FetchRequest {
+            worker: "abandoned".into(),
+            queues: vec!["default".into()],
+            max: Some(20),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(abandoned.jobs.len(), 20);
+    nodes[victim].kill9();
+    let survivor = (victim + 1) % 3;
+
+    eventually(
+        Duration::from_secs(120),
+        "every job completed",
+        async || (completed(&nodes[survivor]).await == JOBS as u64).then_some(()),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+    let twice: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "jobs completed twice: {twice:?}");
+    // A completion the killed node committed but never answered is completed, unheard.
+    assert!(
+        accepted.len() + 200 >= JOBS,
+        "completions heard: {}",
+        accepted.len()
+    );
+    for j in &abandoned.jobs {
+        let job = nodes[survivor].client().job(&j.id).await.unwrap();
+        assert_eq!(job.state, rota::api::JobState::Completed, "{}", j.id);
+        assert_eq!(job.attempt, 2, "rescued once, then completed: {}", j.id);
+    }
+    let left = db
+        .psql("SELECT count(*) FROM rota.job WHERE state <> 'completed'")
+        .unwrap();
+    assert_eq!(left, "0", "no job left running or waiting");
+    let new_leader = eventually(Duration::from_secs(30), "a new leader", async || {
+        leader_pid(&nodes[survivor]).await
+    })
+    .await;
+    assert_ne!(
+        new_leader, leader,
+        "the leadership moved to a surviving node"
+    );
+    assert!(nodes.iter().any(|n| n.pid() == Some(new_leader)));
+}
+
+/// Ten nodes started at once on an empty database: the migrations are applied once (by one
+/// node, under the advisory lock), and all ten serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_starting_together_migrate_once_and_all_serve() {
+    let db = TempPostgresDb::new();
+    let mut nodes: Vec<Server> = (0..10)
+        .map(|_| Server::spawn_with_args("", &["--database", &db.url]))
+        .collect();
+    for n in &mut nodes {
+        n.wait_until_listening();
+    }
+    for n in &nodes {
+        let id = n
+            .client()
+            .enqueue(&job("hello", serde_json::json!({})))
+            .await
+            .unwrap();
+        assert!(!id.job.id.is_empty());
+    }
+    let migrated: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.logs().contains("applied database migrations from=0"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(migrated.len(), 1, "exactly one node migrated: {migrated:?}");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM rota.schema_version").unwrap(),
+        rota_postgres::SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM rota.job").unwrap(),
+        "10",
+        "every node enqueued"
+    );
+}
+
+/// A missing database is named in one line with the fix, and `--create-database` creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_named_and_created_on_request() {
+    let url = TempPostgresDb::missing_url();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::ROTA)
+        .args(["serve", "--bind", "127.0.0.1:0", "--database", &url])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not exist on 127.0.0.1:")
+            && err.contains("create it, or start with --create-database"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let server = Server::start_with_args("", &["--database", &url, "--create-database"]);
+    let enqueued = server
+        .client()
+        .enqueue(&job("hello", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert!(!enqueued.job.id.is_empty());
+    drop(server);
+    // The test cluster is thrown away with the process; the database need not be dropped.
+}
