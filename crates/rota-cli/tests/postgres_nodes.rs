@@ -253,3 +253,68 @@ async fn a_missing_database_is_named_and_created_on_request() {
     drop(server);
     // The test cluster is thrown away with the process; the database need not be dropped.
 }
+
+/// A fetch long-polling on one node returns within milliseconds when another node enqueues,
+/// and a `?wait` on one node returns when the job completes through another: LISTEN/NOTIFY
+/// carries the wake-up (the safety poll alone would take seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_on_one_node_wake_for_changes_made_on_another() {
+    let db = TempPostgresDb::new();
+    let a = node(&db, "");
+    let b = node(&db, "");
+    let fetch = {
+        let client = b.client();
+        tokio::spawn(async move {
+            let fetched = client
+                .fetch(&FetchRequest {
+                    worker: "w".into(),
+                    queues: vec!["default".into()],
+                    wait: Some("20s".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (fetched, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let enqueued = a
+        .client()
+        .enqueue(&job("hello", serde_json::json!({})))
+        .await
+        .unwrap();
+    let enqueued_at = std::time::Instant::now();
+    let (fetched, returned_at) = fetch.await.unwrap();
+    assert_eq!(fetched.jobs.len(), 1);
+    assert_eq!(fetched.jobs[0].id, enqueued.job.id);
+    let took = returned_at.saturating_duration_since(enqueued_at);
+    assert!(
+        took < Duration::from_secs(1),
+        "the fetch on b took {took:?}"
+    );
+
+    let wait = {
+        let client = b.client();
+        let id = enqueued.job.id.clone();
+        tokio::spawn(async move {
+            let job = client.job_wait(&id, "20s").await.unwrap();
+            (job, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.client()
+        .complete(&CompleteRequest {
+            completions: vec![CompletionRequest {
+                job: fetched.jobs[0].id.parse().unwrap(),
+                token: fetched.jobs[0].lease_token.unwrap(),
+                result: Some(serde_json::json!({"ok": true})),
+            }],
+        })
+        .await
+        .unwrap();
+    let completed_at = std::time::Instant::now();
+    let (job, returned_at) = wait.await.unwrap();
+    assert_eq!(job.state, rota::api::JobState::Completed);
+    let took = returned_at.saturating_duration_since(completed_at);
+    assert!(took < Duration::from_secs(1), "the wait on b took {took:?}");
+}

@@ -80,11 +80,16 @@ impl PostgresStore {
         let pool = connect::pool(&options).await?;
         let notifier: SharedNotifier = Arc::new(RwLock::new(Arc::new(NoNotifier)));
         let origin: Arc<str> = format!("{:016x}", rand_u64()).into();
+        let (listening, listened) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen::run(
             options.pg_config()?,
             origin.clone(),
             notifier.clone(),
+            listening,
         ));
+        // Changes other nodes commit from here on are heard (if the LISTEN connection is
+        // slow to come, it keeps trying; the safety poll covers the gap).
+        let _ = tokio::time::timeout(options.connect_timeout, listened).await;
         let fold_pool = pool.clone();
         let fold = tokio::spawn(async move {
             let mut every = tokio::time::interval(FOLD_EVERY);

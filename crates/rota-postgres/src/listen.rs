@@ -14,10 +14,16 @@ use crate::SharedNotifier;
 /// How long to wait before reconnecting after the connection broke.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// Listens until the task is aborted.
-pub(crate) async fn run(config: Config, origin: Arc<str>, notifier: SharedNotifier) {
+/// Listens until the task is aborted; `listening` is told once the first LISTEN is in place.
+pub(crate) async fn run(
+    config: Config,
+    origin: Arc<str>,
+    notifier: SharedNotifier,
+    listening: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listening = Some(listening);
     loop {
-        if let Err(err) = listen_once(&config, &origin, &notifier).await {
+        if let Err(err) = listen_once(&config, &origin, &notifier, &mut listening).await {
             tracing::debug!(error = %err, "LISTEN connection ended; reconnecting");
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
@@ -28,6 +34,7 @@ async fn listen_once(
     config: &Config,
     origin: &str,
     notifier: &SharedNotifier,
+    listening: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -44,6 +51,9 @@ async fn listen_once(
     client
         .batch_execute(&format!("LISTEN {}", notification::CHANNEL))
         .await?;
+    if let Some(listening) = listening.take() {
+        let _ = listening.send(());
+    }
     while let Some(n) = rx.recv().await {
         if let Some(changes) = notification::decode(n.payload(), origin) {
             let current = notifier.read().expect("notifier lock").clone();
