@@ -16,7 +16,7 @@ use rota_store::conformance::Subject;
 
 mod postgres;
 
-pub use postgres::{TempPostgresDb, URL_VAR as POSTGRES_URL_VAR};
+pub use postgres::{PostgresCluster, TempPostgresDb, URL_VAR as POSTGRES_URL_VAR};
 
 /// A SQLite store in a temporary directory, removed on drop.
 pub struct TempSqlite {

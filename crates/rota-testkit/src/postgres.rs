@@ -18,6 +18,8 @@ struct Server {
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+/// The shared cluster, kept for the life of the process.
+static SHARED: OnceLock<PostgresCluster> = OnceLock::new();
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
 /// The environment variable naming an existing server to use instead of a throwaway one.
@@ -67,7 +69,91 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn start_cluster() -> Result<Server, String> {
+/// A private PostgreSQL cluster on a free loopback port, removed (by a watchdog shell) once
+/// this test process is gone, however the process ends. Most tests share one
+/// ([`TempPostgresDb`]); a test that stops and restarts the server has its own.
+pub struct PostgresCluster {
+    server: Server,
+    data: PathBuf,
+    port: u16,
+    dir: PathBuf,
+    root: bool,
+}
+
+impl PostgresCluster {
+    /// initdb and start a new cluster.
+    pub fn start() -> Self {
+        start_cluster().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        self.server.url(database)
+    }
+
+    /// Creates an empty database.
+    pub fn create_database(&self, name: &str) {
+        self.server
+            .psql("postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    }
+
+    /// Runs `sql` in `database` with psql.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        self.server.psql(database, sql)
+    }
+
+    /// Stops the server (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        let out = self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server again on the same port and data, and waits until it answers.
+    pub fn restart(&self) {
+        let out = self.pg_ctl(&["start", "-w", "-l"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.server
+            .wait_ready(&self.dir)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = as_postgres(self.root, &self.server.bin.join("pg_ctl"));
+        cmd.args(["-D"]).arg(&self.data);
+        let (first, rest) = args.split_at(1);
+        cmd.args(first);
+        if first == ["start"] {
+            cmd.args(rest)
+                .arg(self.dir.join("server.log"))
+                .arg("-o")
+                .arg(server_options(self.port, &self.dir));
+        } else {
+            cmd.args(rest);
+        }
+        cmd.stdin(Stdio::null()).output().expect("running pg_ctl")
+    }
+}
+
+/// The server's settings: loopback only, socket in the cluster's directory, and no fsync
+/// (a test cluster is thrown away; durability is measured by the benchmarks).
+fn server_options(port: u16, dir: &Path) -> String {
+    format!(
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+        dir = dir.display()
+    )
+}
+
+fn start_cluster() -> Result<PostgresCluster, String> {
     let bin = bin_dir().ok_or_else(|| {
         format!(
             "PostgreSQL tests need a server: set {URL_VAR}=postgres://user:password@host:port, \
@@ -116,15 +202,12 @@ fn start_cluster() -> Result<Server, String> {
         ));
     }
     let port = free_port();
-    // The server runs under a watchdog shell that stops it and removes its directory once
-    // this test process is gone, however the process ends.
+    // A watchdog shell stops the server and removes its directory once this test process is
+    // gone, however the process ends; the server itself may be stopped and started meanwhile.
     let script = format!(
-        "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-           -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-           -c max_connections=400 >{dir}/server.log 2>&1 & pg=$!; \
-         while [ -d /proc/{pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
-         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
-        postgres = bin.join("postgres").display(),
+        "while [ -d /proc/{pid} ]; do sleep 0.5; done; \
+         {pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {dir}",
+        pg_ctl = bin.join("pg_ctl").display(),
         data = data.display(),
         dir = dir.display(),
         pid = std::process::id(),
@@ -135,25 +218,43 @@ fn start_cluster() -> Result<Server, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting postgres: {e}"))?;
-    let server = Server {
-        base: format!("postgres://postgres@127.0.0.1:{port}"),
-        bin,
+        .map_err(|e| format!("starting the watchdog: {e}"))?;
+    let cluster = PostgresCluster {
+        server: Server {
+            base: format!("postgres://postgres@127.0.0.1:{port}"),
+            bin,
+        },
+        data,
+        port,
+        dir,
+        root,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if server.psql("postgres", "SELECT 1").is_ok() {
-            return Ok(server);
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            return Err(format!("postgres did not start within 60 s: {log}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let out = cluster.pg_ctl(&["start", "-w", "-l"]);
+    if !out.status.success() {
+        return Err(format!(
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
+    cluster.server.wait_ready(&cluster.dir)?;
+    Ok(cluster)
 }
 
 impl Server {
+    fn wait_ready(&self, dir: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.psql("postgres", "SELECT 1").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                return Err(format!("postgres did not start within 60 s: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn from_url(url: &str) -> Result<Server, String> {
         // The URL's database is only for admin; test databases sit beside it.
         let base = match url.rfind('/') {
@@ -195,7 +296,14 @@ impl Server {
 fn server() -> &'static Server {
     let server = SERVER.get_or_init(|| match std::env::var(URL_VAR) {
         Ok(url) if !url.is_empty() => Server::from_url(&url),
-        _ => start_cluster(),
+        _ => start_cluster().map(|cluster| {
+            let server = Server {
+                base: cluster.server.base.clone(),
+                bin: cluster.server.bin.clone(),
+            };
+            let _ = SHARED.set(cluster);
+            server
+        }),
     });
     match server {
         Ok(s) => s,
