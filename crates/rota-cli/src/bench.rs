@@ -52,8 +52,10 @@ struct Bounds {
     fsync_ms: f64,
     /// Median loopback HTTP round trip to the server (`GET /healthz`), ms.
     round_trip_ms: f64,
-    /// The job lifecycle in raw SQL on the same schema and durability, batch 100, jobs/s.
-    raw_lifecycle_jobs_per_s: f64,
+    /// The job lifecycle in raw SQL on the same schema and durability, batch 100, jobs/s
+    /// (SQLite only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_lifecycle_jobs_per_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -126,7 +128,7 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server(durability: &str) -> anyhow::Result<(Spawned, String)> {
+fn spawn_server(durability: &str, database: Option<&str>) -> anyhow::Result<(Spawned, String)> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -139,6 +141,12 @@ fn spawn_server(durability: &str) -> anyhow::Result<(Spawned, String)> {
             "--durability",
             durability,
         ])
+        .args(
+            database
+                .map(|d| ["--database", d, "--create-database"])
+                .iter()
+                .flatten(),
+        )
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -184,7 +192,7 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     let (_server, url) = match &client_args.url {
         Some(url) => (None, url.clone()),
         None => {
-            let (server, url) = spawn_server(&args.durability)?;
+            let (server, url) = spawn_server(&args.durability, args.database.as_deref())?;
             (Some(server), url)
         }
     };
@@ -212,12 +220,20 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         "normal" => rota_sqlite::Durability::Normal,
         _ => rota_sqlite::Durability::Full,
     };
-    let raw_dir = tempfile::tempdir_in(&disk).context("creating the raw-SQL database")?;
-    let raw_path = raw_dir.path().join("bound.db");
-    report.bounds.raw_lifecycle_jobs_per_s = tokio::task::spawn_blocking(move || {
-        rota_sqlite::bound::raw_lifecycle_rate(&raw_path, durability, 100, 100)
-    })
-    .await??;
+    let on_sqlite = !args
+        .database
+        .as_deref()
+        .is_some_and(|d| d.starts_with("postgres"));
+    if on_sqlite {
+        let raw_dir = tempfile::tempdir_in(&disk).context("creating the raw-SQL database")?;
+        let raw_path = raw_dir.path().join("bound.db");
+        report.bounds.raw_lifecycle_jobs_per_s = Some(
+            tokio::task::spawn_blocking(move || {
+                rota_sqlite::bound::raw_lifecycle_rate(&raw_path, durability, 100, 100)
+            })
+            .await??,
+        );
+    }
     let b = &report.bounds;
     let (fsync, rtt) = (b.fsync_ms, b.round_trip_ms);
 
@@ -254,7 +270,8 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         w1: report.w1_jobs_per_s.map(|v| v / (1000.0 / (fsync + rtt))),
         w2: report
             .w2_jobs_per_s
-            .map(|v| v / report.bounds.raw_lifecycle_jobs_per_s),
+            .zip(report.bounds.raw_lifecycle_jobs_per_s)
+            .map(|(v, bound)| v / bound),
         w3_p50: report
             .w3_latency_ms
             .as_ref()
@@ -266,8 +283,13 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         println!("rota bench: {n} no-op jobs per workload, server {url}");
         let b = &report.bounds;
         println!(
-            "bounds: fdatasync {:.3} ms, loopback round trip {:.3} ms, raw-SQL lifecycle {:.0} jobs/s",
-            b.fsync_ms, b.round_trip_ms, b.raw_lifecycle_jobs_per_s
+            "bounds: fdatasync {:.3} ms, loopback round trip {:.3} ms{}",
+            b.fsync_ms,
+            b.round_trip_ms,
+            b.raw_lifecycle_jobs_per_s
+                .map_or(String::new(), |r| format!(
+                    ", raw-SQL lifecycle {r:.0} jobs/s"
+                ))
         );
         let share = |s: Option<f64>| {
             s.map_or(String::new(), |s| {

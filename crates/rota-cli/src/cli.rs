@@ -165,6 +165,10 @@ pub struct BenchArgs {
     /// Durability of the server started for the benchmark.
     #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
     pub durability: String,
+    /// The database of the server started for the benchmark (a temporary SQLite file
+    /// unless given), such as postgres://user@127.0.0.1/rota_bench.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
