@@ -21,6 +21,7 @@ mod sql;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,13 +33,59 @@ use rota_store::*;
 pub use connect::{ConnectError, PostgresOptions};
 pub use migrate::SCHEMA_VERSION;
 
-use sql::{classify, is_retryable, Db, Tx};
+use sql::{is_retryable, Begin, Db, QueueCache, Tx};
 
 /// Who hears committed job changes; shared by the store, its writes and its listener.
 pub(crate) type SharedNotifier = Arc<RwLock<Arc<dyn Notifier>>>;
 
 /// A write request: a function of the transaction, run again if the transaction deadlocks.
 type WriteFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
+
+/// A pooled connection lent to one write. If the write is abandoned halfway (its request was
+/// cancelled) after BEGIN went out, the connection is rolled back before it returns to the
+/// pool, never handed to the next request inside a transaction.
+struct Session {
+    client: Option<Object>,
+    began: AtomicBool,
+    done: bool,
+}
+
+impl Session {
+    async fn rollback(&mut self) {
+        if self.began.load(Ordering::Acquire) {
+            if let Some(client) = &self.client {
+                if client.batch_execute("ROLLBACK").await.is_err() {
+                    // Broken: keep it out of the pool.
+                    self.client.take().map(Object::take);
+                }
+            }
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.done || !self.began.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => {
+                drop(Object::take(client));
+            }
+        }
+    }
+}
 
 /// How often job-count deltas are folded into the counts.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
@@ -52,6 +99,8 @@ pub struct PostgresStore {
     notifier: SharedNotifier,
     /// This node's name in the notifications it sends.
     origin: Arc<str>,
+    /// Queues as this node last read them.
+    queues: QueueCache,
     /// Background tasks (the listener, the count fold), stopped when the store drops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -105,6 +154,7 @@ impl PostgresStore {
             pool,
             notifier,
             origin,
+            queues: QueueCache::default(),
             tasks: vec![listener, fold],
         })
     }
@@ -137,7 +187,7 @@ impl PostgresStore {
         p: JobInsertManyParams,
     ) -> Result<Vec<Inserted>, StoreError> {
         // No origin: every node, this one included, hears the notification at commit.
-        let tx = Tx::new(Db::new(tx.client(), None), "");
+        let tx = Tx::new(Db::new(tx.client(), None), Begin::Open, "", None);
         let inserted = sql::job_insert_many(&tx, p).await?;
         tx.finish().await?;
         Ok(inserted)
@@ -169,23 +219,34 @@ impl PostgresStore {
         T: Send,
         F: for<'t> Fn(&'t Tx<'t>) -> WriteFuture<'t, T> + Send + Sync,
     {
-        let mut client = self.client().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|e| classify("beginning a transaction", e))?;
-        let (out, changes) = {
-            let tx = Tx::new(
-                Db::new(transaction.client(), Some(&transaction.statement_cache)),
-                &self.origin,
-            );
-            let out = f(&tx).await?;
-            (out, tx.finish().await?)
+        let mut session = Session {
+            client: Some(self.client().await?),
+            began: AtomicBool::new(false),
+            done: false,
         };
-        transaction
-            .commit()
-            .await
-            .map_err(|e| classify("committing", e))?;
+        let result = {
+            let client = session.client.as_ref().expect("session has its connection");
+            let tx = Tx::new(
+                Db::new(client, Some(&client.statement_cache)),
+                Begin::Pending(&session.began),
+                &self.origin,
+                Some(&self.queues),
+            );
+            match f(&tx).await {
+                Ok(out) => tx.finish().await.map(|changes| (out, changes)),
+                Err(err) => Err(err),
+            }
+        };
+        let (out, changes) = match result {
+            Ok(done) => {
+                session.done = true;
+                done
+            }
+            Err(err) => {
+                session.rollback().await;
+                return Err(err);
+            }
+        };
         if !changes.is_empty() {
             let notifier = self.notifier.read().expect("notifier lock").clone();
             notifier.notify(&changes);
@@ -426,14 +487,20 @@ impl Store for PostgresStore {
 
     async fn queue_declare(&self, p: QueueDeclareParams) -> Result<Queue, StoreError> {
         let p = &p;
-        self.write(move |tx| Box::pin(sql::queue_declare(tx, p.clone())))
-            .await
+        let result = self
+            .write(move |tx| Box::pin(sql::queue_declare(tx, p.clone())))
+            .await;
+        self.queues.forget(&p.name);
+        result
     }
 
     async fn queue_set_paused(&self, p: QueueSetPausedParams) -> Result<Queue, StoreError> {
         let p = &p;
-        self.write(move |tx| Box::pin(sql::queue_set_paused(tx, p.clone())))
-            .await
+        let result = self
+            .write(move |tx| Box::pin(sql::queue_set_paused(tx, p.clone())))
+            .await;
+        self.queues.forget(&p.name);
+        result
     }
 
     async fn queue_list(&self, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError> {

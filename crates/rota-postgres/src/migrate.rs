@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use rota_store::{MigrationReport, StoreError};
 use tokio_postgres::Client;
 
-use crate::sql::{classify, Db};
+use crate::sql::{classify, Conn, Db};
 
 /// The migrations.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -71,7 +71,7 @@ pub(crate) async fn migrate_to(
 }
 
 /// The schema version the database has (0 when it has no Rota schema yet).
-pub(crate) async fn version(db: &Db<'_>) -> Result<i64, StoreError> {
+pub(crate) async fn version(db: &impl Conn) -> Result<i64, StoreError> {
     let row = db
         .query_opt(
             "reading the schema version",

@@ -5,10 +5,10 @@
 use rota_store::{JobCount, StoreError};
 
 use super::row::state_from_text;
-use super::Db;
+use super::Conn;
 
 /// Job counts per queue, kind and state.
-pub(crate) async fn job_counts(db: &Db<'_>) -> Result<Vec<JobCount>, StoreError> {
+pub(crate) async fn job_counts(db: &impl Conn) -> Result<Vec<JobCount>, StoreError> {
     let rows = db
         .query(
             "reading job counts",
@@ -33,7 +33,7 @@ pub(crate) async fn job_counts(db: &Db<'_>) -> Result<Vec<JobCount>, StoreError>
 
 /// Moves the deltas into the counts, atomically; returns how many delta rows it folded.
 /// Several nodes may fold at once: each delta row is deleted, and so added, once.
-pub(crate) async fn job_counts_fold(db: &Db<'_>) -> Result<u64, StoreError> {
+pub(crate) async fn job_counts_fold(db: &impl Conn) -> Result<u64, StoreError> {
     let row = db
         .query_opt(
             "folding job counts",

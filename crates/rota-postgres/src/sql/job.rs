@@ -11,11 +11,11 @@ use jiff::Timestamp;
 use rota_core::{transition, Event, Job, JobId, JobState};
 use rota_store::*;
 
-use super::queue::{queue_required_many, queues_by_name};
+use super::queue::{queue_required_cached, queues_by_name};
 use super::row::{job_columns, job_from_row, jobs_from_rows};
 use super::worker::touch_worker;
 use super::write::{insert_jobs, job_promote_due, save_jobs, Saved};
-use super::{from_micros, micros, texts, Db, Tx};
+use super::{from_micros, micros, texts, Conn, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
@@ -63,7 +63,7 @@ fn limit_param(limit: usize) -> i64 {
 }
 
 /// One job by id.
-pub(crate) async fn job_get(db: &Db<'_>, id: JobId) -> Result<Job, StoreError> {
+pub(crate) async fn job_get(db: &impl Conn, id: JobId) -> Result<Job, StoreError> {
     let row = db
         .query_opt(
             &format!("reading job {id}"),
@@ -180,7 +180,7 @@ pub(crate) async fn job_insert_many(
             names.push(new.queue.clone());
         }
     }
-    let queues = queue_required_many(tx, &names).await?;
+    let queues = queue_required_cached(tx, &names).await?;
     let keys: Vec<&str> = p
         .jobs
         .iter()
@@ -285,7 +285,7 @@ pub(crate) async fn job_claim_many(
     p: JobClaimManyParams,
 ) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
-    let queues = queue_required_many(tx, &p.queues).await?;
+    let queues = queue_required_cached(tx, &p.queues).await?;
     touch_worker(tx, &p.worker, p.now).await?;
     let mut open: Vec<&str> = p
         .queues
@@ -449,7 +449,7 @@ pub(crate) async fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneRep
 
 /// The ids an operator's selector means; a filter without states means `default_state`.
 pub(crate) async fn job_select_ids(
-    db: &Db<'_>,
+    db: &impl Conn,
     selector: &JobSelector,
     default_state: JobState,
 ) -> Result<Vec<JobId>, StoreError> {
@@ -472,7 +472,7 @@ pub(crate) async fn job_select_ids(
 
 /// Jobs matching a filter, newest first, after the cursor, at most `limit`.
 pub(crate) async fn job_list(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: &JobListParams,
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
@@ -516,7 +516,7 @@ pub(crate) async fn job_list(
 
 /// The earliest run_at of a waiting job on `queues`.
 pub(crate) async fn job_next_due(
-    db: &Db<'_>,
+    db: &impl Conn,
     queues: &[String],
 ) -> Result<Option<Timestamp>, StoreError> {
     let row = db
@@ -529,7 +529,7 @@ pub(crate) async fn job_next_due(
 
 /// When the oldest ready job of `queue` became ready.
 pub(crate) async fn job_oldest_ready(
-    db: &Db<'_>,
+    db: &impl Conn,
     queue: &str,
     now: Timestamp,
 ) -> Result<Option<Timestamp>, StoreError> {
@@ -546,7 +546,7 @@ pub(crate) async fn job_oldest_ready(
 }
 
 /// Running jobs, soonest lease expiry first (the `job_leased` index).
-pub(crate) async fn job_list_running(db: &Db<'_>, limit: usize) -> Result<Vec<Job>, StoreError> {
+pub(crate) async fn job_list_running(db: &impl Conn, limit: usize) -> Result<Vec<Job>, StoreError> {
     let rows = db
         .query(
             "listing running jobs",
@@ -559,7 +559,7 @@ pub(crate) async fn job_list_running(db: &Db<'_>, limit: usize) -> Result<Vec<Jo
 
 /// Dead jobs since `since`, one row each for [`group_dead`].
 pub(crate) async fn dead_rows(
-    db: &Db<'_>,
+    db: &impl Conn,
     since: Option<Timestamp>,
 ) -> Result<Vec<DeadRow>, StoreError> {
     let rows = db

@@ -3,11 +3,11 @@
 
 use rota_store::*;
 
-use super::{from_micros, micros, Db};
+use super::{from_micros, micros, Conn};
 
 /// Who holds `name`, if anyone.
 pub(crate) async fn leader_get(
-    db: &Db<'_>,
+    db: &impl Conn,
     name: &str,
     holder: &str,
 ) -> Result<Option<Leadership>, StoreError> {
@@ -15,7 +15,7 @@ pub(crate) async fn leader_get(
 }
 
 async fn leadership(
-    db: &Db<'_>,
+    db: &impl Conn,
     name: &str,
     holder: &str,
 ) -> Result<Option<Leadership>, StoreError> {
@@ -38,7 +38,7 @@ async fn leadership(
 
 /// Takes the row when it is free, expired or already ours.
 pub(crate) async fn leader_attempt_elect(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: LeaderElectParams,
 ) -> Result<Leadership, StoreError> {
     let expires = rota_core::add_duration(p.now, p.ttl);
@@ -60,7 +60,7 @@ pub(crate) async fn leader_attempt_elect(
 
 /// Extends the row when it is still ours.
 pub(crate) async fn leader_renew(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: LeaderRenewParams,
 ) -> Result<Leadership, StoreError> {
     let expires = rota_core::add_duration(p.now, p.ttl);
@@ -82,7 +82,7 @@ pub(crate) async fn leader_renew(
 }
 
 /// Frees the row when it is ours.
-pub(crate) async fn leader_resign(db: &Db<'_>, p: LeaderResignParams) -> Result<(), StoreError> {
+pub(crate) async fn leader_resign(db: &impl Conn, p: LeaderResignParams) -> Result<(), StoreError> {
     db.execute(
         &format!("resigning leadership of {:?}", p.name),
         "DELETE FROM rota.leader WHERE name = $1 AND holder = $2",

@@ -1,11 +1,12 @@
 //! Every SQL statement of the PostgreSQL backend, one module per area, and the mapping
 //! between rows and values.
 //!
-//! Functions here run on a [`Db`] (a pooled connection, with its statement cache) for reads
-//! and on a [`Tx`] (a [`Db`] inside a transaction) for writes. Job rows change only through
+//! Functions here run on any [`Conn`]: a [`Db`] (a pooled connection, with its statement
+//! cache) for reads, a [`Tx`] for writes. A `Tx` pipelines: its BEGIN goes out with its
+//! first statement, writes whose answer nothing waits for are sent with the next statement
+//! (or the COMMIT), so a write costs one or two round trips. Job rows change only through
 //! [`write`], whose functions record each change in the [`Tx`]; [`Tx::finish`] turns the
-//! records into job-count deltas and cross-node notifications in one statement, inside the
-//! transaction. Rules (validation, planning, policy, state transitions) come from
+//! records into job-count deltas and cross-node notifications, sent with the COMMIT. Rules (validation, planning, policy, state transitions) come from
 //! `rota-store` and `rota-core`, exactly as on SQLite.
 
 mod count;
@@ -20,10 +21,13 @@ mod write;
 pub(crate) use count::{job_counts, job_counts_fold};
 pub(crate) use job::*;
 pub(crate) use leader::{leader_attempt_elect, leader_get, leader_renew, leader_resign};
+pub(crate) use queue::QueueCache;
 pub(crate) use queue::{queue_declare, queue_list, queue_set_paused};
 pub(crate) use schedule::{schedule_delete, schedule_fire, schedule_list, schedule_upsert};
 pub(crate) use worker::{worker_list, worker_register};
-pub(crate) use write::Tx;
+pub(crate) use write::{Begin, Tx};
+
+use std::future::Future;
 
 use deadpool_postgres::StatementCache;
 use jiff::Timestamp;
@@ -32,8 +36,38 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-/// A connection to run statements on: prepared statements come from its cache when it has
-/// one (pooled connections do; a caller's own transaction does not).
+/// Something statements run on: a pooled connection ([`Db`], for reads) or a write
+/// transaction ([`Tx`], which pipelines). Every SQL function takes `&impl Conn`.
+pub(crate) trait Conn: Sync {
+    /// Runs `sql`, returning its rows; `context` says what was being done if it fails.
+    fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
+
+    /// Runs `sql`, returning how many rows it changed.
+    fn execute(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Runs `sql`, returning its first row if there is one.
+    fn query_opt(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Option<Row>, StoreError>> + Send {
+        async move { Ok(self.query(context, sql, params).await?.into_iter().next()) }
+    }
+}
+
+/// A connection: prepared statements come from its cache when it has one (pooled
+/// connections do; a caller's own transaction does not).
 #[derive(Clone, Copy)]
 pub(crate) struct Db<'a> {
     client: &'a Client,
@@ -43,55 +77,50 @@ pub(crate) struct Db<'a> {
 /// A statement parameter.
 pub(crate) type Param<'p> = &'p (dyn ToSql + Sync);
 
+/// An owned statement parameter (for statements sent later).
+pub(crate) type OwnedParam = Box<dyn ToSql + Sync + Send>;
+
 impl<'a> Db<'a> {
     /// Statements on `client`, prepared once per connection through `cache` if given.
     pub(crate) fn new(client: &'a Client, cache: Option<&'a StatementCache>) -> Self {
         Self { client, cache }
     }
 
-    async fn prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    pub(crate) fn client(&self) -> &'a Client {
+        self.client
+    }
+
+    /// The prepared statement for `sql`.
+    pub(crate) async fn prepare(&self, context: &str, sql: &str) -> Result<Statement, StoreError> {
         match self.cache {
             Some(cache) => cache.prepare(self.client, sql).await,
             None => self.client.prepare(sql).await,
         }
+        .map_err(|e| classify(context, e))
     }
+}
 
-    /// Runs `sql`, returning its rows; `context` says what was being done if it fails.
-    pub(crate) async fn query(
+impl Conn for Db<'_> {
+    async fn query(
         &self,
         context: &str,
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, StoreError> {
-        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
+        let stmt = self.prepare(context, sql).await?;
         self.client
             .query(&stmt, params)
             .await
             .map_err(|e| classify(context, e))
     }
 
-    /// Runs `sql`, returning its one row if there is one.
-    pub(crate) async fn query_opt(
-        &self,
-        context: &str,
-        sql: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<Row>, StoreError> {
-        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
-        self.client
-            .query_opt(&stmt, params)
-            .await
-            .map_err(|e| classify(context, e))
-    }
-
-    /// Runs `sql`, returning how many rows it changed.
-    pub(crate) async fn execute(
+    async fn execute(
         &self,
         context: &str,
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<u64, StoreError> {
-        let stmt = self.prepare(sql).await.map_err(|e| classify(context, e))?;
+        let stmt = self.prepare(context, sql).await?;
         self.client
             .execute(&stmt, params)
             .await
@@ -159,7 +188,7 @@ pub(crate) fn row_err(context: &str, err: impl std::fmt::Display) -> StoreError 
 }
 
 /// The database server's clock.
-pub(crate) async fn database_time(db: &Db<'_>) -> Result<Timestamp, StoreError> {
+pub(crate) async fn database_time(db: &impl Conn) -> Result<Timestamp, StoreError> {
     let row = db
         .query_opt(
             "reading the database clock",

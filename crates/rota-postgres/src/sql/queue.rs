@@ -1,7 +1,8 @@
 //! Queue statements.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rota_core::JobState;
 use rota_store::*;
@@ -9,9 +10,64 @@ use rota_store::*;
 use super::count::job_counts;
 use super::job::job_oldest_ready;
 use super::row::{queue_from_row, QUEUE_COLUMNS};
-use super::{json, micros, texts, Db};
+use super::{json, micros, texts, Conn, Tx};
 
-async fn queue_get(db: &Db<'_>, name: &str) -> Result<Option<Queue>, StoreError> {
+/// How long a node trusts what it read of a queue before reading it again. A pause or a
+/// setting changed on another node reaches this one's enqueues and claims within this time
+/// (at once on the node that made the change).
+pub(crate) const QUEUE_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Queues as this node last read them, so that enqueues and claims do not read the queue
+/// table on every request.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCache {
+    entries: Mutex<HashMap<String, (Queue, Instant)>>,
+}
+
+impl QueueCache {
+    /// Every queue of `names`, if all were read within the TTL.
+    fn get(&self, names: &[String]) -> Option<HashMap<String, Queue>> {
+        let entries = self.entries.lock().expect("queue cache lock");
+        names
+            .iter()
+            .map(|n| {
+                let (queue, at) = entries.get(n)?;
+                (at.elapsed() < QUEUE_CACHE_TTL).then(|| (n.clone(), queue.clone()))
+            })
+            .collect()
+    }
+
+    fn put(&self, queues: &HashMap<String, Queue>) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("queue cache lock");
+        for (name, queue) in queues {
+            entries.insert(name.clone(), (queue.clone(), now));
+        }
+    }
+
+    /// Forgets a queue this node just changed.
+    pub(crate) fn forget(&self, name: &str) {
+        self.entries.lock().expect("queue cache lock").remove(name);
+    }
+}
+
+/// [`queue_required_many`] through the transaction's queue cache.
+pub(crate) async fn queue_required_cached(
+    tx: &Tx<'_>,
+    names: &[String],
+) -> Result<HashMap<String, Queue>, StoreError> {
+    let Some(cache) = tx.queue_cache() else {
+        return queue_required_many(tx, names).await;
+    };
+    if let Some(queues) = cache.get(names) {
+        return Ok(queues);
+    }
+    let queues = queue_required_many(tx, names).await?;
+    cache.put(&queues);
+    Ok(queues)
+}
+
+async fn queue_get(db: &impl Conn, name: &str) -> Result<Option<Queue>, StoreError> {
     db.query_opt(
         &format!("reading queue {name:?}"),
         &format!("SELECT {QUEUE_COLUMNS} FROM rota.queue WHERE name = $1"),
@@ -24,7 +80,7 @@ async fn queue_get(db: &Db<'_>, name: &str) -> Result<Option<Queue>, StoreError>
 
 /// The declared queues among `names`, by name.
 pub(crate) async fn queues_by_name(
-    db: &Db<'_>,
+    db: &impl Conn,
     names: &[String],
 ) -> Result<HashMap<String, Queue>, StoreError> {
     let rows = db
@@ -39,7 +95,7 @@ pub(crate) async fn queues_by_name(
         .collect()
 }
 
-async fn queue_names(db: &Db<'_>) -> Result<Vec<String>, StoreError> {
+async fn queue_names(db: &impl Conn) -> Result<Vec<String>, StoreError> {
     let rows = db
         .query(
             "listing queue names",
@@ -53,7 +109,7 @@ async fn queue_names(db: &Db<'_>) -> Result<Vec<String>, StoreError> {
 /// Every queue of `names`, or the "not declared" error for the first missing one, naming
 /// the nearest declared queue.
 pub(crate) async fn queue_required_many(
-    db: &Db<'_>,
+    db: &impl Conn,
     names: &[String],
 ) -> Result<HashMap<String, Queue>, StoreError> {
     let queues = queues_by_name(db, names).await?;
@@ -63,13 +119,16 @@ pub(crate) async fn queue_required_many(
     Ok(queues)
 }
 
-async fn queue_required(db: &Db<'_>, name: &str) -> Result<Queue, StoreError> {
+async fn queue_required(db: &impl Conn, name: &str) -> Result<Queue, StoreError> {
     let mut queues = queue_required_many(db, &[name.to_owned()]).await?;
     Ok(queues.remove(name).expect("required queue is present"))
 }
 
 /// Declares or updates a queue.
-pub(crate) async fn queue_declare(db: &Db<'_>, p: QueueDeclareParams) -> Result<Queue, StoreError> {
+pub(crate) async fn queue_declare(
+    db: &impl Conn,
+    p: QueueDeclareParams,
+) -> Result<Queue, StoreError> {
     rota_core::validation::validate_queue_name(&p.name)?;
     let mut p = p;
     if p.merge {
@@ -90,7 +149,7 @@ pub(crate) async fn queue_declare(db: &Db<'_>, p: QueueDeclareParams) -> Result<
 
 /// Pauses or resumes a queue.
 pub(crate) async fn queue_set_paused(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: QueueSetPausedParams,
 ) -> Result<Queue, StoreError> {
     queue_required(db, &p.name).await?;
@@ -105,7 +164,7 @@ pub(crate) async fn queue_set_paused(
 
 /// Every queue with its counts.
 pub(crate) async fn queue_list(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: QueueListParams,
 ) -> Result<Vec<QueueStats>, StoreError> {
     let rows = db

@@ -5,10 +5,10 @@ use rota_store::*;
 use super::job::job_insert_many;
 use super::queue::queue_required_many;
 use super::row::{schedule_from_row, SCHEDULE_COLUMNS};
-use super::{json, micros, Db, Tx};
+use super::{json, micros, Conn, Tx};
 
 async fn schedule_get(
-    db: &Db<'_>,
+    db: &impl Conn,
     name: &str,
     lock: bool,
 ) -> Result<Option<ScheduleRecord>, StoreError> {
@@ -24,7 +24,7 @@ async fn schedule_get(
 
 /// Creates or updates a schedule.
 pub(crate) async fn schedule_upsert(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: ScheduleUpsertParams,
 ) -> Result<ScheduleRecord, StoreError> {
     let name = p.schedule.name.clone();
@@ -47,7 +47,7 @@ pub(crate) async fn schedule_upsert(
 }
 
 /// Removes a schedule.
-pub(crate) async fn schedule_delete(db: &Db<'_>, name: &str) -> Result<(), StoreError> {
+pub(crate) async fn schedule_delete(db: &impl Conn, name: &str) -> Result<(), StoreError> {
     let n = db
         .execute(
             &format!("deleting schedule {name:?}"),
@@ -62,7 +62,7 @@ pub(crate) async fn schedule_delete(db: &Db<'_>, name: &str) -> Result<(), Store
 }
 
 /// Every schedule, by name.
-pub(crate) async fn schedule_list(db: &Db<'_>) -> Result<Vec<ScheduleRecord>, StoreError> {
+pub(crate) async fn schedule_list(db: &impl Conn) -> Result<Vec<ScheduleRecord>, StoreError> {
     let rows = db
         .query(
             "listing schedules",

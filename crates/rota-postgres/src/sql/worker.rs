@@ -4,26 +4,26 @@ use jiff::Timestamp;
 use rota_store::*;
 
 use super::row::worker_from_row;
-use super::{json, micros, Db};
+use super::{json, micros, Conn, Tx};
 
-/// Refreshes a worker's last-seen time (on fetch and heartbeat).
+/// Refreshes a worker's last-seen time (on fetch and heartbeat), with the transaction's
+/// next statement.
 pub(crate) async fn touch_worker(
-    db: &Db<'_>,
+    tx: &Tx<'_>,
     worker: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    db.execute(
-        &format!("refreshing worker {worker:?}"),
+    tx.defer(
+        format!("refreshing worker {worker:?}"),
         "UPDATE rota.worker SET last_seen = $2 WHERE id = $1",
-        &[&worker, &micros(now)],
+        vec![Box::new(worker.to_owned()), Box::new(micros(now))],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Records or refreshes a worker.
 pub(crate) async fn worker_register(
-    db: &Db<'_>,
+    db: &impl Conn,
     p: WorkerRegisterParams,
 ) -> Result<Worker, StoreError> {
     if p.worker.id.is_empty() {
@@ -43,7 +43,7 @@ pub(crate) async fn worker_register(
 }
 
 /// Every known worker, most recently seen first.
-pub(crate) async fn worker_list(db: &Db<'_>) -> Result<Vec<Worker>, StoreError> {
+pub(crate) async fn worker_list(db: &impl Conn) -> Result<Vec<Worker>, StoreError> {
     let rows = db
         .query(
             "listing workers",

@@ -7,50 +7,146 @@
 //! job of a request, one `UPDATE … FROM unnest(…)` for every changed one.
 
 use std::collections::HashMap;
-use std::ops::Deref;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+use futures_util::future::join_all;
+use tokio_postgres::{Row, Statement};
 
 use jiff::Timestamp;
 use rota_core::{Job, JobId, JobState};
 use rota_store::{ChangeCause, JobChange, StoreError};
 
-use super::{json, micros, Db, Param};
+use super::{classify, json, micros, Conn, Db, OwnedParam, Param, QueueCache};
 use crate::notification;
 
-/// A write request's transaction, with the job changes it made so far.
-pub(crate) struct Tx<'a> {
-    db: Db<'a>,
-    origin: &'a str,
-    changes: Mutex<Vec<JobChange>>,
+/// Whether a [`Tx`] must open its transaction.
+pub(crate) enum Begin<'a> {
+    /// Send BEGIN with the first statement; the flag records that it went out (so that the
+    /// owner of the connection can roll back if the request is abandoned).
+    Pending(&'a AtomicBool),
+    /// The caller's transaction is open already (and the caller commits it).
+    Open,
 }
 
-impl<'a> Deref for Tx<'a> {
-    type Target = Db<'a>;
+/// A statement whose answer nothing waits for, sent with the next one.
+struct Deferred {
+    context: String,
+    stmt: Statement,
+    params: Vec<OwnedParam>,
+}
 
-    fn deref(&self) -> &Db<'a> {
-        &self.db
-    }
+/// What a pipelined statement answered.
+enum Answer {
+    Done,
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+type PgFuture<'f> =
+    Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + Send + 'f>>;
+
+/// A write request's transaction, with the job changes it made so far. Its statements are
+/// pipelined: BEGIN, the deferred writes and the next statement go out together.
+pub(crate) struct Tx<'a> {
+    db: Db<'a>,
+    begin: Begin<'a>,
+    origin: &'a str,
+    queues: Option<&'a QueueCache>,
+    changes: Mutex<Vec<JobChange>>,
+    deferred: Mutex<Vec<Deferred>>,
 }
 
 impl<'a> Tx<'a> {
-    /// A request on `db`, inside a transaction the caller began; `origin` names this node in
-    /// the notifications it sends.
-    pub(crate) fn new(db: Db<'a>, origin: &'a str) -> Self {
+    /// A request on `db`; `origin` names this node in the notifications it sends; `queues`
+    /// is the node's queue cache, if it has one.
+    pub(crate) fn new(
+        db: Db<'a>,
+        begin: Begin<'a>,
+        origin: &'a str,
+        queues: Option<&'a QueueCache>,
+    ) -> Self {
         Self {
             db,
+            begin,
             origin,
+            queues,
             changes: Mutex::default(),
+            deferred: Mutex::default(),
         }
+    }
+
+    /// The node's queue cache.
+    pub(crate) fn queue_cache(&self) -> Option<&'a QueueCache> {
+        self.queues
     }
 
     fn record(&self, change: JobChange) {
         self.changes.lock().expect("change list lock").push(change);
     }
 
-    /// Appends the job-count deltas of this request's changes and notifies other nodes, in
-    /// one statement; returns the changes for this node's notifier (after the commit).
+    /// Queues a write to go out with the next statement (or the commit); its failure fails
+    /// the request then.
+    pub(crate) async fn defer(
+        &self,
+        context: impl Into<String>,
+        sql: &str,
+        params: Vec<OwnedParam>,
+    ) -> Result<(), StoreError> {
+        let context = context.into();
+        let stmt = self.db.prepare(&context, sql).await?;
+        self.deferred.lock().expect("deferred lock").push(Deferred {
+            context,
+            stmt,
+            params,
+        });
+        Ok(())
+    }
+
+    /// Sends BEGIN (the first time), the deferred writes and `last`, in one round trip, and
+    /// returns `last`'s answer; the first failure (in sending order) is the error.
+    async fn send(&self, last: Option<(&str, PgFuture<'_>)>) -> Result<Option<Answer>, StoreError> {
+        let deferred = std::mem::take(&mut *self.deferred.lock().expect("deferred lock"));
+        let client = self.db.client();
+        let mut contexts: Vec<&str> = Vec::with_capacity(deferred.len() + 2);
+        let mut futures: Vec<PgFuture<'_>> = Vec::with_capacity(deferred.len() + 2);
+        if let Begin::Pending(sent) = &self.begin {
+            if !sent.swap(true, Ordering::AcqRel) {
+                contexts.push("beginning a transaction");
+                futures.push(Box::pin(async move {
+                    client.batch_execute("BEGIN").await.map(|()| Answer::Done)
+                }));
+            }
+        }
+        for d in &deferred {
+            contexts.push(&d.context);
+            futures.push(Box::pin(async move {
+                let params: Vec<Param<'_>> = d.params.iter().map(|p| &**p as Param<'_>).collect();
+                client.execute(&d.stmt, &params).await.map(Answer::Count)
+            }));
+        }
+        let wants_answer = last.is_some();
+        if let Some((context, future)) = last {
+            contexts.push(context);
+            futures.push(future);
+        }
+        if futures.is_empty() {
+            return Ok(None);
+        }
+        let mut answers = Vec::with_capacity(futures.len());
+        for (context, result) in contexts.iter().zip(join_all(futures).await) {
+            answers.push(result.map_err(|e| classify(context, e))?);
+        }
+        Ok(if wants_answer { answers.pop() } else { None })
+    }
+
+    /// Appends the job-count deltas of this request's changes and the notifications to other
+    /// nodes to the pending writes, sends them with the COMMIT (or, in a caller's own
+    /// transaction, flushes them), and returns the changes for this node's notifier.
     pub(crate) async fn finish(self) -> Result<Vec<JobChange>, StoreError> {
-        let changes = self.changes.into_inner().expect("change list lock");
+        let changes = std::mem::take(&mut *self.changes.lock().expect("change list lock"));
         let mut deltas: HashMap<(&str, &str, JobState), i64> = HashMap::new();
         for c in &changes {
             if let Some(from) = c.from {
@@ -62,29 +158,85 @@ impl<'a> Tx<'a> {
         }
         deltas.retain(|_, n| *n != 0);
         let payloads = notification::encode(self.origin, &changes);
-        if deltas.is_empty() && payloads.is_empty() {
-            return Ok(changes);
-        }
-        let mut queues = Vec::with_capacity(deltas.len());
-        let mut kinds = Vec::with_capacity(deltas.len());
-        let mut states = Vec::with_capacity(deltas.len());
-        let mut ns = Vec::with_capacity(deltas.len());
-        for ((queue, kind, state), n) in deltas {
-            queues.push(queue);
-            kinds.push(kind);
-            states.push(state.as_str());
-            ns.push(n);
-        }
-        self.db
-            .query(
+        if !deltas.is_empty() || !payloads.is_empty() {
+            let mut queues = Vec::with_capacity(deltas.len());
+            let mut kinds = Vec::with_capacity(deltas.len());
+            let mut states = Vec::with_capacity(deltas.len());
+            let mut ns = Vec::with_capacity(deltas.len());
+            for ((queue, kind, state), n) in deltas {
+                queues.push(queue.to_owned());
+                kinds.push(kind.to_owned());
+                states.push(state.as_str());
+                ns.push(n);
+            }
+            self.defer(
                 "recording job counts",
                 "WITH d AS (INSERT INTO rota.job_count_delta (queue, kind, state, n) \
                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])) \
                  SELECT count(pg_notify('rota', p)) FROM unnest($5::text[]) p",
-                &[&queues, &kinds, &states, &ns, &payloads],
+                vec![
+                    Box::new(queues),
+                    Box::new(kinds),
+                    Box::new(states),
+                    Box::new(ns),
+                    Box::new(payloads),
+                ],
             )
             .await?;
+        }
+        match &self.begin {
+            Begin::Open => {
+                self.send(None).await?;
+            }
+            Begin::Pending(sent) => {
+                let pending = !self.deferred.lock().expect("deferred lock").is_empty();
+                if pending || sent.load(Ordering::Acquire) {
+                    let client = self.db.client();
+                    self.send(Some((
+                        "committing",
+                        Box::pin(async move {
+                            client.batch_execute("COMMIT").await.map(|()| Answer::Done)
+                        }),
+                    )))
+                    .await?;
+                }
+            }
+        }
         Ok(changes)
+    }
+}
+
+impl Conn for Tx<'_> {
+    async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        let stmt = self.db.prepare(context, sql).await?;
+        let client = self.db.client();
+        let future: PgFuture<'_> =
+            Box::pin(async move { client.query(&stmt, params).await.map(Answer::Rows) });
+        match self.send(Some((context, future))).await? {
+            Some(Answer::Rows(rows)) => Ok(rows),
+            _ => unreachable!("a query answers rows"),
+        }
+    }
+
+    async fn execute(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let stmt = self.db.prepare(context, sql).await?;
+        let client = self.db.client();
+        let future: PgFuture<'_> =
+            Box::pin(async move { client.execute(&stmt, params).await.map(Answer::Count) });
+        match self.send(Some((context, future))).await? {
+            Some(Answer::Count(n)) => Ok(n),
+            _ => unreachable!("an execute answers a count"),
+        }
     }
 }
 
@@ -199,38 +351,40 @@ pub(crate) async fn insert_jobs(
     for job in jobs {
         a.push(job);
     }
-    let params: [Param<'_>; 29] = [
-        &a.id,
-        &a.queue,
-        &a.kind,
-        &a.args,
-        &a.priority,
-        &a.state,
-        &a.attempt,
-        &a.max_attempts,
-        &a.backoff,
-        &a.timeout_ms,
-        &a.unique_key,
-        &a.tags,
-        &a.progress,
-        &a.result,
-        &a.errors,
-        &a.lease_worker,
-        &a.lease_token,
-        &a.lease_expires_at,
-        &a.cancel_requested,
-        &a.run_at,
-        &a.created_at,
-        &a.attempted_at,
-        &a.finished_at,
-        &a.schedule,
-        &a.slot,
-        &a.unique_for_ms,
-        &a.snoozes,
-        &a.checkpoint,
-        &a.snooze_log,
+    let params: Vec<OwnedParam> = vec![
+        Box::new(a.id),
+        Box::new(a.queue),
+        Box::new(a.kind),
+        Box::new(a.args),
+        Box::new(a.priority),
+        Box::new(a.state),
+        Box::new(a.attempt),
+        Box::new(a.max_attempts),
+        Box::new(a.backoff),
+        Box::new(a.timeout_ms),
+        Box::new(a.unique_key),
+        Box::new(a.tags),
+        Box::new(a.progress),
+        Box::new(a.result),
+        Box::new(a.errors),
+        Box::new(a.lease_worker),
+        Box::new(a.lease_token),
+        Box::new(a.lease_expires_at),
+        Box::new(a.cancel_requested),
+        Box::new(a.run_at),
+        Box::new(a.created_at),
+        Box::new(a.attempted_at),
+        Box::new(a.finished_at),
+        Box::new(a.schedule),
+        Box::new(a.slot),
+        Box::new(a.unique_for_ms),
+        Box::new(a.snoozes),
+        Box::new(a.checkpoint),
+        Box::new(a.snooze_log),
     ];
-    tx.execute("inserting jobs", INSERT_JOBS, &params).await?;
+    // Sent with the next statement or the commit: a duplicate id or a broken row fails the
+    // request there.
+    tx.defer("inserting jobs", INSERT_JOBS, params).await?;
     for job in jobs {
         tx.record(
             JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"),
@@ -262,7 +416,7 @@ pub(crate) struct Saved<'j> {
 }
 
 /// Writes back transitioned jobs (the rows must be locked by this transaction), in one
-/// statement; unchanged jobs are skipped.
+/// statement sent with the next one; unchanged jobs are skipped.
 pub(crate) async fn save_jobs(
     tx: &Tx<'_>,
     saved: &[Saved<'_>],
@@ -275,26 +429,26 @@ pub(crate) async fn save_jobs(
     if a.id.is_empty() {
         return Ok(());
     }
-    let params: [Param<'_>; 17] = [
-        &a.id,
-        &a.state,
-        &a.attempt,
-        &a.max_attempts,
-        &a.progress,
-        &a.snoozes,
-        &a.snooze_log,
-        &a.checkpoint,
-        &a.result,
-        &a.errors,
-        &a.lease_worker,
-        &a.lease_expires_at,
-        &a.lease_token,
-        &a.cancel_requested,
-        &a.run_at,
-        &a.attempted_at,
-        &a.finished_at,
+    let params: Vec<OwnedParam> = vec![
+        Box::new(a.id),
+        Box::new(a.state),
+        Box::new(a.attempt),
+        Box::new(a.max_attempts),
+        Box::new(a.progress),
+        Box::new(a.snoozes),
+        Box::new(a.snooze_log),
+        Box::new(a.checkpoint),
+        Box::new(a.result),
+        Box::new(a.errors),
+        Box::new(a.lease_worker),
+        Box::new(a.lease_expires_at),
+        Box::new(a.lease_token),
+        Box::new(a.cancel_requested),
+        Box::new(a.run_at),
+        Box::new(a.attempted_at),
+        Box::new(a.finished_at),
     ];
-    tx.execute("updating jobs", UPDATE_JOBS, &params).await?;
+    tx.defer("updating jobs", UPDATE_JOBS, params).await?;
     for s in saved {
         if let Some(change) = JobChange::between(Some(s.before), s.after, s.cause, now) {
             tx.record(change);
