@@ -14,8 +14,8 @@ use rota_store::*;
 use super::queue::{queue_required_cached, queues_by_name};
 use super::row::{job_columns, job_from_row, jobs_from_rows};
 use super::worker::touch_worker;
-use super::write::{insert_jobs, job_promote_due, save_jobs, Saved};
-use super::{from_micros, micros, texts, Conn, Tx};
+use super::write::{insert_jobs, record_promoted, save_jobs, Saved, PROMOTE_DUE};
+use super::{from_micros, micros, texts, Conn, OwnedParam, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
@@ -297,17 +297,32 @@ pub(crate) async fn job_claim_many(
     if open.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
-    job_promote_due(tx, &open, p.now).await?;
-    let kinds = (!p.kinds.is_empty()).then(|| texts(&p.kinds));
-    let mut candidates = Vec::new();
+    // Promotion and the claims of every queue in one round trip: each statement sees the
+    // promotions before it.
+    let now = micros(p.now);
+    let kinds = (!p.kinds.is_empty()).then(|| p.kinds.clone());
+    let open_names: Vec<String> = open.iter().map(|q| q.to_string()).collect();
+    let mut queries: Vec<(String, &str, Vec<OwnedParam>)> = vec![(
+        "promoting due jobs".into(),
+        PROMOTE_DUE,
+        vec![Box::new(open_names), Box::new(now)],
+    )];
     for queue in &open {
-        let rows = tx
-            .query(
-                &format!("claiming from queue {queue:?}"),
-                CLAIM_SELECT,
-                &[queue, &micros(p.now), &kinds, &limit_param(p.max)],
-            )
-            .await?;
+        queries.push((
+            format!("claiming from queue {queue:?}"),
+            CLAIM_SELECT,
+            vec![
+                Box::new(queue.to_string()),
+                Box::new(now),
+                Box::new(kinds.clone()),
+                Box::new(limit_param(p.max)),
+            ],
+        ));
+    }
+    let mut answers = tx.query_many(queries).await?.into_iter();
+    record_promoted(tx, &answers.next().unwrap_or_default());
+    let mut candidates = Vec::new();
+    for rows in answers {
         candidates.extend(jobs_from_rows(&rows)?);
     }
     if open.len() > 1 {

@@ -142,6 +142,52 @@ impl<'a> Tx<'a> {
         Ok(if wants_answer { answers.pop() } else { None })
     }
 
+    /// Runs several queries in one round trip (with BEGIN and the deferred writes), in order:
+    /// each sees the effects of those before it. Returns their rows, in order.
+    pub(crate) async fn query_many(
+        &self,
+        queries: Vec<(String, &str, Vec<OwnedParam>)>,
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let mut prepared = Vec::with_capacity(queries.len());
+        for (context, sql, params) in queries {
+            let stmt = self.db.prepare(&context, sql).await?;
+            prepared.push(Deferred {
+                context,
+                stmt,
+                params,
+            });
+        }
+        let client = self.db.client();
+        let mut futures: Vec<PgFuture<'_>> = Vec::with_capacity(prepared.len());
+        for q in &prepared {
+            futures.push(Box::pin(async move {
+                let params: Vec<Param<'_>> = q.params.iter().map(|p| &**p as Param<'_>).collect();
+                client.query(&q.stmt, &params).await.map(Answer::Rows)
+            }));
+        }
+        // The first query rides with BEGIN and the deferred writes; the rest right behind it.
+        let mut futures = futures.into_iter();
+        let Some(first) = futures.next() else {
+            return Ok(Vec::new());
+        };
+        let (head, rest) = futures_util::future::join(
+            self.send(Some((&prepared[0].context, first))),
+            join_all(futures),
+        )
+        .await;
+        let mut out = Vec::with_capacity(prepared.len());
+        if let Some(Answer::Rows(rows)) = head? {
+            out.push(rows);
+        }
+        for (q, result) in prepared[1..].iter().zip(rest) {
+            match result.map_err(|e| classify(&q.context, e))? {
+                Answer::Rows(rows) => out.push(rows),
+                _ => unreachable!("a query answers rows"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Appends the job-count deltas of this request's changes and the notifications to other
     /// nodes to the pending writes, sends them with the COMMIT (or, in a caller's own
     /// transaction, flushes them), and returns the changes for this node's notifier.
@@ -467,16 +513,9 @@ pub(crate) const PROMOTE_DUE: &str = "UPDATE rota.job j SET state = 'available' 
      WHERE j.id = w.id \
      RETURNING j.id, j.queue, j.kind, w.state";
 
-/// Makes due waiting jobs of `queues` available; returns how many.
-pub(crate) async fn job_promote_due(
-    tx: &Tx<'_>,
-    queues: &[&str],
-    now: Timestamp,
-) -> Result<usize, StoreError> {
-    let rows = tx
-        .query("promoting due jobs", PROMOTE_DUE, &[&queues, &micros(now)])
-        .await?;
-    for row in &rows {
+/// Records the promotions [`PROMOTE_DUE`] answered.
+pub(crate) fn record_promoted(tx: &Tx<'_>, rows: &[Row]) {
+    for row in rows {
         let from: &str = row.get(3);
         if let Ok(from) = from.parse() {
             tx.record(JobChange {
@@ -490,7 +529,6 @@ pub(crate) async fn job_promote_due(
             });
         }
     }
-    Ok(rows.len())
 }
 
 /// Pruning: up to `$3` jobs in state `$1` finished before `$2` (of queue `$4` when given),
