@@ -439,20 +439,76 @@ pub(crate) async fn insert_jobs(
     Ok(())
 }
 
-const UPDATE_JOBS: &str = "UPDATE rota.job j SET state = u.state, attempt = u.attempt, \
-       max_attempts = u.max_attempts, progress = u.progress::jsonb, snoozes = u.snoozes, \
-       snooze_log = u.snooze_log::jsonb, checkpoint = u.checkpoint::jsonb, \
-       result = u.result::jsonb, errors = u.errors::jsonb, lease_worker = u.lease_worker, \
-       lease_expires_at = u.lease_expires_at, lease_token = u.lease_token, \
-       cancel_requested = u.cancel_requested, run_at = u.run_at, \
-       attempted_at = u.attempted_at, finished_at = u.finished_at \
-     FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], \
-       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[], \
-       $14::bool[], $15::int8[], $16::int8[], $17::int8[]) \
-     AS u(id, state, attempt, max_attempts, progress, snoozes, snooze_log, checkpoint, result, \
-       errors, lease_worker, lease_expires_at, lease_token, cancel_requested, run_at, \
-       attempted_at, finished_at) \
-     WHERE j.id = u.id";
+/// The columns a transition may change: name, array type in `unnest`, and the cast from it.
+const UPDATABLE: [(&str, &str, &str); 16] = [
+    ("state", "text[]", ""),
+    ("attempt", "int4[]", ""),
+    ("max_attempts", "int4[]", ""),
+    ("progress", "text[]", "::jsonb"),
+    ("snoozes", "int4[]", ""),
+    ("snooze_log", "text[]", "::jsonb"),
+    ("checkpoint", "text[]", "::jsonb"),
+    ("result", "text[]", "::jsonb"),
+    ("errors", "text[]", "::jsonb"),
+    ("lease_worker", "text[]", ""),
+    ("lease_expires_at", "int8[]", ""),
+    ("lease_token", "int8[]", ""),
+    ("cancel_requested", "bool[]", ""),
+    ("run_at", "int8[]", ""),
+    ("attempted_at", "int8[]", ""),
+    ("finished_at", "int8[]", ""),
+];
+
+/// Whether `column` differs between two versions of a job.
+fn changed(column: &str, a: &Job, b: &Job) -> bool {
+    match column {
+        "state" => a.state != b.state,
+        "attempt" => a.attempt != b.attempt,
+        "max_attempts" => a.max_attempts != b.max_attempts,
+        "progress" => a.progress != b.progress,
+        "snoozes" => a.snoozes != b.snoozes,
+        "snooze_log" => a.snooze_log != b.snooze_log,
+        "checkpoint" => a.checkpoint != b.checkpoint,
+        "result" => a.result != b.result,
+        "errors" => a.errors != b.errors,
+        "lease_worker" | "lease_expires_at" => a.lease != b.lease,
+        "lease_token" => a.lease_token != b.lease_token,
+        "cancel_requested" => a.cancel_requested != b.cancel_requested,
+        "run_at" => a.run_at != b.run_at,
+        "attempted_at" => a.attempted_at != b.attempted_at,
+        "finished_at" => a.finished_at != b.finished_at,
+        other => unreachable!("not an updatable column: {other}"),
+    }
+}
+
+/// The values of `column` for `jobs`, as one array parameter.
+fn column_values(column: &str, jobs: &[&Job]) -> OwnedParam {
+    fn each<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
+        jobs: &[&Job],
+        f: impl Fn(&Job) -> T,
+    ) -> OwnedParam {
+        Box::new(jobs.iter().map(|j| f(j)).collect::<Vec<T>>())
+    }
+    match column {
+        "state" => each(jobs, |j| j.state.as_str()),
+        "attempt" => each(jobs, |j| int(j.attempt)),
+        "max_attempts" => each(jobs, |j| int(j.max_attempts)),
+        "progress" => each(jobs, |j| j.progress.as_ref().map(json)),
+        "snoozes" => each(jobs, |j| int(j.snoozes)),
+        "snooze_log" => each(jobs, |j| json(&j.snooze_log)),
+        "checkpoint" => each(jobs, |j| j.checkpoint.as_ref().map(json)),
+        "result" => each(jobs, |j| j.result.as_ref().map(json)),
+        "errors" => each(jobs, |j| json(&j.errors)),
+        "lease_worker" => each(jobs, |j| j.lease.as_ref().map(|l| l.worker.clone())),
+        "lease_expires_at" => each(jobs, |j| j.lease.as_ref().map(|l| micros(l.expires_at))),
+        "lease_token" => each(jobs, |j| j.lease_token as i64),
+        "cancel_requested" => each(jobs, |j| j.cancel_requested),
+        "run_at" => each(jobs, |j| micros(j.run_at)),
+        "attempted_at" => each(jobs, |j| j.attempted_at.map(micros)),
+        "finished_at" => each(jobs, |j| j.finished_at.map(micros)),
+        other => unreachable!("not an updatable column: {other}"),
+    }
+}
 
 /// One job's state before and after a transition, and why it changed.
 pub(crate) struct Saved<'j> {
@@ -468,33 +524,42 @@ pub(crate) async fn save_jobs(
     saved: &[Saved<'_>],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut a = JobArrays::default();
+    // Only the columns some job of the batch changed are sent and set: unchanged JSON is
+    // neither serialized nor parsed again, and the statement stays as narrow as the
+    // transition.
+    let mut jobs: Vec<&Job> = Vec::with_capacity(saved.len());
+    let mut columns: Vec<&str> = Vec::new();
     for s in saved.iter().filter(|s| s.before != s.after) {
-        a.push(s.after);
+        jobs.push(s.after);
+        for (column, _, _) in UPDATABLE {
+            if !columns.contains(&column) && changed(column, s.before, s.after) {
+                columns.push(column);
+            }
+        }
     }
-    if a.id.is_empty() {
+    if jobs.is_empty() || columns.is_empty() {
         return Ok(());
     }
-    let params: Vec<OwnedParam> = vec![
-        Box::new(a.id),
-        Box::new(a.state),
-        Box::new(a.attempt),
-        Box::new(a.max_attempts),
-        Box::new(a.progress),
-        Box::new(a.snoozes),
-        Box::new(a.snooze_log),
-        Box::new(a.checkpoint),
-        Box::new(a.result),
-        Box::new(a.errors),
-        Box::new(a.lease_worker),
-        Box::new(a.lease_expires_at),
-        Box::new(a.lease_token),
-        Box::new(a.cancel_requested),
-        Box::new(a.run_at),
-        Box::new(a.attempted_at),
-        Box::new(a.finished_at),
-    ];
-    tx.defer("updating jobs", UPDATE_JOBS, params).await?;
+    let mut set = Vec::with_capacity(columns.len());
+    let mut arrays = vec!["$1::uuid[]".to_owned()];
+    let mut names = vec!["id"];
+    let mut params: Vec<OwnedParam> = vec![Box::new(
+        jobs.iter().map(|j| *j.id.as_uuid()).collect::<Vec<_>>(),
+    )];
+    // In the fixed order of UPDATABLE, so a column set always makes the same statement.
+    for (name, array, cast) in UPDATABLE.iter().filter(|c| columns.contains(&c.0)) {
+        set.push(format!("{name} = u.{name}{cast}"));
+        arrays.push(format!("${}::{array}", names.len() + 1));
+        names.push(name);
+        params.push(column_values(name, &jobs));
+    }
+    let sql = format!(
+        "UPDATE rota.job j SET {} FROM unnest({}) AS u({}) WHERE j.id = u.id",
+        set.join(", "),
+        arrays.join(", "),
+        names.join(", ")
+    );
+    tx.defer("updating jobs", &sql, params).await?;
     for s in saved {
         if let Some(change) = JobChange::between(Some(s.before), s.after, s.cause, now) {
             tx.record(change);
