@@ -189,14 +189,24 @@ fn job(i: usize) -> NewJobRequest {
 pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
     let wanted =
         |w: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(w));
-    let (_server, url) = match &client_args.url {
-        Some(url) => (None, url.clone()),
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    match &client_args.url {
+        Some(url) => urls.push(url.clone()),
         None => {
-            let (server, url) = spawn_server(&args.durability, args.database.as_deref())?;
-            (Some(server), url)
+            for _ in 0..args.nodes.max(1) {
+                let (server, url) = spawn_server(&args.durability, args.database.as_deref())?;
+                servers.push(server);
+                urls.push(url);
+            }
         }
-    };
-    let client = Client::new(&url)?.with_token(client_args.token.clone());
+    }
+    let url = urls[0].clone();
+    let clients = urls
+        .iter()
+        .map(|u| Ok(Client::new(u)?.with_token(client_args.token.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let client = clients[0].clone();
     client
         .declare_queue(QUEUE, &QueueDeclareRequest::default())
         .await
@@ -210,7 +220,7 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     };
     // The bounds, in the same run: the database's filesystem (the spawned server's
     // directory, or this one with --url), the loopback, the schema in raw SQL.
-    let disk = match &_server {
+    let disk = match servers.first() {
         Some(server) => server.dir.path().to_path_buf(),
         None => std::env::current_dir()?,
     };
@@ -246,7 +256,7 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         }
         bar.finish_and_clear();
         report.w1_jobs_per_s = Some(n as f64 / started.elapsed().as_secs_f64());
-        drain(&client, &args, n, None).await?;
+        drain(&clients, &args, n, None).await?;
     }
     if wanted("w1b") {
         let bar = bar(n, "W1b", json_out);
@@ -254,12 +264,12 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         enqueue_batches(&client, n, &bar).await?;
         bar.finish_and_clear();
         report.w1b_jobs_per_s = Some(n as f64 / started.elapsed().as_secs_f64());
-        drain(&client, &args, n, None).await?;
+        drain(&clients, &args, n, None).await?;
     }
     if wanted("w2") {
         enqueue_batches(&client, n, &ProgressBar::hidden()).await?;
         let bar = bar(n, "W2", json_out);
-        let (first, last) = drain(&client, &args, n, Some(&bar)).await?;
+        let (first, last) = drain(&clients, &args, n, Some(&bar)).await?;
         bar.finish_and_clear();
         report.w2_jobs_per_s = Some(n as f64 / last.duration_since(first).as_secs_f64());
     }
@@ -307,9 +317,11 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         }
         if let Some(v) = report.w2_jobs_per_s {
             println!(
-                "W2  drain ({} workers x {}):    {v:>10.0} jobs/s{}",
+                "W2  drain ({} workers x {}, {} node{}): {v:>8.0} jobs/s{}",
                 args.workers,
                 args.batch,
+                urls.len(),
+                if urls.len() == 1 { "" } else { "s" },
                 share(report.shares.w2)
             );
         }
@@ -348,7 +360,7 @@ async fn enqueue_batches(client: &Client, n: usize, bar: &ProgressBar) -> anyhow
 /// Fetches and completes `n` jobs with `args.workers` concurrent workers; returns the
 /// instants of the first fetch that returned jobs and of the last completion.
 async fn drain(
-    client: &Client,
+    clients: &[Client],
     args: &BenchArgs,
     n: usize,
     bar: Option<&ProgressBar>,
@@ -359,7 +371,7 @@ async fn drain(
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..args.workers.max(1) {
         let (client, done, first, last) =
-            (client.clone(), done.clone(), first.clone(), last.clone());
+            (clients[w % clients.len()].clone(), done.clone(), first.clone(), last.clone());
         let bar = bar.cloned().unwrap_or_else(ProgressBar::hidden);
         let batch = args.batch;
         tasks.spawn(async move {

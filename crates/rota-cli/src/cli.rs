@@ -169,6 +169,9 @@ pub struct BenchArgs {
     /// unless given), such as postgres://user@127.0.0.1/rota_bench.
     #[arg(long)]
     pub database: Option<String>,
+    /// Servers to start on that database (PostgreSQL); W2's workers are spread over them.
+    #[arg(long, default_value_t = 1, requires = "database")]
+    pub nodes: usize,
 }
 
 #[derive(Debug, Subcommand)]

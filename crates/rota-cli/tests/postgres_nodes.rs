@@ -188,13 +188,14 @@ async fn three_nodes_complete_every_job_once_through_a_leader_kill() {
     assert!(nodes.iter().any(|n| n.pid() == Some(new_leader)));
 }
 
-/// Ten nodes started at once on an empty database: the migrations are applied once (by one
-/// node, under the advisory lock), and all ten serve.
+/// Ten nodes started at once with `--create-database` on a database that does not exist
+/// yet: it is created (once), the migrations are applied once (by one node, under the
+/// advisory lock), and all ten serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_starting_together_migrate_once_and_all_serve() {
-    let db = TempPostgresDb::new();
+    let url = TempPostgresDb::missing_url();
     let mut nodes: Vec<Server> = (0..10)
-        .map(|_| Server::spawn_with_args("", &["--database", &db.url]))
+        .map(|_| Server::spawn_with_args("", &["--database", &url, "--create-database"]))
         .collect();
     for n in &mut nodes {
         n.wait_until_listening();
@@ -215,14 +216,23 @@ async fn ten_nodes_starting_together_migrate_once_and_all_serve() {
         .collect();
     assert_eq!(migrated.len(), 1, "exactly one node migrated: {migrated:?}");
     assert_eq!(
-        db.psql("SELECT count(*) FROM rota.schema_version").unwrap(),
-        rota_postgres::SCHEMA_VERSION.to_string()
+        nodes_query(&url, "SELECT count(*) FROM rota.schema_version").await,
+        rota_postgres::SCHEMA_VERSION
     );
     assert_eq!(
-        db.psql("SELECT count(*) FROM rota.job").unwrap(),
-        "10",
+        nodes_query(&url, "SELECT count(*) FROM rota.job").await,
+        10,
         "every node enqueued"
     );
+}
+
+/// One count from the database at `url`.
+async fn nodes_query(url: &str, sql: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// A missing database is named in one line with the fix, and `--create-database` creates it.

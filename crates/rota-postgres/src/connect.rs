@@ -235,8 +235,14 @@ async fn create_database(config: &Config) -> Result<(), ConnectError> {
     let _ = driver.await;
     match result {
         Ok(()) => Ok(()),
-        // Another node created it meanwhile.
-        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // Another node created it meanwhile (caught by the catalog's unique index when both
+        // got there at once).
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
             Err(ConnectError::Permission {
                 user: config.get_user().unwrap_or("").to_owned(),
