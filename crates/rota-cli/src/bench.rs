@@ -370,8 +370,12 @@ async fn drain(
     let last: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..args.workers.max(1) {
-        let (client, done, first, last) =
-            (clients[w % clients.len()].clone(), done.clone(), first.clone(), last.clone());
+        let (client, done, first, last) = (
+            clients[w % clients.len()].clone(),
+            done.clone(),
+            first.clone(),
+            last.clone(),
+        );
         let bar = bar.cloned().unwrap_or_else(ProgressBar::hidden);
         let batch = args.batch;
         tasks.spawn(async move {

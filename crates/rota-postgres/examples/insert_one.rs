@@ -20,7 +20,11 @@ async fn main() {
     for i in 0..n {
         store
             .job_insert_many(JobInsertManyParams {
-                jobs: vec![NewJob::new("default", "bench.noop", serde_json::json!({ "i": i }))],
+                jobs: vec![NewJob::new(
+                    "default",
+                    "bench.noop",
+                    serde_json::json!({ "i": i }),
+                )],
                 defaults: Arc::default(),
                 now: jiff::Timestamp::now(),
             })
