@@ -5,14 +5,16 @@
 //! application's own tables. Each write request is one transaction: rows are locked
 //! (`FOR UPDATE`, or `FOR UPDATE SKIP LOCKED` for claims), transitioned by the same
 //! `rota_core::transition` as on SQLite, and written back a batch per statement; its job
-//! changes become job-count deltas and a NOTIFY to the other nodes inside the transaction
-//! ([`notification`]), and reach this node's notifier after the commit. Migrations are
+//! changes become job-count deltas inside the transaction, and after the commit reach this
+//! node's notifier and, as a NOTIFY sent by the broadcaster, the other nodes
+//! ([`notification`]). Migrations are
 //! embedded and applied by `store_migrate` under an advisory lock ([`migrate`]). All SQL is
 //! in the private `sql` module, one file per area; the rules come from `rota-store`.
 //!
 //! [`PostgresStore::enqueue_in`] enqueues inside a caller's own transaction, so a job exists
 //! if and only if the caller commits.
 
+mod broadcast;
 mod connect;
 mod listen;
 pub mod migrate;
@@ -101,6 +103,8 @@ pub struct PostgresStore {
     origin: Arc<str>,
     /// Queues as this node last read them.
     queues: QueueCache,
+    /// Sends this node's notifications after its commits.
+    broadcaster: broadcast::Broadcaster,
     /// Background tasks (the listener, the count fold), stopped when the store drops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -139,6 +143,8 @@ impl PostgresStore {
         // Changes other nodes commit from here on are heard (if the LISTEN connection is
         // slow to come, it keeps trying; the safety poll covers the gap).
         let _ = tokio::time::timeout(options.connect_timeout, listened).await;
+        let (broadcaster, sending) = broadcast::Broadcaster::new(options.pg_config()?);
+        let sender = tokio::spawn(sending);
         let fold_pool = pool.clone();
         let fold = tokio::spawn(async move {
             let mut every = tokio::time::interval(FOLD_EVERY);
@@ -155,7 +161,8 @@ impl PostgresStore {
             notifier,
             origin,
             queues: QueueCache::default(),
-            tasks: vec![listener, fold],
+            broadcaster,
+            tasks: vec![listener, fold, sender],
         })
     }
 
@@ -248,6 +255,8 @@ impl PostgresStore {
             }
         };
         if !changes.is_empty() {
+            self.broadcaster
+                .send(notification::encode(&self.origin, &changes));
             let notifier = self.notifier.read().expect("notifier lock").clone();
             notifier.notify(&changes);
         }

@@ -1,7 +1,8 @@
 //! Job changes carried to other nodes over LISTEN/NOTIFY, as a wake-up hint.
 //!
-//! A write sends, inside its transaction (so the notification goes out at commit and never
-//! for a rolled-back write), the changes that matter to another node: jobs that became ready
+//! A committed write sends (through the broadcaster, after its commit; an enqueue in a
+//! caller's own transaction inside that transaction, so that it leaves with the caller's
+//! commit and never for a rollback) the changes that matter to another node: jobs that became ready
 //! or will be (they wake long-polling fetches) and jobs that finished or were deleted (they
 //! wake `?wait` waiters). Fetches and heartbeats are not sent. Payloads stay under
 //! PostgreSQL's 8,000-byte limit by splitting a large batch into several notifications.

@@ -203,7 +203,12 @@ impl<'a> Tx<'a> {
             }
         }
         deltas.retain(|_, n| *n != 0);
-        let payloads = notification::encode(self.origin, &changes);
+        // In a caller's own transaction the notifications must leave with its commit; a
+        // write of the store's own hands them to the broadcaster after its commit.
+        let payloads = match self.begin {
+            Begin::Open => notification::encode(self.origin, &changes),
+            Begin::Pending(_) => Vec::new(),
+        };
         if !deltas.is_empty() || !payloads.is_empty() {
             let mut queues = Vec::with_capacity(deltas.len());
             let mut kinds = Vec::with_capacity(deltas.len());
