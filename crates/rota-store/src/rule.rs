@@ -52,9 +52,16 @@ pub const LEASE_MIN: Duration = Duration::from_secs(1);
 pub const TIMEOUT_MIN: Duration = rota_core::validation::TIMEOUT_MIN;
 
 /// Checks a queue's settings: a lease of at least [`LEASE_MIN`], a timeout of at least
-/// [`TIMEOUT_MIN`], a valid retry layer.
+/// [`TIMEOUT_MIN`], a concurrency of at least 1, a valid retry layer.
 pub fn check_queue_config(config: &QueueConfig) -> Result<(), StoreError> {
     config.retry.validate()?;
+    if config.concurrency == Some(0) {
+        return Err(ValidationError::new(
+            "concurrency",
+            "must be at least 1 (to stop a queue handing out jobs, pause it)",
+        )
+        .into());
+    }
     check_minimum("lease", config.lease, LEASE_MIN)?;
     check_minimum("timeout", config.timeout, TIMEOUT_MIN)?;
     Ok(())
@@ -77,6 +84,19 @@ pub fn check_minimum(
         )
         .into()),
         _ => Ok(()),
+    }
+}
+
+/// How many jobs one claim may take from a queue that has `running` jobs running now: at
+/// most `max`, and never so many that more than the queue's `concurrency` would run at once
+/// (across every worker and node; the backend makes concurrent claims of a limited queue
+/// see each other's).
+pub fn claim_allowance(queue: &QueueConfig, running: u64, max: usize) -> usize {
+    match queue.concurrency {
+        None => max,
+        Some(limit) => usize::try_from(u64::from(limit).saturating_sub(running))
+            .unwrap_or(usize::MAX)
+            .min(max),
     }
 }
 
@@ -446,6 +466,33 @@ mod tests {
             schedule_last_slot(Some(&old), &def("*/5 * * * *", false), t(100)),
             t(0),
             "disabling keeps the place"
+        );
+    }
+
+    #[test]
+    fn a_claim_never_takes_a_queue_past_its_concurrency() {
+        let limited = QueueConfig {
+            concurrency: Some(4),
+            ..QueueConfig::default()
+        };
+        assert_eq!(claim_allowance(&limited, 0, 10), 4);
+        assert_eq!(claim_allowance(&limited, 3, 10), 1);
+        assert_eq!(claim_allowance(&limited, 4, 10), 0);
+        assert_eq!(
+            claim_allowance(&limited, 9, 10),
+            0,
+            "already over (lowered limit)"
+        );
+        assert_eq!(claim_allowance(&limited, 1, 2), 2, "max still applies");
+        assert_eq!(claim_allowance(&QueueConfig::default(), 1_000, 7), 7);
+        let zero = QueueConfig {
+            concurrency: Some(0),
+            ..QueueConfig::default()
+        };
+        let err = check_queue_config(&zero).unwrap_err().to_string();
+        assert!(
+            err.contains("concurrency") && err.contains("pause"),
+            "{err}"
         );
     }
 }

@@ -297,6 +297,11 @@ pub(crate) async fn job_claim_many(
     if open.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
+    let allowances = claim_allowances(tx, &open, &queues, p.max).await?;
+    open.retain(|q| allowances[*q] > 0);
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
     // Promotion and the claims of every queue in one round trip: each statement sees the
     // promotions before it.
     let now = micros(p.now);
@@ -315,7 +320,7 @@ pub(crate) async fn job_claim_many(
                 Box::new(queue.to_string()),
                 Box::new(now),
                 Box::new(kinds.clone()),
-                Box::new(limit_param(p.max)),
+                Box::new(limit_param(allowances[*queue])),
             ],
         ));
     }
@@ -348,6 +353,56 @@ pub(crate) async fn job_claim_many(
         .collect();
     save_jobs(tx, &saved, p.now).await?;
     Ok(claimed)
+}
+
+/// Running jobs of the queues `$1`, per queue (the `job_leased` index holds running jobs).
+pub(crate) const RUNNING_PER_QUEUE: &str = "SELECT queue, count(*)::int8 FROM rota.job \
+     WHERE state = 'running' AND queue = ANY($1) GROUP BY queue";
+
+/// How many jobs this claim may take from each open queue. Claims of a queue with a
+/// concurrency limit lock its row first (in name order), so claimers on every node take
+/// turns, and count its running jobs in the next statement, which sees what the claimer
+/// before committed.
+async fn claim_allowances(
+    tx: &Tx<'_>,
+    open: &[&str],
+    queues: &HashMap<String, Queue>,
+    max: usize,
+) -> Result<HashMap<String, usize>, StoreError> {
+    let mut limited: Vec<String> = open
+        .iter()
+        .filter(|q| queues[**q].config.concurrency.is_some())
+        .map(|q| q.to_string())
+        .collect();
+    limited.sort_unstable();
+    let mut running: HashMap<String, u64> = HashMap::new();
+    if !limited.is_empty() {
+        let answers = tx
+            .query_many(vec![
+                (
+                    "locking limited queues".into(),
+                    "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+                    vec![Box::new(limited.clone())],
+                ),
+                (
+                    "counting running jobs".into(),
+                    RUNNING_PER_QUEUE,
+                    vec![Box::new(limited)],
+                ),
+            ])
+            .await?;
+        for row in answers.last().into_iter().flatten() {
+            running.insert(row.get(0), row.get::<_, i64>(1).max(0) as u64);
+        }
+    }
+    Ok(open
+        .iter()
+        .map(|q| {
+            let config = &queues[*q].config;
+            let now_running = running.get(*q).copied().unwrap_or(0);
+            (q.to_string(), claim_allowance(config, now_running, max))
+        })
+        .collect())
 }
 
 /// Extends leases, one answer per lease.

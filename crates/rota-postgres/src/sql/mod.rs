@@ -207,12 +207,14 @@ pub(crate) fn texts(values: &[String]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::job::{
-        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_SELECT,
+        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_PER_QUEUE,
+        RUNNING_SELECT,
     };
     use super::write::{PROMOTE_DUE, PRUNE_DELETE};
 
     /// Statements on hot or large paths.
-    const HOT_STATEMENTS: [(&str, &str); 8] = [
+    const HOT_STATEMENTS: [(&str, &str); 9] = [
+        ("running per queue", RUNNING_PER_QUEUE),
         ("promote", PROMOTE_DUE),
         ("claim", CLAIM_SELECT),
         ("rescue", RESCUE_SELECT),

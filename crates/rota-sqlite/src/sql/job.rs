@@ -153,10 +153,20 @@ pub(crate) fn job_claim_many(tx: &Tx<'_>, p: JobClaimManyParams) -> Result<Vec<J
     check_claim_queues(&p.queues)?;
     let mut open_queues = Vec::with_capacity(p.queues.len());
     let mut leases: HashMap<String, Duration> = HashMap::new();
+    let mut allowances: HashMap<String, usize> = HashMap::new();
     for name in &p.queues {
         let queue = queue_required(tx, name)?;
         if !queue.paused {
             leases.insert(queue.name.clone(), lease_for(Some(&queue.config), p.lease));
+            // Claims run one at a time on the writer, so the count is exact.
+            let running = match queue.config.concurrency {
+                Some(_) => running_count(tx, &queue.name)?,
+                None => 0,
+            };
+            allowances.insert(
+                queue.name.clone(),
+                claim_allowance(&queue.config, running, p.max),
+            );
             open_queues.push(queue.name);
         }
     }
@@ -175,9 +185,13 @@ pub(crate) fn job_claim_many(tx: &Tx<'_>, p: JobClaimManyParams) -> Result<Vec<J
         .map_err(db_err("preparing claim"))?;
     let mut candidates = Vec::new();
     for queue in &open_queues {
+        let allowance = allowances[queue];
+        if allowance == 0 {
+            continue;
+        }
         let rows = stmt
             .query_map(
-                params![queue, micros(p.now), kinds, p.max as i64],
+                params![queue, micros(p.now), kinds, allowance as i64],
                 job_from_row,
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
@@ -199,6 +213,16 @@ pub(crate) fn job_claim_many(tx: &Tx<'_>, p: JobClaimManyParams) -> Result<Vec<J
         claimed.push(next);
     }
     Ok(claimed)
+}
+
+/// How many jobs of `queue` are running (from the job counts: no scan).
+fn running_count(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "SELECT coalesce(sum(n), 0) FROM job_count WHERE queue = ?1 AND state = 'running'",
+    )
+    .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, i64>(0)))
+    .map(|n| n.max(0) as u64)
+    .map_err(|e| classify(&format!("counting running jobs of {queue:?}"), e))
 }
 
 /// Extends leases, one answer per lease.

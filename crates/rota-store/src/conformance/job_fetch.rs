@@ -204,3 +204,78 @@ pub async fn a_claim_takes_at_most_max_jobs(s: Subject) {
         17
     );
 }
+
+/// Declares queue `name` with a concurrency limit.
+async fn declare_limited(store: &dyn Store, name: &str, limit: u32, now: Timestamp) {
+    store
+        .queue_declare(QueueDeclareParams {
+            merge: false,
+            name: name.into(),
+            config: QueueConfig {
+                concurrency: Some(limit),
+                ..QueueConfig::default()
+            },
+            now,
+        })
+        .await
+        .expect("declare");
+}
+
+/// A queue's `concurrency` caps its running jobs: a claim takes only what is left, a
+/// finished or rescued job frees its place, and another queue is not limited by it.
+pub async fn a_queue_concurrency_caps_its_running_jobs(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    declare_limited(store, "limited", 2, now).await;
+    let job = |kind: &str| NewJob::new("limited", kind, serde_json::json!({}));
+    insert(store, (0..5).map(|_| job("a")).collect(), now).await;
+    insert(store, (0..5).map(|_| new_job("a")).collect(), now).await;
+    let first = claim(store, "w", &["limited", "default"], &[], 10, now).await;
+    let limited = |jobs: &[Job]| jobs.iter().filter(|j| j.queue == "limited").count();
+    assert_eq!(limited(&first), 2, "two of the limited queue");
+    assert_eq!(first.len(), 7, "the unlimited queue is not held back");
+    assert!(claim(store, "w2", &["limited"], &[], 10, now)
+        .await
+        .is_empty());
+    let running: Vec<&Job> = first.iter().filter(|j| j.queue == "limited").collect();
+    complete(store, lease_of(running[0]), now).await.unwrap();
+    let again = claim(store, "w2", &["limited"], &[], 10, now).await;
+    assert_eq!(again.len(), 1, "one place was freed");
+    // A lease that expires frees its place when the job is rescued.
+    let later = add_duration(now, secs(31));
+    assert!(claim(store, "w3", &["limited"], &[], 10, now)
+        .await
+        .is_empty());
+    rescue(store, later).await;
+    let after_rescue = claim(store, "w3", &["limited"], &[], 10, later).await;
+    assert_eq!(after_rescue.len(), 2, "both expired leases were rescued");
+}
+
+/// Sixteen claimers racing on a queue with `concurrency = 3`: together they hold exactly
+/// three jobs, never more.
+pub async fn concurrent_claims_never_exceed_a_queue_concurrency(s: Subject) {
+    let now = t0();
+    declare_limited(&*s.store, "limited", 3, now).await;
+    insert(
+        &*s.store,
+        (0..100)
+            .map(|_| NewJob::new("limited", "a", serde_json::json!({})))
+            .collect(),
+        now,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            claim(&*store, &format!("w{w}"), &["limited"], &[], 2, now)
+                .await
+                .len()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 3);
+}

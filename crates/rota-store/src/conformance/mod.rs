@@ -86,6 +86,8 @@ macro_rules! conformance_tests {
                 concurrent_claimers_never_share_a_job,
                 claiming_from_an_undeclared_queue_is_rejected,
                 a_claim_takes_at_most_max_jobs,
+                a_queue_concurrency_caps_its_running_jobs,
+                concurrent_claims_never_exceed_a_queue_concurrency,
             }
             job_complete {
                 completing_records_the_result_once,
