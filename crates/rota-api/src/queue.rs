@@ -24,6 +24,9 @@ pub struct QueueDeclareRequest {
     /// Default per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Most jobs of this queue running at once, across every worker and node (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// Completed jobs are kept this long, such as `7d` (the server's retention otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_retention: Option<String>,
@@ -70,6 +73,10 @@ pub struct QueueView {
     /// Default per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Most jobs of this queue running at once, across every worker and node (absent: no
+    /// limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// Completed jobs kept this long (absent: the server's retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_retention: Option<String>,

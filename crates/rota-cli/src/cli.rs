@@ -454,6 +454,9 @@ pub enum QueuesCommand {
         /// Default per-attempt time limit of its jobs, such as 10m (at least 1s).
         #[arg(long)]
         timeout: Option<String>,
+        /// Most of its jobs running at once, across every worker and node (at least 1).
+        #[arg(long)]
+        concurrency: Option<u32>,
         /// Keep its completed jobs this long, such as 7d.
         #[arg(long)]
         completed_retention: Option<String>,

@@ -117,7 +117,11 @@ pub fn queues_table(queues: &[QueueView]) -> String {
                     q.paused.to_string(),
                     count(q, "available"),
                     count(q, "scheduled"),
-                    count(q, "running"),
+                    match q.concurrency {
+                        // The limit beside the running jobs: 3/4.
+                        Some(limit) => format!("{}/{limit}", count(q, "running")),
+                        None => count(q, "running"),
+                    },
                     count(q, "retryable"),
                     count(q, "dead"),
                     q.oldest_ready_age_seconds

@@ -23,6 +23,7 @@ pub fn queue(stats: QueueStats) -> QueueView {
         backoff: stats.queue.config.retry.backoff.clone(),
         lease: stats.queue.config.lease.map(rota_core::format_duration),
         timeout: stats.queue.config.timeout.map(rota_core::format_duration),
+        concurrency: stats.queue.config.concurrency,
         completed_retention: stats
             .queue
             .config

@@ -61,7 +61,7 @@ pub async fn declare_queue(
         retry: request.retry(),
         lease: duration_field("lease", &request.lease)?,
         timeout: duration_field("timeout", &request.timeout)?,
-        concurrency: None,
+        concurrency: request.concurrency,
         completed_retention: duration_field("completed_retention", &request.completed_retention)?,
         cancelled_retention: duration_field("cancelled_retention", &request.cancelled_retention)?,
         dead_retention: duration_field("dead_retention", &request.dead_retention)?,
