@@ -5,9 +5,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rota::api::{
-    CompleteRequest, CompletionRequest, EnqueueManyRequest, FetchRequest, NewJobRequest,
-};
+use rota::api::{EnqueueManyRequest, FetchRequest, NewJobRequest};
 use rota_testkit::TempPostgresDb;
 use support::Server;
 
@@ -54,19 +52,7 @@ async fn worker(url: String, name: String, log: SideEffects) {
         if fetched.jobs.is_empty() {
             continue;
         }
-        let completions = fetched
-            .jobs
-            .iter()
-            .map(|j| CompletionRequest {
-                job: j.id.parse().unwrap(),
-                token: j.lease_token.unwrap(),
-                result: None,
-            })
-            .collect();
-        client
-            .complete(&CompleteRequest { completions })
-            .await
-            .unwrap();
+        support::complete_all(&client, &fetched.jobs).await.unwrap();
     }
 }
 

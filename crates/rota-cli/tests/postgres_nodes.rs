@@ -60,16 +60,7 @@ async fn work(
         if fetched.jobs.is_empty() {
             continue;
         }
-        let completions = fetched
-            .jobs
-            .iter()
-            .map(|j| CompletionRequest {
-                job: j.id.parse().unwrap(),
-                token: j.lease_token.unwrap(),
-                result: None,
-            })
-            .collect();
-        let Ok(outcomes) = client.complete(&CompleteRequest { completions }).await else {
+        let Ok(outcomes) = support::complete_all(&client, &fetched.jobs).await else {
             return;
         };
         let mut accepted = accepted.lock().unwrap();

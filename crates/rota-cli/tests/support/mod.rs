@@ -273,3 +273,21 @@ pub fn job(kind: &str, args: serde_json::Value) -> rota::api::NewJobRequest {
         ..Default::default()
     }
 }
+
+/// Completes every fetched job (no result), with the tokens they were fetched with.
+pub async fn complete_all(
+    client: &rota::Client,
+    jobs: &[rota::api::JobView],
+) -> Result<rota::api::ItemOutcomes, rota::ClientError> {
+    let completions = jobs
+        .iter()
+        .map(|j| rota::api::CompletionRequest {
+            job: j.id.parse().unwrap(),
+            token: j.lease_token.unwrap(),
+            result: None,
+        })
+        .collect();
+    client
+        .complete(&rota::api::CompleteRequest { completions })
+        .await
+}
