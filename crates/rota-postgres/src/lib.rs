@@ -344,33 +344,15 @@ impl Store for PostgresStore {
         &self,
         p: JobCompleteManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        self.apply_each(p.completions, p.now, |c| {
-            (
-                c.lease.job,
-                Event::Completed {
-                    token: c.lease.token,
-                    result: c.result,
-                },
-            )
-        })
-        .await
+        self.apply_each(p.completions, p.now, Completion::event)
+            .await
     }
 
     async fn job_fail_many(
         &self,
         p: JobFailManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        self.apply_each(p.failures, p.now, |f| {
-            (
-                f.lease.job,
-                Event::Failed {
-                    token: f.lease.token,
-                    error: f.error,
-                    discard: f.discard,
-                },
-            )
-        })
-        .await
+        self.apply_each(p.failures, p.now, Failure::event).await
     }
 
     async fn job_snooze_many(
@@ -378,17 +360,8 @@ impl Store for PostgresStore {
         p: JobSnoozeManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         let limit = p.max_snoozes;
-        self.apply_each(p.snoozes, p.now, move |s| {
-            (
-                s.lease.job,
-                Event::Snoozed {
-                    token: s.lease.token,
-                    delay: s.delay,
-                    limit,
-                },
-            )
-        })
-        .await
+        self.apply_each(p.snoozes, p.now, move |s| s.event(limit))
+            .await
     }
 
     async fn job_checkpoint(&self, p: JobCheckpointParams) -> Result<Job, StoreError> {
@@ -425,10 +398,7 @@ impl Store for PostgresStore {
         &self,
         p: LeaseHandBackManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        self.apply_each(p.leases, p.now, |l| {
-            (l.job, Event::HandedBack { token: l.token })
-        })
-        .await
+        self.apply_each(p.leases, p.now, LeaseRef::hand_back).await
     }
 
     async fn job_retry_many(
@@ -482,13 +452,8 @@ impl Store for PostgresStore {
         let limit = check_page_limit(p.limit)?;
         self.read(move |db| {
             Box::pin(async move {
-                // One extra row tells whether another page exists.
-                let mut jobs = sql::job_list(db, &p, limit + 1).await?;
-                let next = (jobs.len() > limit).then(|| {
-                    jobs.truncate(limit);
-                    jobs[limit - 1].id
-                });
-                Ok(JobPage { jobs, next })
+                let jobs = sql::job_list(db, &p, limit + 1).await?;
+                Ok(JobPage::from_one_extra(jobs, limit))
             })
         })
         .await

@@ -5,6 +5,7 @@
 //! after the change committed. The engine's notifier feeds fetch wake-ups, `?wait` waiters
 //! and metrics from it; a backend may also carry changes to other nodes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,6 +135,22 @@ impl JobChange {
     }
 }
 
+/// The job-count changes that `changes` imply, per queue, kind and state (those that net to
+/// zero left out): what every backend adds to its counts in the changes' own transaction.
+pub fn count_deltas(changes: &[JobChange]) -> HashMap<(&str, &str, JobState), i64> {
+    let mut deltas: HashMap<(&str, &str, JobState), i64> = HashMap::new();
+    for c in changes {
+        if let Some(from) = c.from {
+            *deltas.entry((&c.queue, &c.kind, from)).or_default() -= 1;
+        }
+        if let Some(to) = c.to {
+            *deltas.entry((&c.queue, &c.kind, to)).or_default() += 1;
+        }
+    }
+    deltas.retain(|_, n| *n != 0);
+    deltas
+}
+
 /// Hears every committed job change. Called once per committed write with that write's
 /// changes, in order; must not block (hand heavy work to a task).
 pub trait Notifier: Send + Sync + 'static {
@@ -225,5 +242,29 @@ mod tests {
             JobChange::between(Some(&running), &done, ChangeCause::Completed, t2).unwrap();
         assert_eq!(completed.took, Some(Duration::from_secs(5)), "ran");
         assert!(JobChange::between(Some(&running), &running, ChangeCause::Fetched, t2).is_none());
+    }
+
+    #[test]
+    fn count_deltas_net_each_queue_kind_and_state() {
+        let change = |from, to| JobChange {
+            id: JobId::new(Timestamp::UNIX_EPOCH),
+            queue: "q".into(),
+            kind: "k".into(),
+            from,
+            to,
+            cause: ChangeCause::Fetched,
+            took: None,
+        };
+        let changes = [
+            change(None, Some(JobState::Available)),
+            change(Some(JobState::Available), Some(JobState::Running)),
+            change(Some(JobState::Running), Some(JobState::Completed)),
+            change(Some(JobState::Completed), None),
+        ];
+        let deltas = count_deltas(&changes);
+        assert!(deltas.is_empty(), "enqueued, run, finished, pruned: {deltas:?}");
+        let deltas = count_deltas(&changes[..2]);
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[&("q", "k", JobState::Running)], 1);
     }
 }

@@ -27,7 +27,7 @@ mod store;
 pub mod conformance;
 
 pub use capability::Capabilities;
-pub use change::{ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
+pub use change::{count_deltas, ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
 pub use dead_group::{group_dead, DeadRow};
 pub use enqueue::{
     plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, Planned, PolicyDefaults,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::schedule::ScheduleDef;
-use rota_core::{ErrorReport, Job, JobId, JobState, NewJob, Progress, RetryOverride};
+use rota_core::{ErrorReport, Event, Job, JobId, JobState, NewJob, Progress, RetryOverride};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -89,6 +89,36 @@ pub struct Completion {
     pub lease: LeaseRef,
     /// The handler's result.
     pub result: Option<Value>,
+}
+
+impl Completion {
+    /// The state-machine event this completion is.
+    pub fn event(self) -> (JobId, Event) {
+        let event = Event::Completed {
+            token: self.lease.token,
+            result: self.result,
+        };
+        (self.lease.job, event)
+    }
+}
+
+impl Failure {
+    /// The state-machine event this failure is.
+    pub fn event(self) -> (JobId, Event) {
+        let event = Event::Failed {
+            token: self.lease.token,
+            error: self.error,
+            discard: self.discard,
+        };
+        (self.lease.job, event)
+    }
+}
+
+impl LeaseRef {
+    /// The event of handing this lease back unrun.
+    pub fn hand_back(self) -> (JobId, Event) {
+        (self.job, Event::HandedBack { token: self.token })
+    }
 }
 
 /// Record successful attempts.
@@ -203,6 +233,17 @@ impl RescueReport {
     pub fn is_empty(&self) -> bool {
         self.retried.is_empty() && self.dead.is_empty() && self.cancelled.is_empty()
     }
+
+    /// Records a job as rescued, in the state the rescue left it in.
+    pub fn record(&mut self, job: &Job) {
+        self.outcomes
+            .push((job.queue.clone(), job.kind.clone(), job.state));
+        match job.state {
+            JobState::Dead => self.dead.push(job.id),
+            JobState::Cancelled => self.cancelled.push(job.id),
+            _ => self.retried.push(job.id),
+        }
+    }
 }
 
 /// Delete old finished jobs.
@@ -238,6 +279,31 @@ impl PruneReport {
     /// Whether nothing was deleted.
     pub fn is_empty(&self) -> bool {
         self.completed + self.cancelled + self.dead == 0
+    }
+
+    /// Records `n` jobs in `state` deleted.
+    pub fn add(&mut self, state: JobState, n: u64) {
+        match state {
+            JobState::Completed => self.completed += n,
+            JobState::Cancelled => self.cancelled += n,
+            _ => self.dead += n,
+        }
+    }
+}
+
+impl JobPruneParams {
+    /// Which finished jobs go: per state, those that finished before its cutoff (dead jobs
+    /// only when a dead retention is set).
+    pub fn cutoffs(&self) -> Vec<(JobState, Timestamp)> {
+        let cutoff = |retention| rota_core::sub_duration(self.now, retention);
+        let mut out = vec![
+            (JobState::Completed, cutoff(self.completed_retention)),
+            (JobState::Cancelled, cutoff(self.cancelled_retention)),
+        ];
+        if let Some(retention) = self.dead_retention {
+            out.push((JobState::Dead, cutoff(retention)));
+        }
+        out
     }
 }
 
@@ -294,6 +360,18 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Cursor for the next page, if there may be one.
     pub next: Option<JobId>,
+}
+
+impl JobPage {
+    /// The page of `limit` from a listing of up to `limit + 1` jobs: the extra one only tells
+    /// that another page exists.
+    pub fn from_one_extra(mut jobs: Vec<Job>, limit: usize) -> Self {
+        let next = (jobs.len() > limit).then(|| {
+            jobs.truncate(limit);
+            jobs[limit - 1].id
+        });
+        Self { jobs, next }
+    }
 }
 
 /// A queue's settings (defaults for the jobs on it).
@@ -657,6 +735,18 @@ pub struct Snooze {
     pub lease: LeaseRef,
     /// How long to wait.
     pub delay: Duration,
+}
+
+impl Snooze {
+    /// The state-machine event this snooze is, for a job allowed `limit` snoozes.
+    pub fn event(self, limit: u32) -> (JobId, Event) {
+        let event = Event::Snoozed {
+            token: self.lease.token,
+            delay: self.delay,
+            limit,
+        };
+        (self.lease.job, event)
+    }
 }
 
 /// Snooze running jobs.

@@ -342,16 +342,12 @@ pub(crate) async fn job_claim_many(
         };
         claimed.push(transition(job, event, p.now)?);
     }
-    let saved: Vec<Saved<'_>> = candidates
-        .iter()
-        .zip(&claimed)
-        .map(|(before, after)| Saved {
-            before,
-            after,
-            cause: ChangeCause::Fetched,
-        })
-        .collect();
-    save_jobs(tx, &saved, p.now).await?;
+    save_jobs(
+        tx,
+        &Saved::pairs(&candidates, &claimed, ChangeCause::Fetched),
+        p.now,
+    )
+    .await?;
     Ok(claimed)
 }
 
@@ -472,49 +468,26 @@ pub(crate) async fn lease_rescue_expired(
     let mut rescued = Vec::with_capacity(expired.len());
     for job in &expired {
         let next = transition(job, Event::LeaseExpired, p.now)?;
-        report
-            .outcomes
-            .push((next.queue.clone(), next.kind.clone(), next.state));
-        match next.state {
-            JobState::Dead => report.dead.push(next.id),
-            JobState::Cancelled => report.cancelled.push(next.id),
-            _ => report.retried.push(next.id),
-        }
+        report.record(&next);
         rescued.push(next);
     }
-    let saved: Vec<Saved<'_>> = expired
-        .iter()
-        .zip(&rescued)
-        .map(|(before, after)| Saved {
-            before,
-            after,
-            cause: ChangeCause::Rescued,
-        })
-        .collect();
-    save_jobs(tx, &saved, p.now).await?;
+    save_jobs(
+        tx,
+        &Saved::pairs(&expired, &rescued, ChangeCause::Rescued),
+        p.now,
+    )
+    .await?;
     Ok(report)
 }
 
 /// Deletes finished jobs past their retention.
 pub(crate) async fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
-    let prune = |state: JobState, retention: Duration| {
-        job_prune_state(
-            tx,
-            state,
-            rota_core::sub_duration(p.now, retention),
-            p.queue.as_deref(),
-            p.limit,
-            p.now,
-        )
-    };
-    Ok(PruneReport {
-        completed: prune(JobState::Completed, p.completed_retention).await?,
-        cancelled: prune(JobState::Cancelled, p.cancelled_retention).await?,
-        dead: match p.dead_retention {
-            Some(retention) => prune(JobState::Dead, retention).await?,
-            None => 0,
-        },
-    })
+    let mut report = PruneReport::default();
+    for (state, cutoff) in p.cutoffs() {
+        let n = job_prune_state(tx, state, cutoff, p.queue.as_deref(), p.limit, p.now).await?;
+        report.add(state, n);
+    }
+    Ok(report)
 }
 
 /// The ids an operator's selector means; a filter without states means `default_state`.

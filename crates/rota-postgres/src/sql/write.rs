@@ -6,7 +6,6 @@
 //! Rows are written a batch at a time: one `INSERT … SELECT FROM unnest(…)` for every new
 //! job of a request, one `UPDATE … FROM unnest(…)` for every changed one.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use tokio_postgres::{Row, Statement};
 
 use jiff::Timestamp;
 use rota_core::{Job, JobId, JobState};
-use rota_store::{ChangeCause, JobChange, StoreError};
+use rota_store::{count_deltas, ChangeCause, JobChange, StoreError};
 
 use super::{classify, json, micros, Conn, Db, OwnedParam, Param, QueueCache};
 use crate::notification;
@@ -193,16 +192,7 @@ impl<'a> Tx<'a> {
     /// transaction, flushes them), and returns the changes for this node's notifier.
     pub(crate) async fn finish(self) -> Result<Vec<JobChange>, StoreError> {
         let changes = std::mem::take(&mut *self.changes.lock().expect("change list lock"));
-        let mut deltas: HashMap<(&str, &str, JobState), i64> = HashMap::new();
-        for c in &changes {
-            if let Some(from) = c.from {
-                *deltas.entry((&c.queue, &c.kind, from)).or_default() -= 1;
-            }
-            if let Some(to) = c.to {
-                *deltas.entry((&c.queue, &c.kind, to)).or_default() += 1;
-            }
-        }
-        deltas.retain(|_, n| *n != 0);
+        let deltas = count_deltas(&changes);
         // In a caller's own transaction the notifications must leave with its commit; a
         // write of the store's own hands them to the broadcaster after its commit.
         let payloads = match self.begin {
@@ -520,6 +510,22 @@ pub(crate) struct Saved<'j> {
     pub(crate) before: &'j Job,
     pub(crate) after: &'j Job,
     pub(crate) cause: ChangeCause,
+}
+
+impl<'j> Saved<'j> {
+    /// Each job of `before` with its transitioned self in `after` (same order), all for
+    /// `cause`.
+    pub(crate) fn pairs(before: &'j [Job], after: &'j [Job], cause: ChangeCause) -> Vec<Self> {
+        before
+            .iter()
+            .zip(after)
+            .map(|(before, after)| Saved {
+                before,
+                after,
+                cause,
+            })
+            .collect()
+    }
 }
 
 /// Writes back transitioned jobs (the rows must be locked by this transaction), in one

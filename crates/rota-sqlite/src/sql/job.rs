@@ -274,38 +274,19 @@ pub(crate) fn lease_rescue_expired(
     for job in expired {
         let next = transition(&job, Event::LeaseExpired, p.now)?;
         save_job(tx, &job, &next, ChangeCause::Rescued, p.now)?;
-        report
-            .outcomes
-            .push((next.queue.clone(), next.kind.clone(), next.state));
-        match next.state {
-            JobState::Dead => report.dead.push(next.id),
-            JobState::Cancelled => report.cancelled.push(next.id),
-            _ => report.retried.push(next.id),
-        }
+        report.record(&next);
     }
     Ok(report)
 }
 
 /// Deletes finished jobs past their retention.
 pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
-    let prune = |state: JobState, retention: Duration| {
-        job_prune_state(
-            tx,
-            state,
-            rota_core::sub_duration(p.now, retention),
-            p.queue.as_deref(),
-            p.limit,
-            p.now,
-        )
-    };
-    Ok(PruneReport {
-        completed: prune(JobState::Completed, p.completed_retention)?,
-        cancelled: prune(JobState::Cancelled, p.cancelled_retention)?,
-        dead: match p.dead_retention {
-            Some(retention) => prune(JobState::Dead, retention)?,
-            None => 0,
-        },
-    })
+    let mut report = PruneReport::default();
+    for (state, cutoff) in p.cutoffs() {
+        let n = job_prune_state(tx, state, cutoff, p.queue.as_deref(), p.limit, p.now)?;
+        report.add(state, n);
+    }
+    Ok(report)
 }
 
 /// The ids an operator's selector means; a filter without states means `default_state`.

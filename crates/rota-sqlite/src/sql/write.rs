@@ -5,12 +5,11 @@
 //! job row.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ops::Deref;
 
 use jiff::Timestamp;
 use rota_core::{Job, JobId, JobState};
-use rota_store::{ChangeCause, JobChange, StoreError};
+use rota_store::{count_deltas, ChangeCause, JobChange, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::row::job_columns;
@@ -47,16 +46,7 @@ impl<'c> Tx<'c> {
     /// queue, kind and state touched) and returns the changes for the notifier.
     pub(crate) fn finish(self) -> Result<Vec<JobChange>, StoreError> {
         let changes = self.changes.into_inner();
-        let mut deltas: HashMap<(&str, &str, JobState), i64> = HashMap::new();
-        for c in &changes {
-            if let Some(from) = c.from {
-                *deltas.entry((&c.queue, &c.kind, from)).or_default() -= 1;
-            }
-            if let Some(to) = c.to {
-                *deltas.entry((&c.queue, &c.kind, to)).or_default() += 1;
-            }
-        }
-        deltas.retain(|_, n| *n != 0);
+        let deltas = count_deltas(&changes);
         if !deltas.is_empty() {
             let mut stmt = self
                 .conn
