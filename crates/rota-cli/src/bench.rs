@@ -230,10 +230,13 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         "normal" => rota_sqlite::Durability::Normal,
         _ => rota_sqlite::Durability::Full,
     };
-    let on_sqlite = !args
-        .database
-        .as_deref()
-        .is_some_and(|d| d.starts_with("postgres"));
+    let on_sqlite = match &args.database {
+        Some(raw) => matches!(
+            crate::store::DatabaseUrl::parse(raw)?,
+            crate::store::DatabaseUrl::Sqlite(_)
+        ),
+        None => true,
+    };
     if on_sqlite {
         let raw_dir = tempfile::tempdir_in(&disk).context("creating the raw-SQL database")?;
         let raw_path = raw_dir.path().join("bound.db");

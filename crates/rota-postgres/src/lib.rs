@@ -40,8 +40,8 @@ use sql::{is_retryable, Begin, Db, QueueCache, Tx};
 /// Who hears committed job changes; shared by the store, its writes and its listener.
 pub(crate) type SharedNotifier = Arc<RwLock<Arc<dyn Notifier>>>;
 
-/// A write request: a function of the transaction, run again if the transaction deadlocks.
-type WriteFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
+/// What a write or read function of a connection returns.
+type BoxedFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
 
 /// A pooled connection lent to one write. If the write is abandoned halfway (its request was
 /// cancelled) after BEGIN went out, the connection is rolled back before it returns to the
@@ -209,7 +209,7 @@ impl PostgresStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send,
-        F: for<'t> Fn(&'t Tx<'t>) -> WriteFuture<'t, T> + Send + Sync,
+        F: for<'t> Fn(&'t Tx<'t>) -> BoxedFuture<'t, T> + Send + Sync,
     {
         let mut tries = 0;
         loop {
@@ -224,7 +224,7 @@ impl PostgresStore {
     async fn write_once<T, F>(&self, f: &F) -> Result<T, StoreError>
     where
         T: Send,
-        F: for<'t> Fn(&'t Tx<'t>) -> WriteFuture<'t, T> + Send + Sync,
+        F: for<'t> Fn(&'t Tx<'t>) -> BoxedFuture<'t, T> + Send + Sync,
     {
         let mut session = Session {
             client: Some(self.client().await?),
@@ -266,7 +266,7 @@ impl PostgresStore {
     /// Runs a read on a pooled connection.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: for<'c> FnOnce(&'c Db<'c>) -> WriteFuture<'c, T>,
+        F: for<'c> FnOnce(&'c Db<'c>) -> BoxedFuture<'c, T>,
     {
         let client = self.client().await?;
         let db = Db::new(&client, Some(&client.statement_cache));

@@ -119,14 +119,16 @@ impl AppState {
         }
     }
 
-    /// When a long poll must look again even though nothing woke it: never on a store only
-    /// this process writes; every [`SAFETY_POLL`] where other nodes write too, so that a
-    /// lost cross-node notification delays a fetch or a wait by at most that.
-    pub fn safety_poll_at(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-        self.store
-            .capabilities()
-            .multi_node
-            .then(|| now + SAFETY_POLL)
+    /// When a long poll that would sleep until `until` must look again even though nothing
+    /// woke it: `until` on a store only this process writes; at most [`SAFETY_POLL`] from
+    /// now where other nodes write too, so that a lost cross-node notification delays a
+    /// fetch or a wait by at most that.
+    pub fn look_again_by(&self, until: tokio::time::Instant) -> tokio::time::Instant {
+        if self.store.capabilities().multi_node {
+            until.min(tokio::time::Instant::now() + SAFETY_POLL)
+        } else {
+            until
+        }
     }
 
     /// How many engine services are running, of how many started.

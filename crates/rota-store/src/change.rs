@@ -262,7 +262,10 @@ mod tests {
             change(Some(JobState::Completed), None),
         ];
         let deltas = count_deltas(&changes);
-        assert!(deltas.is_empty(), "enqueued, run, finished, pruned: {deltas:?}");
+        assert!(
+            deltas.is_empty(),
+            "enqueued, run, finished, pruned: {deltas:?}"
+        );
         let deltas = count_deltas(&changes[..2]);
         assert_eq!(deltas.len(), 1);
         assert_eq!(deltas[&("q", "k", JobState::Running)], 1);

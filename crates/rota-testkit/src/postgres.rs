@@ -93,9 +93,7 @@ impl PostgresCluster {
 
     /// Creates an empty database.
     pub fn create_database(&self, name: &str) {
-        self.server
-            .psql("postgres", &format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        self.server.create_database(name);
     }
 
     /// Runs `sql` in `database` with psql.
@@ -268,6 +266,11 @@ impl Server {
         })
     }
 
+    fn create_database(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    }
+
     fn url(&self, database: &str) -> String {
         format!("{}/{database}", self.base)
     }
@@ -327,9 +330,7 @@ impl TempPostgresDb {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
         );
-        server
-            .psql("postgres", &format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        server.create_database(&name);
         Self {
             url: server.url(&name),
             name,

@@ -30,11 +30,18 @@ pub(crate) enum Begin<'a> {
     Open,
 }
 
-/// A statement whose answer nothing waits for, sent with the next one.
-struct Deferred {
+/// A prepared statement with its parameters, sent later: a write whose answer nothing
+/// waits for (deferred to the next statement), or one of several pipelined queries.
+struct Prepared {
     context: String,
     stmt: Statement,
     params: Vec<OwnedParam>,
+}
+
+impl Prepared {
+    fn params(&self) -> Vec<Param<'_>> {
+        self.params.iter().map(|p| &**p as Param<'_>).collect()
+    }
 }
 
 /// What a pipelined statement answered.
@@ -55,7 +62,7 @@ pub(crate) struct Tx<'a> {
     origin: &'a str,
     queues: Option<&'a QueueCache>,
     changes: Mutex<Vec<JobChange>>,
-    deferred: Mutex<Vec<Deferred>>,
+    deferred: Mutex<Vec<Prepared>>,
 }
 
 impl<'a> Tx<'a> {
@@ -86,6 +93,21 @@ impl<'a> Tx<'a> {
         self.changes.lock().expect("change list lock").push(change);
     }
 
+    async fn prepare(
+        &self,
+        context: impl Into<String>,
+        sql: &str,
+        params: Vec<OwnedParam>,
+    ) -> Result<Prepared, StoreError> {
+        let context = context.into();
+        let stmt = self.db.prepare(&context, sql).await?;
+        Ok(Prepared {
+            context,
+            stmt,
+            params,
+        })
+    }
+
     /// Queues a write to go out with the next statement (or the commit); its failure fails
     /// the request then.
     pub(crate) async fn defer(
@@ -94,13 +116,8 @@ impl<'a> Tx<'a> {
         sql: &str,
         params: Vec<OwnedParam>,
     ) -> Result<(), StoreError> {
-        let context = context.into();
-        let stmt = self.db.prepare(&context, sql).await?;
-        self.deferred.lock().expect("deferred lock").push(Deferred {
-            context,
-            stmt,
-            params,
-        });
+        let prepared = self.prepare(context, sql, params).await?;
+        self.deferred.lock().expect("deferred lock").push(prepared);
         Ok(())
     }
 
@@ -122,8 +139,10 @@ impl<'a> Tx<'a> {
         for d in &deferred {
             contexts.push(&d.context);
             futures.push(Box::pin(async move {
-                let params: Vec<Param<'_>> = d.params.iter().map(|p| &**p as Param<'_>).collect();
-                client.execute(&d.stmt, &params).await.map(Answer::Count)
+                client
+                    .execute(&d.stmt, &d.params())
+                    .await
+                    .map(Answer::Count)
             }));
         }
         let wants_answer = last.is_some();
@@ -149,19 +168,13 @@ impl<'a> Tx<'a> {
     ) -> Result<Vec<Vec<Row>>, StoreError> {
         let mut prepared = Vec::with_capacity(queries.len());
         for (context, sql, params) in queries {
-            let stmt = self.db.prepare(&context, sql).await?;
-            prepared.push(Deferred {
-                context,
-                stmt,
-                params,
-            });
+            prepared.push(self.prepare(context, sql, params).await?);
         }
         let client = self.db.client();
         let mut futures: Vec<PgFuture<'_>> = Vec::with_capacity(prepared.len());
         for q in &prepared {
             futures.push(Box::pin(async move {
-                let params: Vec<Param<'_>> = q.params.iter().map(|p| &**p as Param<'_>).collect();
-                client.query(&q.stmt, &params).await.map(Answer::Rows)
+                client.query(&q.stmt, &q.params()).await.map(Answer::Rows)
             }));
         }
         // The first query rides with BEGIN and the deferred writes; the rest right behind it.

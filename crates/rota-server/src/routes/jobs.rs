@@ -155,9 +155,7 @@ pub async fn get_job(
         }
         tokio::select! {
             _ = finished.notified() => {}
-            _ = tokio::time::sleep_until(
-                state.safety_poll_at(tokio::time::Instant::now()).map_or(deadline, |at| at.min(deadline))
-            ) => {}
+            _ = tokio::time::sleep_until(state.look_again_by(deadline)) => {}
             _ = state.shutdown.cancelled() => deadline = tokio::time::Instant::now(),
         }
     }

@@ -96,9 +96,7 @@ pub async fn fetch(
         };
         tokio::select! {
             _ = ready.notified() => {}
-            _ = tokio::time::sleep_until(
-                state.safety_poll_at(now).map_or(deadline.min(wake_at), |at| at.min(deadline).min(wake_at))
-            ) => {}
+            _ = tokio::time::sleep_until(state.look_again_by(deadline.min(wake_at))) => {}
             _ = state.shutdown.cancelled() => deadline = now,
         }
     }
