@@ -154,13 +154,17 @@ fn spawn_server(durability: &str, database: Option<&str>) -> anyhow::Result<(Spa
         .spawn()
         .context("starting rota serve")?;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut spawned = Spawned { child, dir };
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = spawned.child.try_wait()? {
+            bail!("the benchmark server exited ({status}) before it listened; its error is above");
+        }
         if Instant::now() > deadline {
             bail!("the benchmark server did not start within 30 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((Spawned { child, dir }, format!("http://127.0.0.1:{port}")))
+    Ok((spawned, format!("http://127.0.0.1:{port}")))
 }
 
 fn bar(len: usize, label: &str, json: bool) -> ProgressBar {
@@ -189,6 +193,14 @@ fn job(i: usize) -> NewJobRequest {
 pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<ExitCode> {
     let wanted =
         |w: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(w));
+    // A bad database URL is refused here, before any server is started for it.
+    let on_sqlite = match &args.database {
+        Some(raw) => matches!(
+            crate::store::DatabaseUrl::parse(raw)?,
+            crate::store::DatabaseUrl::Sqlite(_)
+        ),
+        None => true,
+    };
     let mut servers = Vec::new();
     let mut urls = Vec::new();
     match &client_args.url {
@@ -229,13 +241,6 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     let durability = match args.durability.as_str() {
         "normal" => rota_sqlite::Durability::Normal,
         _ => rota_sqlite::Durability::Full,
-    };
-    let on_sqlite = match &args.database {
-        Some(raw) => matches!(
-            crate::store::DatabaseUrl::parse(raw)?,
-            crate::store::DatabaseUrl::Sqlite(_)
-        ),
-        None => true,
     };
     if on_sqlite {
         let raw_dir = tempfile::tempdir_in(&disk).context("creating the raw-SQL database")?;

@@ -859,6 +859,43 @@ async fn the_cli_waits_with_telling_exit_codes_and_filters_by_tag() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
 }
 
+/// `rota bench --database` with a bad URL, or a database its server cannot reach, fails at
+/// once with the reason instead of waiting for a server that never listens.
+#[test]
+fn the_benchmark_fails_at_once_on_a_database_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    for (database, expected) in [
+        ("mysql://x/y", "unsupported URL scheme `mysql://`"),
+        (
+            "postgres://rota@127.0.0.1:1/rota",
+            "exited (exit status: 1) before it listened",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(ROTA)
+            .args([
+                "bench",
+                "--only",
+                "w2",
+                "--jobs",
+                "10",
+                "--database",
+                database,
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{database}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{database}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// `rota bench` measures the bounds beside the figures, in the same run, and reports each
 /// workload as a share of its bound (issue 16).
 #[test]
