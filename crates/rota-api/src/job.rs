@@ -53,6 +53,10 @@ pub struct NewJobRequest {
     /// Labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Flow-control key, such as `customer:42`: the queue's `key_concurrency` and `key_rate`
+    /// limit the jobs sharing it, and claims take turns between keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 fn duration_field(
@@ -96,6 +100,7 @@ impl NewJobRequest {
             },
             unique_key: self.unique_key,
             tags: self.tags,
+            concurrency_key: self.concurrency_key,
             origin: None,
         })
     }
@@ -224,6 +229,13 @@ pub struct JobView {
     pub unique_key: Option<String>,
     /// Labels.
     pub tags: Vec<String>,
+    /// Flow-control key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Why a ready job is not running yet, when a limit holds it back, such as
+    /// `key customer:42 at its limit 5/5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// Latest progress, 0..=100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
@@ -300,6 +312,8 @@ impl From<Job> for JobView {
             timeout: job.timeout.map(format_duration),
             unique_key: job.unique_key,
             tags: job.tags,
+            concurrency_key: job.concurrency_key,
+            waiting: None,
             progress,
             progress_message,
             result: job.result,

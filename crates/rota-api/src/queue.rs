@@ -36,6 +36,31 @@ pub struct QueueDeclareRequest {
     /// Dead jobs are deleted this long after they died (kept until purged otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_retention: Option<String>,
+    /// Most running jobs sharing one `concurrency_key`, across every worker and node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// Jobs a key gets per round when claims take turns between keys (1 when unlisted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_weights: BTreeMap<String, u32>,
+    /// Jobs of the queue started per period, such as `100/1m` or `10/1s burst 5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Jobs started per period for each `concurrency_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rate: Option<String>,
+    /// Jobs started per period, per kind: `{"email.send": "100/1m"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kind_rates: BTreeMap<String, String>,
+    /// Most ready and scheduled jobs; an enqueue beyond it overflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u64>,
+    /// Longest the oldest ready job may wait, such as `10m`; an enqueue beyond it overflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// What an enqueue that overflows gets: `reject` (429, the default) or `accept` (stored,
+    /// with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
 }
 
 impl QueueDeclareRequest {
@@ -86,6 +111,64 @@ pub struct QueueView {
     /// Dead jobs deleted this long after they died (absent: the server's retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_retention: Option<String>,
+    /// Most running jobs sharing one `concurrency_key`, across every worker and node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// Jobs a key gets per round when claims take turns between keys (1 when unlisted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_weights: BTreeMap<String, u32>,
+    /// Jobs of the queue started per period, such as `100/1m` or `10/1s burst 5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Jobs started per period for each `concurrency_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rate: Option<String>,
+    /// Jobs started per period, per kind: `{"email.send": "100/1m"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kind_rates: BTreeMap<String, String>,
+    /// Most ready and scheduled jobs; an enqueue beyond it overflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u64>,
+    /// Longest the oldest ready job may wait, such as `10m`; an enqueue beyond it overflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// What an enqueue that overflows gets: `reject` (429, the default) or `accept` (stored,
+    /// with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
+    /// Running jobs of the queue.
+    #[serde(default)]
+    pub running: u64,
+    /// Keys at their `key_concurrency` now, with their running jobs (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_at_limit: Vec<KeyAtLimit>,
+    /// Ready jobs held back by a limit now (≈: counted up to 10,000), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingView>,
+    /// Enqueues this queue refused or accepted beyond `max_depth` or `max_age` since the
+    /// server started.
+    #[serde(default)]
+    pub overflows: u64,
+}
+
+/// A key at its concurrency limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyAtLimit {
+    /// The key.
+    pub key: String,
+    /// Its running jobs.
+    pub running: u64,
+    /// The limit.
+    pub limit: u32,
+}
+
+/// Ready jobs a limit holds back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WaitingView {
+    /// How many.
+    pub jobs: u64,
+    /// The limit, such as `queue at its concurrency 4/4`.
+    pub reason: String,
 }
 
 /// Every queue.

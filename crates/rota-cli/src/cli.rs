@@ -259,6 +259,10 @@ pub struct EnqueueArgs {
     /// Keep the key taken this long after the job finished, such as 1h (with --unique).
     #[arg(long, requires = "unique")]
     pub unique_for: Option<String>,
+    /// Flow-control key, such as customer:42 (the queue's key_concurrency and key_rate apply
+    /// to the jobs sharing it).
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
     /// Attempts, the first included.
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -466,6 +470,8 @@ pub enum QueuesCommand {
         /// Delete its dead jobs this long after they died (kept until purged otherwise).
         #[arg(long)]
         dead_retention: Option<String>,
+        #[command(flatten)]
+        flow: Box<FlowArgs>,
     },
     /// Pause a queue.
     Pause {
@@ -510,4 +516,34 @@ pub struct WorkerArgs {
     /// host name, as in a container).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+/// A queue's flow control (`rota queues declare`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FlowArgs {
+    /// Most running jobs sharing one concurrency key, across every worker and node.
+    #[arg(long)]
+    pub key_concurrency: Option<u32>,
+    /// Jobs one key gets per round of the round-robin between keys, as KEY=WEIGHT
+    /// (repeatable).
+    #[arg(long = "key-weight", value_name = "KEY=WEIGHT")]
+    pub key_weights: Vec<String>,
+    /// Jobs of the queue started per period, such as 100/1m or "10/1s burst 5".
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Jobs started per period for each concurrency key.
+    #[arg(long)]
+    pub key_rate: Option<String>,
+    /// Jobs of one kind started per period, as KIND=RATE (repeatable).
+    #[arg(long = "kind-rate", value_name = "KIND=RATE")]
+    pub kind_rates: Vec<String>,
+    /// Most ready and scheduled jobs; an enqueue beyond it overflows.
+    #[arg(long)]
+    pub max_depth: Option<u64>,
+    /// Longest the oldest ready job may wait, such as 10m; an enqueue beyond it overflows.
+    #[arg(long)]
+    pub max_age: Option<String>,
+    /// What an enqueue that overflows gets: reject (429, the default) or accept.
+    #[arg(long, value_parser = ["reject", "accept"])]
+    pub overflow: Option<String>,
 }

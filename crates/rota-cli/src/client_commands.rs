@@ -198,9 +198,16 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                     completed_retention,
                     cancelled_retention,
                     dead_retention,
+                    flow,
                 },
             ..
         } => {
+            let key_weights = pairs("--key-weight", "KEY=WEIGHT", &flow.key_weights, |w| {
+                w.parse::<u32>().map_err(|e| e.to_string())
+            })?;
+            let kind_rates = pairs("--kind-rate", "KIND=RATE", &flow.kind_rates, |r| {
+                Ok(r.to_string())
+            })?;
             let queue = client
                 .declare_queue(
                     &name,
@@ -213,6 +220,14 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
                         completed_retention,
                         cancelled_retention,
                         dead_retention,
+                        key_concurrency: flow.key_concurrency,
+                        key_weights,
+                        rate: flow.rate,
+                        key_rate: flow.key_rate,
+                        kind_rates,
+                        max_depth: flow.max_depth,
+                        max_age: flow.max_age,
+                        overflow: flow.overflow,
                     },
                 )
                 .await?;
@@ -414,7 +429,26 @@ fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
         unique_key: e.unique,
         unique_for: e.unique_for,
         tags: e.tag,
+        concurrency_key: e.concurrency_key,
     })
+}
+
+/// `NAME=VALUE` flags as a map; the error names the flag and the expected shape.
+fn pairs<T>(
+    flag: &str,
+    shape: &str,
+    raw: &[String],
+    value: impl Fn(&str) -> Result<T, String>,
+) -> anyhow::Result<std::collections::BTreeMap<String, T>> {
+    raw.iter()
+        .map(|pair| {
+            let (name, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{flag}: {pair:?} is not {shape}"))?;
+            let v = value(v.trim()).map_err(|e| anyhow::anyhow!("{flag}: {pair:?}: {e}"))?;
+            Ok((name.trim().to_string(), v))
+        })
+        .collect()
 }
 
 async fn schedules(client: &Client, json: bool, command: SchedulesCommand) -> anyhow::Result<()> {

@@ -74,6 +74,23 @@ pub struct QueueFile {
     completed_retention: Option<String>,
     cancelled_retention: Option<String>,
     dead_retention: Option<String>,
+    key_concurrency: Option<u32>,
+    #[serde(default)]
+    key_weights: BTreeMap<String, u32>,
+    rate: Option<String>,
+    key_rate: Option<String>,
+    #[serde(default)]
+    kind_rates: BTreeMap<String, String>,
+    max_depth: Option<u64>,
+    max_age: Option<String>,
+    overflow: Option<String>,
+}
+
+/// A rate from the file; the error names the field.
+fn rate(field: &str, raw: &Option<String>) -> anyhow::Result<Option<rota_core::Rate>> {
+    raw.as_deref()
+        .map(|r| r.parse().map_err(|e| anyhow::anyhow!("{field}: {e}")))
+        .transpose()
 }
 
 /// Smallest request body limit: below it not even a small job fits.
@@ -120,6 +137,14 @@ const QUEUE_KEYS: &[&str] = &[
     "completed_retention",
     "cancelled_retention",
     "dead_retention",
+    "key_concurrency",
+    "key_weights",
+    "rate",
+    "key_rate",
+    "kind_rates",
+    "max_depth",
+    "max_age",
+    "overflow",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 
@@ -294,6 +319,31 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             completed_retention: field("completed_retention", &q.completed_retention)?,
             cancelled_retention: field("cancelled_retention", &q.cancelled_retention)?,
             dead_retention: field("dead_retention", &q.dead_retention)?,
+            key_concurrency: q.key_concurrency,
+            key_weights: q.key_weights,
+            rate: rate(&format!("queues.{name}.rate"), &q.rate)?,
+            key_rate: rate(&format!("queues.{name}.key_rate"), &q.key_rate)?,
+            kind_rates: q
+                .kind_rates
+                .iter()
+                .map(|(kind, raw)| {
+                    let field = format!("queues.{name}.kind_rates.{kind}");
+                    Ok((
+                        kind.clone(),
+                        rate(&field, &Some(raw.clone()))?.expect("given"),
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            max_depth: q.max_depth,
+            max_age: field("max_age", &q.max_age)?,
+            overflow: q
+                .overflow
+                .as_deref()
+                .map(|raw| {
+                    raw.parse()
+                        .map_err(|e| anyhow::anyhow!("queues.{name}.overflow: {e}"))
+                })
+                .transpose()?,
         };
         rota_store::check_queue_config(&config)
             .map_err(|e| anyhow::anyhow!("queues.{name}.{e}"))?;

@@ -52,6 +52,10 @@ pub struct NewJob {
     /// Free-form labels for filtering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Flow-control key, such as `customer:42`: the queue's `key_concurrency` and `key_rate`
+    /// limit the jobs sharing it, and claims go round-robin across keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// The schedule and slot that enqueued it, if a schedule did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<JobOrigin>,
@@ -80,6 +84,7 @@ impl NewJob {
             unique_key: None,
             unique_for: None,
             tags: Vec::new(),
+            concurrency_key: None,
             origin: None,
         }
     }
@@ -111,6 +116,12 @@ impl NewJob {
     /// Sets the deduplication key.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the flow-control key.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
         self
     }
 
@@ -222,6 +233,9 @@ pub struct Job {
     /// Labels.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Flow-control key (see [`NewJob::concurrency_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// The latest progress report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -286,6 +300,7 @@ impl Job {
             unique_for: new.unique_key.as_ref().and(new.unique_for),
             unique_key: new.unique_key,
             tags: new.tags,
+            concurrency_key: new.concurrency_key,
             progress: None,
             snoozes: 0,
             snooze_log: Vec::new(),

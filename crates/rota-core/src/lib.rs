@@ -13,6 +13,7 @@ pub mod fingerprint;
 mod id;
 mod job;
 mod lease;
+mod rate;
 mod retry;
 pub mod schedule;
 mod state;
@@ -29,6 +30,7 @@ pub use job::{
     SNOOZE_LOG_MAX,
 };
 pub use lease::Lease;
+pub use rate::{Rate, RateParseError};
 pub use retry::{
     Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT, BACKOFF_INITIAL_DEFAULT,
     BACKOFF_JITTER_DEFAULT, BACKOFF_MAX_DEFAULT, MAX_ATTEMPTS_DEFAULT,

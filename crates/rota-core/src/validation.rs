@@ -183,12 +183,17 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
             ));
         }
     }
-    if let Some(key) = &job.unique_key {
-        if key.is_empty() || key.len() > MAX_LABEL_LEN {
-            return Err(ValidationError::new(
-                "unique_key",
-                format!("must be 1 to {MAX_LABEL_LEN} characters"),
-            ));
+    for (field, key) in [
+        ("unique_key", &job.unique_key),
+        ("concurrency_key", &job.concurrency_key),
+    ] {
+        if let Some(key) = key {
+            if key.is_empty() || key.len() > MAX_LABEL_LEN {
+                return Err(ValidationError::new(
+                    field,
+                    format!("must be 1 to {MAX_LABEL_LEN} characters"),
+                ));
+            }
         }
     }
     Ok(())

@@ -103,6 +103,8 @@ pub struct PostgresStore {
     origin: Arc<str>,
     /// Queues as this node last read them.
     queues: QueueCache,
+    /// Each queue's round-robin cursor on this node.
+    cursors: Arc<KeyCursors>,
     /// Sends this node's notifications after its commits.
     broadcaster: broadcast::Broadcaster,
     /// Background tasks (the listener, the count fold), stopped when the store drops.
@@ -161,6 +163,7 @@ impl PostgresStore {
             notifier,
             origin,
             queues: QueueCache::default(),
+            cursors: Arc::default(),
             broadcaster,
             tasks: vec![listener, fold, sender],
         })
@@ -327,8 +330,12 @@ impl Store for PostgresStore {
 
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
         let p = &p;
-        self.write(move |tx| Box::pin(sql::job_claim_many(tx, p.clone())))
-            .await
+        let cursors = &self.cursors;
+        self.write(move |tx| {
+            let (p, cursors) = (p.clone(), cursors.clone());
+            Box::pin(async move { sql::job_claim_many(tx, p, &cursors).await })
+        })
+        .await
     }
 
     async fn lease_extend_many(

@@ -10,6 +10,11 @@ use rota_store::{
 
 /// A queue with its counts.
 pub fn queue(stats: QueueStats) -> QueueView {
+    let running = stats
+        .counts
+        .get(&rota_core::JobState::Running)
+        .copied()
+        .unwrap_or(0);
     QueueView {
         name: stats.queue.name,
         paused: stats.queue.paused,
@@ -39,6 +44,24 @@ pub fn queue(stats: QueueStats) -> QueueView {
             .config
             .dead_retention
             .map(rota_core::format_duration),
+        key_concurrency: stats.queue.config.key_concurrency,
+        key_weights: stats.queue.config.key_weights.clone(),
+        rate: stats.queue.config.rate.map(|r| r.to_string()),
+        key_rate: stats.queue.config.key_rate.map(|r| r.to_string()),
+        kind_rates: stats
+            .queue
+            .config
+            .kind_rates
+            .iter()
+            .map(|(k, r)| (k.clone(), r.to_string()))
+            .collect(),
+        max_depth: stats.queue.config.max_depth,
+        max_age: stats.queue.config.max_age.map(rota_core::format_duration),
+        overflow: stats.queue.config.overflow.map(|o| o.as_str().to_string()),
+        running,
+        keys_at_limit: Vec::new(),
+        waiting: None,
+        overflows: 0,
     }
 }
 

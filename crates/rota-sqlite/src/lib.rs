@@ -15,6 +15,7 @@ mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,6 +70,7 @@ pub struct SqliteStore {
     writer: writer::Writer,
     readers: reader::Readers,
     path: PathBuf,
+    cursors: Arc<KeyCursors>,
 }
 
 impl SqliteStore {
@@ -91,6 +93,7 @@ impl SqliteStore {
             writer: writer::Writer::start(conn),
             readers: reader::Readers::new(options.path.clone(), options.readers),
             path: options.path,
+            cursors: Arc::default(),
         }
     }
 
@@ -196,8 +199,9 @@ impl Store for SqliteStore {
     }
 
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
+        let cursors = self.cursors.clone();
         self.writer
-            .write(move |tx| sql::job_claim_many(tx, p))
+            .write(move |tx| sql::job_claim_many(tx, p, &cursors))
             .await
     }
 

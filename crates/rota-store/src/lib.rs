@@ -19,6 +19,7 @@ mod change;
 mod dead_group;
 mod enqueue;
 mod error;
+mod flow;
 mod params;
 mod rule;
 mod store;
@@ -33,6 +34,10 @@ pub use enqueue::{
     plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, Planned, PolicyDefaults,
 };
 pub use error::{ErrorKind, StoreError};
+pub use flow::{
+    blocked_keys, charge, fetch_per_key, has_claim_limits, key_of, plan_claim, round_robin_order,
+    BucketScope, Buckets, ClaimPlan, KeyCursors, KeyHeads, Running, NO_KEY,
+};
 pub use params::*;
 pub use rule::{
     check_checkpoint, check_claim_queues, check_minimum, check_page_limit, check_progress,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rota_core::schedule::ScheduleDef;
-use rota_core::{ErrorReport, Event, Job, JobId, JobState, NewJob, Progress, RetryOverride};
+use rota_core::{ErrorReport, Event, Job, JobId, JobState, NewJob, Progress, Rate, RetryOverride};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -398,6 +398,34 @@ pub struct QueueConfig {
     /// Most jobs running at once across all workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Most running jobs sharing one `concurrency_key`, across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// Jobs one key gets per round of the round-robin between keys (1 when unlisted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_weights: BTreeMap<String, u32>,
+    /// Jobs of this queue started per period (`100/1m`), across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// Jobs started per period for each `concurrency_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rate: Option<Rate>,
+    /// Jobs of a kind started per period, per kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kind_rates: BTreeMap<String, Rate>,
+    /// Most ready and scheduled jobs; beyond it an enqueue overflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u64>,
+    /// Longest the oldest ready job may wait; beyond it an enqueue overflows.
+    #[serde(
+        default,
+        with = "rota_core::serde_humane::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
+    /// What an enqueue beyond `max_depth` or `max_age` gets (`reject` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Overflow>,
     /// Completed jobs of this queue are kept this long (the server's retention otherwise).
     #[serde(
         default,
@@ -420,6 +448,39 @@ pub struct QueueConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub dead_retention: Option<Duration>,
+}
+
+/// What an enqueue into a queue beyond its `max_depth` or `max_age` gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Refused: 429 with `Retry-After`; nothing is stored.
+    #[default]
+    Reject,
+    /// Stored anyway, with a warning in the answer, the metrics and the doctor.
+    Accept,
+}
+
+impl Overflow {
+    /// `reject` or `accept`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Reject => "reject",
+            Overflow::Accept => "accept",
+        }
+    }
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reject" => Ok(Overflow::Reject),
+            "accept" => Ok(Overflow::Accept),
+            other => Err(format!("must be \"reject\" or \"accept\", got {other:?}")),
+        }
+    }
 }
 
 /// How long finished jobs are kept before the pruner deletes them.

@@ -31,6 +31,22 @@ pub fn queue_config_merged(existing: &QueueConfig, given: QueueConfig) -> QueueC
         lease: given.lease.or(existing.lease),
         timeout: given.timeout.or(existing.timeout),
         concurrency: given.concurrency.or(existing.concurrency),
+        key_concurrency: given.key_concurrency.or(existing.key_concurrency),
+        key_weights: if given.key_weights.is_empty() {
+            existing.key_weights.clone()
+        } else {
+            given.key_weights
+        },
+        rate: given.rate.or(existing.rate),
+        key_rate: given.key_rate.or(existing.key_rate),
+        kind_rates: if given.kind_rates.is_empty() {
+            existing.kind_rates.clone()
+        } else {
+            given.kind_rates
+        },
+        max_depth: given.max_depth.or(existing.max_depth),
+        max_age: given.max_age.or(existing.max_age),
+        overflow: given.overflow.or(existing.overflow),
         completed_retention: given.completed_retention.or(existing.completed_retention),
         cancelled_retention: given.cancelled_retention.or(existing.cancelled_retention),
         dead_retention: given.dead_retention.or(existing.dead_retention),
@@ -55,10 +71,27 @@ pub const TIMEOUT_MIN: Duration = rota_core::validation::TIMEOUT_MIN;
 /// [`TIMEOUT_MIN`], a concurrency of at least 1, a valid retry layer.
 pub fn check_queue_config(config: &QueueConfig) -> Result<(), StoreError> {
     config.retry.validate()?;
-    if config.concurrency == Some(0) {
+    for (field, value) in [
+        ("concurrency", config.concurrency),
+        ("key_concurrency", config.key_concurrency),
+    ] {
+        if value == Some(0) {
+            return Err(ValidationError::new(
+                field,
+                "must be at least 1 (to stop a queue handing out jobs, pause it)",
+            )
+            .into());
+        }
+    }
+    if let Some((key, _)) = config.key_weights.iter().find(|(_, w)| **w == 0) {
+        return Err(
+            ValidationError::new(format!("key_weights.{key}"), "must be at least 1").into(),
+        );
+    }
+    if config.max_depth == Some(0) {
         return Err(ValidationError::new(
-            "concurrency",
-            "must be at least 1 (to stop a queue handing out jobs, pause it)",
+            "max_depth",
+            "must be at least 1 (to stop accepting jobs, stop the producers)",
         )
         .into());
     }

@@ -19,28 +19,66 @@ use super::{from_micros, micros, texts, Conn, OwnedParam, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
-/// The claim: the first `$4` due, available jobs of queue `$1` (of kinds `$3` when given) in
-/// claim order, skipping jobs another claimer holds. Walks the `job_ready` index in order.
+/// The claim of one queue `$1`: up to `$4` keys with ready jobs, in key order after the
+/// round-robin cursor `$2` (when `$3`) and wrapping around to it, skipping the keys `$5`
+/// (one index seek per key); then, for each key, its first due jobs in claim order (of kinds
+/// `$7` when given), as many as its share of the claim times its weight (`$8`, `$9`) within
+/// its room under `$12` (running per key: `$10`, `$11`), skipping jobs another claimer holds.
+/// Each row ends with the key's place in the round ([`CLAIM_ORD_COLUMN`]).
 pub(crate) const CLAIM_SELECT: &str = concat!(
-    "SELECT ",
+    "WITH RECURSIVE \
+     fwd(k, n) AS ( \
+       SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
+                 AND concurrency_key >= $2 AND (concurrency_key > $2 OR NOT $3) \
+               ORDER BY concurrency_key LIMIT 1), 0::int8 \
+       UNION ALL \
+       SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
+                 AND concurrency_key > f.k ORDER BY concurrency_key LIMIT 1), \
+              f.n + CASE WHEN f.k = ANY($5::text[]) THEN 0 ELSE 1 END \
+       FROM fwd f WHERE f.k IS NOT NULL AND f.n < $4::int8), \
+     wrap(k, n) AS ( \
+       SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
+                 AND $3 ORDER BY concurrency_key LIMIT 1), 0::int8 \
+       UNION ALL \
+       SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
+                 AND concurrency_key > w.k ORDER BY concurrency_key LIMIT 1), \
+              w.n + CASE WHEN w.k = ANY($5::text[]) THEN 0 ELSE 1 END \
+       FROM wrap w WHERE w.k IS NOT NULL AND w.k < $2 AND w.n < $4::int8), \
+     found AS ( \
+       SELECT k, row_number() OVER (ORDER BY part, n) AS ord FROM ( \
+         SELECT k, 0 AS part, n FROM fwd WHERE k IS NOT NULL \
+         UNION ALL \
+         SELECT k, 1, n FROM wrap WHERE k IS NOT NULL AND k <= $2) s \
+       WHERE NOT (k = ANY($5::text[])) ORDER BY part, n LIMIT $4::int8), \
+     keys AS ( \
+       SELECT k, ord, least($4::int8, \
+         ceil($4::int8::numeric / (SELECT count(*) FROM found))::int8 \
+           * coalesce((SELECT w FROM unnest($8::text[], $9::int8[]) u(key, w) WHERE key = k), 1), \
+         CASE WHEN k = '' OR $12::int8 IS NULL THEN $4::int8 \
+              ELSE $12 - coalesce((SELECT c FROM unnest($10::text[], $11::int8[]) r(key, c) \
+                                   WHERE key = k), 0) END) AS lim \
+       FROM found) \
+     SELECT ",
     job_columns!(),
-    " FROM rota.job \
-     WHERE state = 'available' AND queue = $1 AND run_at <= $2 \
-       AND ($3::text[] IS NULL OR kind = ANY($3)) \
-     ORDER BY priority, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+    ", keys.ord FROM keys CROSS JOIN LATERAL ( \
+       SELECT * FROM rota.job \
+       WHERE state = 'available' AND queue = $1 AND concurrency_key = keys.k AND run_at <= $6 \
+         AND ($7::text[] IS NULL OR kind = ANY($7)) \
+       ORDER BY priority, run_at, id LIMIT greatest(keys.lim, 0) FOR UPDATE SKIP LOCKED) j \
+     ORDER BY keys.ord, j.priority, j.run_at, j.id"
 );
+/// The column of [`CLAIM_SELECT`] that holds the key's place in the round.
+pub(crate) const CLAIM_ORD_COLUMN: usize = 30;
 pub(crate) const RESCUE_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM rota.job WHERE state = 'running' AND lease_expires_at <= $1 \
      ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED"
 );
-/// The oldest ready job: one index seek per priority among available jobs, and the due
+/// The oldest ready job: one seek on `job_ready_age` among available jobs, and the due
 /// waiting ones not yet promoted.
 pub(crate) const OLDEST_READY: &str = "SELECT least( \
-       (SELECT min(a.run_at) FROM generate_series(0, 9) p(priority), LATERAL ( \
-          SELECT run_at FROM rota.job WHERE state = 'available' AND queue = $1 \
-            AND priority = p.priority ORDER BY run_at LIMIT 1) a), \
+       (SELECT min(run_at) FROM rota.job WHERE state = 'available' AND queue = $1), \
        (SELECT min(run_at) FROM rota.job \
         WHERE state IN ('scheduled', 'retryable') AND queue = $1 AND run_at <= $2))";
 pub(crate) const NEXT_DUE: &str = "SELECT min(run_at) FROM rota.job \
@@ -279,10 +317,12 @@ pub(crate) async fn job_retry_many(
 }
 
 /// Leases up to `max` jobs: one `FOR UPDATE SKIP LOCKED` statement per queue polled, so
-/// concurrent claimers on any node never share a job and never wait for each other.
+/// concurrent claimers on any node never share a job and never wait for each other (except
+/// on queues with limits, whose claims take turns on the queue's row).
 pub(crate) async fn job_claim_many(
     tx: &Tx<'_>,
     p: JobClaimManyParams,
+    cursors: &KeyCursors,
 ) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
     let queues = queue_required_cached(tx, &p.queues).await?;
@@ -297,8 +337,11 @@ pub(crate) async fn job_claim_many(
     if open.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
-    let allowances = claim_allowances(tx, &open, &queues, p.max).await?;
-    open.retain(|q| allowances[*q] > 0);
+    let mut limits = claim_limits(tx, &open, &queues, p.now).await?;
+    let allowance = |q: &str, limits: &HashMap<String, QueueLimits>| {
+        claim_allowance(&queues[q].config, limits[q].running.total, p.max)
+    };
+    open.retain(|q| allowance(q, &limits) > 0);
     if open.is_empty() {
         return Ok(Vec::new());
     }
@@ -313,27 +356,90 @@ pub(crate) async fn job_claim_many(
         vec![Box::new(open_names), Box::new(now)],
     )];
     for queue in &open {
+        let config = &queues[*queue].config;
+        let l = &limits[*queue];
+        let cursor = cursors.get(queue);
+        let (weight_keys, weights): (Vec<String>, Vec<i64>) = config
+            .key_weights
+            .iter()
+            .map(|(k, w)| (k.clone(), i64::from(*w)))
+            .unzip();
+        let (running_keys, running_counts): (Vec<String>, Vec<i64>) = l
+            .running
+            .by_key
+            .iter()
+            .map(|(k, n)| (k.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .unzip();
         queries.push((
             format!("claiming from queue {queue:?}"),
             CLAIM_SELECT,
             vec![
                 Box::new(queue.to_string()),
+                Box::new(cursor.clone().unwrap_or_default()),
+                Box::new(cursor.is_some()),
+                Box::new(limit_param(allowance(queue, &limits))),
+                Box::new(l.blocked.clone()),
                 Box::new(now),
                 Box::new(kinds.clone()),
-                Box::new(limit_param(allowances[*queue])),
+                Box::new(weight_keys),
+                Box::new(weights),
+                Box::new(running_keys),
+                Box::new(running_counts),
+                Box::new(config.key_concurrency.map(i64::from)),
             ],
         ));
     }
     let mut answers = tx.query_many(queries).await?.into_iter();
     record_promoted(tx, &answers.next().unwrap_or_default());
-    let mut candidates = Vec::new();
-    for rows in answers {
-        candidates.extend(jobs_from_rows(&rows)?);
+    let mut plans = Vec::with_capacity(open.len());
+    for (queue, rows) in open.iter().zip(answers) {
+        let mut heads: Vec<KeyHeads> = Vec::new();
+        let mut last_ord = None;
+        for (row, job) in rows.iter().zip(jobs_from_rows(&rows)?) {
+            let ord: i64 = row.get(CLAIM_ORD_COLUMN);
+            match heads.last_mut() {
+                Some(last) if last_ord == Some(ord) => last.jobs.push(job),
+                _ => heads.push(KeyHeads {
+                    key: key_of(&job).to_string(),
+                    jobs: vec![job],
+                }),
+            }
+            last_ord = Some(ord);
+        }
+        let l = limits.remove(*queue).expect("limits of every open queue");
+        let config = &queues[*queue].config;
+        let plan = plan_claim(
+            config,
+            &l.running,
+            &l.buckets,
+            &heads,
+            allowance_of(config, &l, p.max),
+            p.now,
+        );
+        plans.push((*queue, plan, l.buckets));
     }
-    if open.len() > 1 {
+    let mut candidates: Vec<&Job> = plans.iter().flat_map(|(_, plan, _)| &plan.jobs).collect();
+    if plans.len() > 1 {
         candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
         candidates.truncate(p.max);
     }
+    let mut charged: Vec<(String, Buckets)> = Vec::new();
+    for (queue, plan, buckets) in &plans {
+        if let Some(cursor) = &plan.cursor {
+            cursors.set(queue, cursor.clone());
+        }
+        if !plan.buckets.is_empty() {
+            let kept: Vec<&Job> = candidates
+                .iter()
+                .copied()
+                .filter(|j| j.queue == *queue)
+                .collect();
+            let config = &queues[*queue].config;
+            charged.push((queue.to_string(), charge(config, buckets, &kept, p.now)));
+        }
+    }
+    save_buckets(tx, &charged).await?;
+    let candidates: Vec<Job> = candidates.into_iter().cloned().collect();
     let mut claimed = Vec::with_capacity(candidates.len());
     for job in &candidates {
         let event = Event::Fetched {
@@ -351,54 +457,133 @@ pub(crate) async fn job_claim_many(
     Ok(claimed)
 }
 
+fn allowance_of(config: &QueueConfig, limits: &QueueLimits, max: usize) -> usize {
+    claim_allowance(config, limits.running.total, max)
+}
+
+/// What a claim of one queue is checked against: its running jobs, its rate buckets that
+/// are not full, and the keys it skips.
+#[derive(Default)]
+struct QueueLimits {
+    running: Running,
+    buckets: Buckets,
+    blocked: Vec<String>,
+}
+
 /// Running jobs of the queues `$1`, per queue (the `job_leased` index holds running jobs).
 pub(crate) const RUNNING_PER_QUEUE: &str = "SELECT queue, count(*)::int8 FROM rota.job \
      WHERE state = 'running' AND queue = ANY($1) GROUP BY queue";
+/// Running jobs of the queues `$1`, per key (the `job_running_key` index).
+pub(crate) const RUNNING_PER_KEY: &str = "SELECT queue, concurrency_key, count(*)::int8 \
+     FROM rota.job WHERE state = 'running' AND concurrency_key <> '' AND queue = ANY($1) \
+     GROUP BY queue, concurrency_key";
 
-/// How many jobs this claim may take from each open queue. Claims of a queue with a
-/// concurrency limit lock its row first (in name order), so claimers on every node take
-/// turns, and count its running jobs in the next statement, which sees what the claimer
-/// before committed.
-async fn claim_allowances(
+/// The limits of each open queue. Claims of a queue with limits lock its row first (in name
+/// order), so claimers on every node take turns, and count its running jobs and read its
+/// buckets in the next statements, which see what the claimer before committed; all in one
+/// round trip. Queues without limits take no lock and pay nothing.
+async fn claim_limits(
     tx: &Tx<'_>,
     open: &[&str],
     queues: &HashMap<String, Queue>,
-    max: usize,
-) -> Result<HashMap<String, usize>, StoreError> {
+    now: Timestamp,
+) -> Result<HashMap<String, QueueLimits>, StoreError> {
+    let mut out: HashMap<String, QueueLimits> = open
+        .iter()
+        .map(|q| (q.to_string(), QueueLimits::default()))
+        .collect();
     let mut limited: Vec<String> = open
         .iter()
-        .filter(|q| queues[**q].config.concurrency.is_some())
+        .filter(|q| has_claim_limits(&queues[**q].config))
         .map(|q| q.to_string())
         .collect();
     limited.sort_unstable();
-    let mut running: HashMap<String, u64> = HashMap::new();
-    if !limited.is_empty() {
-        let answers = tx
-            .query_many(vec![
-                (
-                    "locking limited queues".into(),
-                    "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
-                    vec![Box::new(limited.clone())],
-                ),
-                (
-                    "counting running jobs".into(),
-                    RUNNING_PER_QUEUE,
-                    vec![Box::new(limited)],
-                ),
-            ])
-            .await?;
-        for row in answers.last().into_iter().flatten() {
-            running.insert(row.get(0), row.get::<_, i64>(1).max(0) as u64);
+    if limited.is_empty() {
+        return Ok(out);
+    }
+    let answers = tx
+        .query_many(vec![
+            (
+                "locking limited queues".into(),
+                "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+                vec![Box::new(limited.clone())],
+            ),
+            (
+                "counting running jobs".into(),
+                RUNNING_PER_QUEUE,
+                vec![Box::new(limited.clone())],
+            ),
+            (
+                "counting running jobs per key".into(),
+                RUNNING_PER_KEY,
+                vec![Box::new(limited.clone())],
+            ),
+            (
+                "reading rate buckets".into(),
+                "SELECT queue, scope, name, tat FROM rota.rate_bucket \
+                 WHERE queue = ANY($1) AND tat > $2",
+                vec![Box::new(limited), Box::new(micros(now))],
+            ),
+        ])
+        .await?;
+    let mut answers = answers.into_iter().skip(1);
+    for row in answers.next().unwrap_or_default() {
+        let queue: String = row.get(0);
+        if let Some(l) = out.get_mut(&queue) {
+            l.running.total = row.get::<_, i64>(1).max(0) as u64;
         }
     }
-    Ok(open
-        .iter()
-        .map(|q| {
-            let config = &queues[*q].config;
-            let now_running = running.get(*q).copied().unwrap_or(0);
-            (q.to_string(), claim_allowance(config, now_running, max))
-        })
-        .collect())
+    for row in answers.next().unwrap_or_default() {
+        let queue: String = row.get(0);
+        if let Some(l) = out.get_mut(&queue) {
+            l.running
+                .by_key
+                .insert(row.get(1), row.get::<_, i64>(2).max(0) as u64);
+        }
+    }
+    for row in answers.next().unwrap_or_default() {
+        let queue: String = row.get(0);
+        let scope = BucketScope::from_parts(row.get(1), row.get(2));
+        if let (Some(l), Some(scope)) = (out.get_mut(&queue), scope) {
+            l.buckets.insert(scope, from_micros(row.get(3)));
+        }
+    }
+    for (queue, l) in out.iter_mut() {
+        let config = &queues[queue].config;
+        l.blocked = blocked_keys(config, &l.running, &l.buckets, now);
+    }
+    Ok(out)
+}
+
+/// Stores the buckets claims drew from (with the commit).
+async fn save_buckets(tx: &Tx<'_>, charged: &[(String, Buckets)]) -> Result<(), StoreError> {
+    let (mut queue, mut scope, mut name, mut tat) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (q, buckets) in charged {
+        for (s, t) in buckets {
+            let (s, n) = s.parts();
+            queue.push(q.clone());
+            scope.push(s.to_string());
+            name.push(n.to_string());
+            tat.push(micros(*t));
+        }
+    }
+    if queue.is_empty() {
+        return Ok(());
+    }
+    tx.defer(
+        "saving rate buckets",
+        "INSERT INTO rota.rate_bucket (queue, scope, name, tat) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
+         ON CONFLICT (queue, scope, name) DO UPDATE SET tat = excluded.tat",
+        vec![
+            Box::new(queue),
+            Box::new(scope),
+            Box::new(name),
+            Box::new(tat),
+        ],
+    )
+    .await
 }
 
 /// Extends leases, one answer per lease.
@@ -482,6 +667,13 @@ pub(crate) async fn lease_rescue_expired(
 
 /// Deletes finished jobs past their retention.
 pub(crate) async fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
+    // Buckets that have refilled are the same as none.
+    tx.defer(
+        "pruning rate buckets",
+        "DELETE FROM rota.rate_bucket WHERE tat <= $1",
+        vec![Box::new(micros(p.now))],
+    )
+    .await?;
     let mut report = PruneReport::default();
     for (state, cutoff) in p.cutoffs() {
         let n = job_prune_state(tx, state, cutoff, p.queue.as_deref(), p.limit, p.now).await?;

@@ -17,7 +17,7 @@ macro_rules! job_columns {
         "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
          timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
          lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at, \
-         schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log"
+         schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log, concurrency_key"
     };
 }
 pub(crate) use job_columns;
@@ -74,6 +74,7 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job, StoreError> {
         unique_key: get(row, 10)?,
         unique_for: millis(get(row, 25)?),
         tags: from_json(row, 11)?,
+        concurrency_key: Some(get::<String>(row, 29)?).filter(|k| !k.is_empty()),
         progress: from_json_opt(row, 12)?,
         snoozes: get::<i32>(row, 26)?.max(0) as u32,
         snooze_log: from_json(row, 28)?,

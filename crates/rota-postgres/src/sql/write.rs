@@ -326,6 +326,7 @@ struct JobArrays {
     snoozes: Vec<i32>,
     checkpoint: Vec<Option<String>>,
     snooze_log: Vec<String>,
+    concurrency_key: Vec<String>,
 }
 
 fn int(v: u32) -> i32 {
@@ -370,27 +371,33 @@ impl JobArrays {
         self.snoozes.push(int(job.snoozes));
         self.checkpoint.push(job.checkpoint.as_ref().map(json));
         self.snooze_log.push(json(&job.snooze_log));
+        self.concurrency_key.push(
+            job.concurrency_key
+                .clone()
+                .unwrap_or_else(|| rota_store::NO_KEY.to_string()),
+        );
     }
 }
 
 const INSERT_JOBS: &str = "INSERT INTO rota.job (id, queue, kind, args, priority, state, \
      attempt, max_attempts, backoff, timeout_ms, unique_key, tags, progress, result, errors, \
      lease_worker, lease_token, lease_expires_at, cancel_requested, run_at, created_at, \
-     attempted_at, finished_at, schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log) \
+     attempted_at, finished_at, schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log, \
+     concurrency_key) \
      SELECT id, queue, kind, args::jsonb, priority, state, attempt, max_attempts, \
        backoff::jsonb, timeout_ms, unique_key, tags::jsonb, progress::jsonb, result::jsonb, \
        errors::jsonb, lease_worker, lease_token, lease_expires_at, cancel_requested, run_at, \
        created_at, attempted_at, finished_at, schedule, slot, unique_for_ms, snoozes, \
-       checkpoint::jsonb, snooze_log::jsonb \
+       checkpoint::jsonb, snooze_log::jsonb, concurrency_key \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], \
        $7::int4[], $8::int4[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::text[], \
        $14::text[], $15::text[], $16::text[], $17::int8[], $18::int8[], $19::bool[], \
        $20::int8[], $21::int8[], $22::int8[], $23::int8[], $24::text[], $25::int8[], \
-       $26::int8[], $27::int4[], $28::text[], $29::text[]) \
+       $26::int8[], $27::int4[], $28::text[], $29::text[], $30::text[]) \
      AS u(id, queue, kind, args, priority, state, attempt, max_attempts, backoff, timeout_ms, \
        unique_key, tags, progress, result, errors, lease_worker, lease_token, lease_expires_at, \
        cancel_requested, run_at, created_at, attempted_at, finished_at, schedule, slot, \
-       unique_for_ms, snoozes, checkpoint, snooze_log)";
+       unique_for_ms, snoozes, checkpoint, snooze_log, concurrency_key)";
 
 /// Stores new jobs, in one statement.
 pub(crate) async fn insert_jobs(
@@ -435,6 +442,7 @@ pub(crate) async fn insert_jobs(
         Box::new(a.snoozes),
         Box::new(a.checkpoint),
         Box::new(a.snooze_log),
+        Box::new(a.concurrency_key),
     ];
     // Sent with the next statement or the commit: a duplicate id or a broken row fails the
     // request there.

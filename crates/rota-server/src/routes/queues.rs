@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use rota_api::{Problem, QueueDeclareRequest, QueueList, QueueView, WorkerList};
+use rota_core::ValidationError;
 use rota_store::*;
 
 use crate::error::ApiError;
@@ -38,6 +39,15 @@ fn duration_field(
         .transpose()?)
 }
 
+fn parse_rate(field: &str, raw: &str) -> Result<rota_core::Rate, ApiError> {
+    raw.parse()
+        .map_err(|e: rota_core::RateParseError| ValidationError::new(field, e.to_string()).into())
+}
+
+fn rate_field(field: &str, raw: &Option<String>) -> Result<Option<rota_core::Rate>, ApiError> {
+    raw.as_deref().map(|r| parse_rate(field, r)).transpose()
+}
+
 /// One queue, with job counts per state and the age of its oldest ready job.
 #[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path, description = "queue name")),
     responses((status = 200, body = QueueView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -65,6 +75,30 @@ pub async fn declare_queue(
         completed_retention: duration_field("completed_retention", &request.completed_retention)?,
         cancelled_retention: duration_field("cancelled_retention", &request.cancelled_retention)?,
         dead_retention: duration_field("dead_retention", &request.dead_retention)?,
+        key_concurrency: request.key_concurrency,
+        key_weights: request.key_weights.clone(),
+        rate: rate_field("rate", &request.rate)?,
+        key_rate: rate_field("key_rate", &request.key_rate)?,
+        kind_rates: request
+            .kind_rates
+            .iter()
+            .map(|(kind, raw)| {
+                Ok((
+                    kind.clone(),
+                    parse_rate(&format!("kind_rates.{kind}"), raw)?,
+                ))
+            })
+            .collect::<Result<_, ApiError>>()?,
+        max_depth: request.max_depth,
+        max_age: duration_field("max_age", &request.max_age)?,
+        overflow: request
+            .overflow
+            .as_deref()
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|e: String| ValidationError::new("overflow", e))
+            })
+            .transpose()?,
     };
     state
         .store

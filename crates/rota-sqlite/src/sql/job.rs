@@ -16,14 +16,25 @@ use super::{classify, db_err, from_micros, json, micros, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
+/// The first ready jobs of one key, in claim order (a walk of `job_ready`).
 pub(crate) const CLAIM_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM job \
-             WHERE state = 'available' AND queue = ?1 AND run_at <= ?2 \
-               AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3))) \
-             ORDER BY priority, run_at, id LIMIT ?4"
+             WHERE state = 'available' AND queue = ?1 AND concurrency_key = ?2 AND +run_at <= ?3 \
+               AND (?4 IS NULL OR kind IN (SELECT value FROM json_each(?4))) \
+             ORDER BY priority, run_at, id LIMIT ?5"
 );
+/// The next key with ready jobs after `?2` (one seek on `job_ready`).
+pub(crate) const READY_KEY_AFTER: &str = "SELECT concurrency_key FROM job \
+     WHERE state = 'available' AND queue = ?1 AND concurrency_key > ?2 \
+     ORDER BY concurrency_key LIMIT 1";
+/// The first key with ready jobs.
+pub(crate) const READY_KEY_FIRST: &str = "SELECT concurrency_key FROM job \
+     WHERE state = 'available' AND queue = ?1 ORDER BY concurrency_key LIMIT 1";
+/// Running jobs holding a key (a seek on `job_running_key`).
+pub(crate) const RUNNING_OF_KEY: &str = "SELECT count(*) FROM job \
+     WHERE state = 'running' AND concurrency_key <> '' AND queue = ?1 AND concurrency_key = ?2";
 pub(crate) const RESCUE_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
@@ -32,8 +43,7 @@ pub(crate) const RESCUE_SELECT: &str = concat!(
              ORDER BY lease_expires_at LIMIT ?2"
 );
 pub(crate) const OLDEST_AVAILABLE: &str =
-    "SELECT run_at FROM job WHERE state = 'available' AND queue = ?1 AND priority = ?2 \
-             ORDER BY run_at LIMIT 1";
+    "SELECT min(run_at) FROM job WHERE state = 'available' AND queue = ?1";
 pub(crate) const OLDEST_WAITING: &str = "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND run_at <= ?2";
 pub(crate) const NEXT_DUE: &str =
     "SELECT min(run_at) FROM job WHERE state IN ('scheduled', 'retryable') AND queue = ?1";
@@ -148,71 +158,190 @@ fn jobs_with_unique_key(conn: &Connection, key: &str) -> Result<Vec<Job>, StoreE
 }
 
 /// Leases up to `max` jobs. Runs on the writer, so concurrent claimers are serialized and
-/// never share a job.
-pub(crate) fn job_claim_many(tx: &Tx<'_>, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
+/// never share a job, and the running counts a limit is checked against are exact.
+pub(crate) fn job_claim_many(
+    tx: &Tx<'_>,
+    p: JobClaimManyParams,
+    cursors: &KeyCursors,
+) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
     let mut open_queues = Vec::with_capacity(p.queues.len());
-    let mut leases: HashMap<String, Duration> = HashMap::new();
-    let mut allowances: HashMap<String, usize> = HashMap::new();
     for name in &p.queues {
         let queue = queue_required(tx, name)?;
-        if !queue.paused {
-            leases.insert(queue.name.clone(), lease_for(Some(&queue.config), p.lease));
-            // Claims run one at a time on the writer, so the count is exact.
-            let running = match queue.config.concurrency {
-                Some(_) => running_count(tx, &queue.name)?,
-                None => 0,
-            };
-            allowances.insert(
-                queue.name.clone(),
-                claim_allowance(&queue.config, running, p.max),
-            );
-            open_queues.push(queue.name);
+        if !queue.paused && !open_queues.iter().any(|q: &Queue| q.name == queue.name) {
+            open_queues.push(queue);
         }
     }
     touch_worker(tx, &p.worker, p.now)?;
     if open_queues.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
-    for queue in &open_queues {
-        job_promote_due(tx, queue, p.now)?;
-    }
-    // Per queue, the first `max` in claim order; merged, the first `max` of all. Querying
-    // each queue alone lets SQLite walk the `job_ready` index in order instead of sorting.
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
-    let mut stmt = tx
-        .prepare_cached(CLAIM_SELECT)
-        .map_err(db_err("preparing claim"))?;
-    let mut candidates = Vec::new();
+    let mut plans = Vec::with_capacity(open_queues.len());
     for queue in &open_queues {
-        let allowance = allowances[queue];
-        if allowance == 0 {
-            continue;
-        }
-        let rows = stmt
-            .query_map(
-                params![queue, micros(p.now), kinds, allowance as i64],
-                job_from_row,
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
-            .map_err(|e| classify(&format!("claiming from queue {queue:?}"), e))?;
-        candidates.extend(rows);
+        job_promote_due(tx, &queue.name, p.now)?;
+        let plan = plan_queue_claim(tx, queue, kinds.as_deref(), &p, cursors)?;
+        plans.push((queue, plan));
     }
-    if open_queues.len() > 1 {
+    // One queue: its plan, in round-robin order. Several: the first `max` of all by
+    // priority, each queue's buckets charged for the jobs it gave.
+    let mut candidates: Vec<&Job> = plans.iter().flat_map(|(_, plan)| &plan.0.jobs).collect();
+    if plans.len() > 1 {
         candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
         candidates.truncate(p.max);
     }
+    for (queue, (plan, buckets)) in &plans {
+        if let Some(cursor) = &plan.cursor {
+            cursors.set(&queue.name, cursor.clone());
+        }
+        if !plan.buckets.is_empty() {
+            let kept: Vec<&Job> = candidates
+                .iter()
+                .copied()
+                .filter(|j| j.queue == queue.name)
+                .collect();
+            let charged = match plans.len() {
+                1 => plan.buckets.clone(),
+                _ => charge(&queue.config, buckets, &kept, p.now),
+            };
+            save_buckets(tx, &queue.name, &charged)?;
+        }
+    }
     let mut claimed = Vec::with_capacity(candidates.len());
     for job in candidates {
+        let queue = &plans
+            .iter()
+            .find(|(q, _)| q.name == job.queue)
+            .expect("planned")
+            .0;
         let event = Event::Fetched {
             worker: p.worker.clone(),
-            lease_for: leases[&job.queue],
+            lease_for: lease_for(Some(&queue.config), p.lease),
         };
-        let next = transition(&job, event, p.now)?;
-        save_job(tx, &job, &next, ChangeCause::Fetched, p.now)?;
+        let next = transition(job, event, p.now)?;
+        save_job(tx, job, &next, ChangeCause::Fetched, p.now)?;
         claimed.push(next);
     }
     Ok(claimed)
+}
+
+/// The claim plan of one open queue, and the buckets it started from: the ready keys after
+/// the queue's cursor that are not at a limit, their first jobs, and the planner's choice.
+fn plan_queue_claim(
+    tx: &Tx<'_>,
+    queue: &Queue,
+    kinds: Option<&str>,
+    p: &JobClaimManyParams,
+    cursors: &KeyCursors,
+) -> Result<(ClaimPlan, Buckets), StoreError> {
+    let config = &queue.config;
+    let mut running = Running {
+        // From the job counts: no scan.
+        total: match config.concurrency {
+            Some(_) => running_count(tx, &queue.name)?,
+            None => 0,
+        },
+        by_key: HashMap::new(),
+    };
+    let allowance = claim_allowance(config, running.total, p.max);
+    if allowance == 0 {
+        return Ok((ClaimPlan::default(), Buckets::new()));
+    }
+    let buckets = if has_claim_limits(config) {
+        load_buckets(tx, &queue.name, p.now)?
+    } else {
+        Buckets::new()
+    };
+    let rate_blocked = blocked_keys(config, &running, &buckets, p.now);
+    let mut keys = Vec::new();
+    let mut scan = ReadyKeys::new(tx, &queue.name, cursors.get(&queue.name))?;
+    while keys.len() < allowance {
+        let Some(key) = scan.next()? else { break };
+        if rate_blocked.binary_search(&key).is_ok() {
+            continue;
+        }
+        if let (Some(limit), false) = (config.key_concurrency, key == NO_KEY) {
+            let n = running_of_key(tx, &queue.name, &key)?;
+            running.by_key.insert(key.clone(), n);
+            if n >= u64::from(limit) {
+                continue;
+            }
+        }
+        keys.push(key);
+    }
+    let mut stmt = tx
+        .prepare_cached(CLAIM_SELECT)
+        .map_err(db_err("preparing claim"))?;
+    let mut heads = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let limit = fetch_per_key(config, &running, key, keys.len(), allowance);
+        let jobs = stmt
+            .query_map(
+                params![queue.name, key, micros(p.now), kinds, limit as i64],
+                job_from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
+            .map_err(|e| classify(&format!("claiming from queue {:?}", queue.name), e))?;
+        heads.push(KeyHeads {
+            key: key.clone(),
+            jobs,
+        });
+    }
+    let plan = plan_claim(config, &running, &buckets, &heads, allowance, p.now);
+    Ok((plan, buckets))
+}
+
+/// The keys of a queue's ready jobs, in key order from just after the round-robin cursor,
+/// wrapping around once to end at the cursor: one index seek per key.
+struct ReadyKeys<'t, 'c> {
+    after: rusqlite::CachedStatement<'t>,
+    from_start: rusqlite::CachedStatement<'t>,
+    queue: &'c str,
+    cursor: Option<String>,
+    at: Option<String>,
+    wrapped: bool,
+}
+
+impl<'t, 'c> ReadyKeys<'t, 'c> {
+    fn new(tx: &'t Tx<'_>, queue: &'c str, cursor: Option<String>) -> Result<Self, StoreError> {
+        Ok(Self {
+            after: tx
+                .prepare_cached(READY_KEY_AFTER)
+                .map_err(db_err("preparing key scan"))?,
+            from_start: tx
+                .prepare_cached(READY_KEY_FIRST)
+                .map_err(db_err("preparing key scan"))?,
+            queue,
+            wrapped: cursor.is_none(),
+            at: cursor.clone(),
+            cursor,
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<String>, StoreError> {
+        loop {
+            let found: Option<String> = match &self.at {
+                Some(at) => self.after.query_row(params![self.queue, at], |r| r.get(0)),
+                None => self.from_start.query_row([self.queue], |r| r.get(0)),
+            }
+            .optional()
+            .map_err(db_err("scanning ready keys"))?;
+            match found {
+                None if self.wrapped => return Ok(None),
+                None => {
+                    self.wrapped = true;
+                    self.at = None;
+                }
+                Some(key) => {
+                    if self.wrapped && self.cursor.as_ref().is_some_and(|c| key > *c) {
+                        return Ok(None);
+                    }
+                    self.at = Some(key.clone());
+                    return Ok(Some(key));
+                }
+            }
+        }
+    }
 }
 
 /// How many jobs of `queue` are running (from the job counts: no scan).
@@ -223,6 +352,50 @@ fn running_count(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
     .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, i64>(0)))
     .map(|n| n.max(0) as u64)
     .map_err(|e| classify(&format!("counting running jobs of {queue:?}"), e))
+}
+
+/// How many running jobs of `queue` hold `key` (a seek on `job_running_key`).
+fn running_of_key(conn: &Connection, queue: &str, key: &str) -> Result<u64, StoreError> {
+    conn.prepare_cached(RUNNING_OF_KEY)
+        .and_then(|mut stmt| stmt.query_row([queue, key], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| classify(&format!("counting running jobs of key {key:?}"), e))
+}
+
+/// The rate buckets of `queue` that are not full at `now`.
+fn load_buckets(conn: &Connection, queue: &str, now: Timestamp) -> Result<Buckets, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT scope, name, tat FROM rate_bucket WHERE queue = ?1 AND tat > ?2")
+        .map_err(db_err("preparing bucket lookup"))?;
+    let rows = stmt
+        .query_map(params![queue, micros(now)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                from_micros(r.get(2)?)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err("reading rate buckets"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(scope, name, tat)| Some((BucketScope::from_parts(&scope, &name)?, tat)))
+        .collect())
+}
+
+fn save_buckets(conn: &Connection, queue: &str, buckets: &Buckets) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO rate_bucket (queue, scope, name, tat) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (queue, scope, name) DO UPDATE SET tat = excluded.tat",
+        )
+        .map_err(db_err("preparing bucket update"))?;
+    for (scope, tat) in buckets {
+        let (scope, name) = scope.parts();
+        stmt.execute(params![queue, scope, name, micros(*tat)])
+            .map_err(db_err("saving a rate bucket"))?;
+    }
+    Ok(())
 }
 
 /// Extends leases, one answer per lease.
@@ -281,6 +454,10 @@ pub(crate) fn lease_rescue_expired(
 
 /// Deletes finished jobs past their retention.
 pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, StoreError> {
+    // Buckets that have refilled are the same as none.
+    tx.prepare_cached("DELETE FROM rate_bucket WHERE tat <= ?1")
+        .and_then(|mut stmt| stmt.execute([micros(p.now)]))
+        .map_err(db_err("pruning rate buckets"))?;
     let mut report = PruneReport::default();
     for (state, cutoff) in p.cutoffs() {
         let n = job_prune_state(tx, state, cutoff, p.queue.as_deref(), p.limit, p.now)?;

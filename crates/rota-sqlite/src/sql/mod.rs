@@ -76,15 +76,18 @@ mod tests {
 
     use super::job::{
         CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_AVAILABLE, OLDEST_WAITING,
-        RESCUE_SELECT, RUNNING_SELECT,
+        READY_KEY_AFTER, READY_KEY_FIRST, RESCUE_SELECT, RUNNING_OF_KEY, RUNNING_SELECT,
     };
     use super::write::{PROMOTE_DUE_SELECT, PROMOTE_DUE_UPDATE, PRUNE_DELETE};
 
     /// Statements on hot or large paths.
-    const HOT_STATEMENTS: [(&str, &str); 10] = [
+    const HOT_STATEMENTS: [(&str, &str); 13] = [
         ("promote select", PROMOTE_DUE_SELECT),
         ("promote update", PROMOTE_DUE_UPDATE),
         ("claim", CLAIM_SELECT),
+        ("next ready key", READY_KEY_AFTER),
+        ("first ready key", READY_KEY_FIRST),
+        ("running of a key", RUNNING_OF_KEY),
         ("rescue", RESCUE_SELECT),
         ("oldest available", OLDEST_AVAILABLE),
         ("oldest waiting", OLDEST_WAITING),
@@ -119,6 +122,15 @@ mod tests {
                 plan.iter().all(|step| step != "SCAN job"),
                 "{name} scans the job table: {plan:?}"
             );
+            // Claims seek: the ready index by queue and key, no sort.
+            if name.contains("claim") || name.contains("key") {
+                assert!(
+                    plan.iter().any(|step| step.starts_with("SEARCH job USING")
+                        && (step.contains("job_ready") || step.contains("job_running_key")))
+                        && plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                    "{name} does not seek its index: {plan:?}"
+                );
+            }
         }
     }
 }

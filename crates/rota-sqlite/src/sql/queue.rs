@@ -77,15 +77,10 @@ pub(crate) fn queue_set_paused(
 /// jobs (one index seek per priority) and of its due but not yet promoted ones.
 fn oldest_ready(conn: &Connection, queue: &str, now: Timestamp) -> Result<Option<i64>, StoreError> {
     let err = db_err("finding the oldest ready job");
-    let mut oldest: Option<i64> = None;
-    let mut available = conn.prepare_cached(OLDEST_AVAILABLE).map_err(&err)?;
-    for priority in 0..=9 {
-        let at: Option<i64> = available
-            .query_row(params![queue, priority], |r| r.get(0))
-            .optional()
-            .map_err(&err)?;
-        oldest = oldest.into_iter().chain(at).min();
-    }
+    let oldest: Option<i64> = conn
+        .prepare_cached(OLDEST_AVAILABLE)
+        .and_then(|mut stmt| stmt.query_row([queue], |r| r.get(0)))
+        .map_err(&err)?;
     let waiting: Option<i64> = conn
         .prepare_cached(OLDEST_WAITING)
         .and_then(|mut stmt| stmt.query_row(params![queue, micros(now)], |r| r.get(0)))

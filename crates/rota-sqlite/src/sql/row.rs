@@ -16,7 +16,7 @@ macro_rules! job_columns {
         "id, queue, kind, args, priority, state, attempt, max_attempts, backoff, \
          timeout_ms, unique_key, tags, progress, result, errors, lease_worker, lease_token, \
          lease_expires_at, cancel_requested, run_at, created_at, attempted_at, finished_at, \
-         schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log"
+         schedule, slot, unique_for_ms, snoozes, checkpoint, snooze_log, concurrency_key"
     };
 }
 pub(crate) use job_columns;
@@ -69,6 +69,9 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             .get::<_, Option<i64>>(25)?
             .map(|ms| Duration::from_millis(ms.max(0) as u64)),
         tags: from_json(11, text(row, 11)?)?,
+        concurrency_key: Some(text(row, 29)?)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned),
         progress: optional_text(row, 12)?
             .map(|t| from_json(12, t))
             .transpose()?,

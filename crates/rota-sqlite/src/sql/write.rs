@@ -68,7 +68,7 @@ impl<'c> Tx<'c> {
 pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(concat!("INSERT INTO job (", job_columns!(), ") VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"))
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"))
         .map_err(db_err("preparing job insert"))?;
     stmt.execute(params![
         job.id.as_bytes(),
@@ -101,6 +101,7 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
         job.snoozes,
         job.checkpoint.as_ref().map(json),
         json(&job.snooze_log),
+        job.concurrency_key.as_deref().unwrap_or(rota_store::NO_KEY),
     ])
     .map_err(|e| classify(&format!("inserting job {}", job.id), e))?;
     tx.record(JobChange::between(None, job, cause, job.created_at).expect("a new job is a change"));

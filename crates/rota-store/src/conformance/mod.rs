@@ -23,6 +23,7 @@ use crate::*;
 
 pub mod change;
 pub mod dead;
+pub mod flow;
 pub mod job_complete;
 pub mod job_fetch;
 pub mod job_insert;
@@ -59,6 +60,13 @@ macro_rules! conformance_tests {
             }
             change {
                 every_state_change_is_reported_once,
+            }
+            flow {
+                a_key_concurrency_caps_the_running_jobs_of_each_key,
+                concurrent_claims_never_exceed_a_key_concurrency,
+                claims_take_turns_between_keys,
+                a_queue_rate_limits_starts_over_time,
+                key_and_kind_rates_limit_only_their_jobs,
             }
             leader {
                 two_contenders_elect_one_leader,

@@ -1,0 +1,205 @@
+//! Flow control at claim time: keyed concurrency, fairness between keys, rate limits.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rota_core::add_duration;
+
+use super::*;
+
+/// Declares `name` with `config`.
+pub async fn declare(store: &dyn Store, name: &str, config: QueueConfig, now: Timestamp) {
+    store
+        .queue_declare(QueueDeclareParams {
+            merge: false,
+            name: name.into(),
+            config,
+            now,
+        })
+        .await
+        .expect("declare");
+}
+
+fn keyed(queue: &str, key: &str) -> NewJob {
+    NewJob::new(queue, "k", serde_json::json!({})).concurrency_key(key)
+}
+
+fn per_key(jobs: &[Job]) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for j in jobs {
+        *n.entry(j.concurrency_key.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    n
+}
+
+/// A queue's `key_concurrency` caps the running jobs of each key; jobs without a key are not
+/// held back by it; a finished job frees its key's place.
+pub async fn a_key_concurrency_caps_the_running_jobs_of_each_key(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let config = QueueConfig {
+        key_concurrency: Some(2),
+        ..QueueConfig::default()
+    };
+    declare(store, "keyed", config, now).await;
+    let mut jobs = Vec::new();
+    for key in ["a", "b", "c"] {
+        jobs.extend((0..5).map(|_| keyed("keyed", key)));
+    }
+    jobs.extend((0..3).map(|_| NewJob::new("keyed", "k", serde_json::json!({}))));
+    insert(store, jobs, now).await;
+    let first = claim(store, "w", &["keyed"], &[], 100, now).await;
+    let n = per_key(&first);
+    assert_eq!((n["a"], n["b"], n["c"], n[""]), (2, 2, 2, 3), "{n:?}");
+    assert_eq!(
+        first[0].concurrency_key, None,
+        "jobs without a key form their own group"
+    );
+    assert!(claim(store, "w2", &["keyed"], &[], 100, now)
+        .await
+        .is_empty());
+    let a = first
+        .iter()
+        .find(|j| j.concurrency_key.as_deref() == Some("a"))
+        .unwrap();
+    complete(store, lease_of(a), now).await.unwrap();
+    let again = claim(store, "w2", &["keyed"], &[], 100, now).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].concurrency_key.as_deref(), Some("a"));
+}
+
+/// Sixteen claimers racing on four keys with `key_concurrency = 2`: together they hold two
+/// jobs of each key, never more.
+pub async fn concurrent_claims_never_exceed_a_key_concurrency(s: Subject) {
+    let now = t0();
+    let config = QueueConfig {
+        key_concurrency: Some(2),
+        ..QueueConfig::default()
+    };
+    declare(&*s.store, "keyed", config, now).await;
+    let mut jobs = Vec::new();
+    for key in ["a", "b", "c", "d"] {
+        jobs.extend((0..25).map(|_| keyed("keyed", key)));
+    }
+    insert(&*s.store, jobs, now).await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            claim(&*store, &format!("w{w}"), &["keyed"], &[], 3, now).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = per_key(&all);
+    assert_eq!(all.len(), 8, "{n:?}");
+    assert!(n.values().all(|c| *c == 2), "{n:?}");
+}
+
+/// One key's backlog does not starve another's: key A enqueues 1,000 jobs, then key B 10;
+/// claimed one at a time (each finished before the next), B's ten all start within the first
+/// twenty claims. Within a key, priority still comes first.
+pub async fn claims_take_turns_between_keys(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    insert(
+        store,
+        (0..1000).map(|_| keyed("default", "a")).collect(),
+        now,
+    )
+    .await;
+    let mut b: Vec<NewJob> = (0..9).map(|_| keyed("default", "b")).collect();
+    b.push(keyed("default", "b").priority(0));
+    let b_jobs = insert(store, b, now).await;
+    let urgent_b = b_jobs.last().unwrap().id;
+    let mut order = Vec::new();
+    for i in 0..20 {
+        let got = claim(store, &format!("w{i}"), &["default"], &[], 1, now).await;
+        assert_eq!(got.len(), 1);
+        complete(store, lease_of(&got[0]), now).await.unwrap();
+        order.push(got[0].clone());
+    }
+    let bs: Vec<&Job> = order
+        .iter()
+        .filter(|j| j.concurrency_key.as_deref() == Some("b"))
+        .collect();
+    assert_eq!(bs.len(), 10, "B's jobs within the first 20 claims");
+    assert_eq!(bs[0].id, urgent_b, "priority orders within a key");
+}
+
+/// A queue's `rate` spreads its starts: `10/1s` (burst 1) admits one job per 100 ms, whatever
+/// the claims ask for; a claim at a later time gets the tokens that refilled.
+pub async fn a_queue_rate_limits_starts_over_time(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let config = QueueConfig {
+        rate: Some("10/1s".parse().unwrap()),
+        ..QueueConfig::default()
+    };
+    declare(store, "rated", config, now).await;
+    insert(
+        store,
+        (0..100)
+            .map(|_| NewJob::new("rated", "k", serde_json::json!({})))
+            .collect(),
+        now,
+    )
+    .await;
+    let mut started = 0;
+    // Every 10 ms for one second.
+    for step in 0..100u64 {
+        let at = add_duration(now, Duration::from_millis(step * 10));
+        started += claim(store, "w", &["rated"], &[], 50, at).await.len();
+    }
+    assert!((10..=11).contains(&started), "{started} started in 1 s");
+    let burst = QueueConfig {
+        rate: Some("10/1s burst 5".parse().unwrap()),
+        ..QueueConfig::default()
+    };
+    declare(store, "bursty", burst, now).await;
+    insert(
+        store,
+        (0..20)
+            .map(|_| NewJob::new("bursty", "k", serde_json::json!({})))
+            .collect(),
+        now,
+    )
+    .await;
+    assert_eq!(claim(store, "w", &["bursty"], &[], 50, now).await.len(), 5);
+}
+
+/// A `key_rate` limits each key alone, and a `kind_rates` entry only its kind.
+pub async fn key_and_kind_rates_limit_only_their_jobs(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let config = QueueConfig {
+        key_rate: Some("1/1m".parse().unwrap()),
+        kind_rates: [("slow".to_string(), "1/1m".parse().unwrap())].into(),
+        ..QueueConfig::default()
+    };
+    declare(store, "rated", config, now).await;
+    let mut jobs: Vec<NewJob> = Vec::new();
+    for key in ["a", "b"] {
+        jobs.extend((0..3).map(|_| keyed("rated", key)));
+    }
+    jobs.extend((0..3).map(|_| NewJob::new("rated", "slow", serde_json::json!({}))));
+    jobs.extend((0..3).map(|_| NewJob::new("rated", "fast", serde_json::json!({}))));
+    insert(store, jobs, now).await;
+    let got = claim(store, "w", &["rated"], &[], 100, now).await;
+    let n = per_key(&got);
+    assert_eq!((n["a"], n["b"]), (1, 1), "one per key per minute: {n:?}");
+    let slow = got.iter().filter(|j| j.kind == "slow").count();
+    let fast = got.iter().filter(|j| j.kind == "fast").count();
+    assert_eq!((slow, fast), (1, 3));
+    assert!(claim(store, "w", &["rated"], &[], 100, now)
+        .await
+        .is_empty());
+    let later = add_duration(now, secs(60));
+    assert_eq!(
+        claim(store, "w", &["rated"], &[], 100, later).await.len(),
+        3
+    );
+}

@@ -1,0 +1,602 @@
+//! Flow control at claim time, as pure functions every backend applies alike: which keys a
+//! claim skips, how many ready jobs it reads per key, and the claim plan itself, which takes
+//! jobs round-robin across keys (weighted), priority first within a key, and never beyond a
+//! queue's `concurrency`, a key's `key_concurrency` or any rate bucket (queue, kind, key).
+//!
+//! A backend counts the running jobs ([`Running`]), loads the rate buckets that are not full
+//! ([`Buckets`]), lists up to the claim's allowance of ready keys after the queue's round-robin
+//! cursor (skipping [`blocked_keys`]), reads [`fetch_per_key`] jobs of each in claim order, and
+//! hands them to [`plan_claim`]; it stores the plan's buckets and keeps its cursor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use rota_core::{Job, Rate};
+
+use crate::{claim_allowance, QueueConfig};
+
+/// The key of jobs that carry none: they form one group in the round-robin.
+pub const NO_KEY: &str = "";
+
+/// The running jobs of a queue: in all, and per `concurrency_key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Running {
+    /// Every running job of the queue.
+    pub total: u64,
+    /// Running jobs per key (keys with none are absent).
+    pub by_key: HashMap<String, u64>,
+}
+
+impl Running {
+    /// Running jobs holding `key`.
+    pub fn of_key(&self, key: &str) -> u64 {
+        self.by_key.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Which rate bucket of a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BucketScope {
+    /// The queue's `rate`.
+    Queue,
+    /// The `kind_rates` entry of a kind.
+    Kind(String),
+    /// The `key_rate` bucket of a key.
+    Key(String),
+}
+
+impl BucketScope {
+    /// As stored: the scope's name (`queue`, `kind`, `key`) and the kind or key.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            BucketScope::Queue => ("queue", ""),
+            BucketScope::Kind(kind) => ("kind", kind),
+            BucketScope::Key(key) => ("key", key),
+        }
+    }
+
+    /// From stored parts; `None` for a scope this version does not know.
+    pub fn from_parts(scope: &str, name: &str) -> Option<Self> {
+        match scope {
+            "queue" => Some(BucketScope::Queue),
+            "kind" => Some(BucketScope::Kind(name.to_string())),
+            "key" => Some(BucketScope::Key(name.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The rate the queue sets for this bucket, if it still sets one.
+    pub fn rate(&self, queue: &QueueConfig) -> Option<Rate> {
+        match self {
+            BucketScope::Queue => queue.rate,
+            BucketScope::Kind(kind) => queue.kind_rates.get(kind).copied(),
+            BucketScope::Key(_) => queue.key_rate,
+        }
+    }
+}
+
+/// The theoretical arrival times of a queue's buckets (absent: full).
+pub type Buckets = BTreeMap<BucketScope, Timestamp>;
+
+/// The buckets a job of `kind` with `key` draws from.
+fn scopes_of(queue: &QueueConfig, kind: &str, key: &str) -> Vec<(BucketScope, Rate)> {
+    let mut scopes = Vec::new();
+    if let Some(rate) = queue.rate {
+        scopes.push((BucketScope::Queue, rate));
+    }
+    if let Some(rate) = queue.kind_rates.get(kind) {
+        scopes.push((BucketScope::Kind(kind.to_string()), *rate));
+    }
+    if let (Some(rate), false) = (queue.key_rate, key == NO_KEY) {
+        scopes.push((BucketScope::Key(key.to_string()), rate));
+    }
+    scopes
+}
+
+/// Whether the queue has any limit that needs counting or buckets at claim time.
+pub fn has_claim_limits(queue: &QueueConfig) -> bool {
+    queue.concurrency.is_some()
+        || queue.key_concurrency.is_some()
+        || queue.rate.is_some()
+        || queue.key_rate.is_some()
+        || !queue.kind_rates.is_empty()
+}
+
+/// A job's key as the planner groups it.
+pub fn key_of(job: &Job) -> &str {
+    job.concurrency_key.as_deref().unwrap_or(NO_KEY)
+}
+
+/// Keys with ready jobs that a claim skips outright: at their `key_concurrency`, or with an
+/// empty `key_rate` bucket. Sorted.
+pub fn blocked_keys(
+    queue: &QueueConfig,
+    running: &Running,
+    buckets: &Buckets,
+    now: Timestamp,
+) -> Vec<String> {
+    let mut blocked: Vec<String> = Vec::new();
+    if let Some(limit) = queue.key_concurrency {
+        blocked.extend(
+            running
+                .by_key
+                .iter()
+                .filter(|(_, n)| **n >= u64::from(limit))
+                .map(|(k, _)| k.clone()),
+        );
+    }
+    if let Some(rate) = queue.key_rate {
+        for (scope, tat) in buckets {
+            if let BucketScope::Key(key) = scope {
+                if rate.admit(Some(*tat), now).is_none() {
+                    blocked.push(key.clone());
+                }
+            }
+        }
+    }
+    blocked.sort_unstable();
+    blocked.dedup();
+    blocked
+}
+
+/// How many ready jobs to read for `key` when the key scan found `keys` keys and the claim
+/// may take `allowance` jobs: its share of one round, times its weight, within its limit.
+pub fn fetch_per_key(
+    queue: &QueueConfig,
+    running: &Running,
+    key: &str,
+    keys: usize,
+    allowance: usize,
+) -> usize {
+    let share = allowance.div_ceil(keys.max(1));
+    let weighted = share.saturating_mul(weight_of(queue, key) as usize);
+    let room = match (queue.key_concurrency, key == NO_KEY) {
+        (Some(limit), false) => {
+            usize::try_from(u64::from(limit).saturating_sub(running.of_key(key)))
+                .unwrap_or(usize::MAX)
+        }
+        _ => usize::MAX,
+    };
+    weighted.min(room).min(allowance)
+}
+
+fn weight_of(queue: &QueueConfig, key: &str) -> u32 {
+    queue.key_weights.get(key).copied().unwrap_or(1).max(1)
+}
+
+/// The ready jobs of one key, in claim order (priority, run_at, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyHeads {
+    /// The key ([`NO_KEY`] for jobs without one).
+    pub key: String,
+    /// Its first ready jobs.
+    pub jobs: Vec<Job>,
+}
+
+/// What one claim of a queue takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimPlan {
+    /// The jobs, in the order taken.
+    pub jobs: Vec<Job>,
+    /// The last key a job was taken from: the next claim starts after it.
+    pub cursor: Option<String>,
+    /// The buckets the plan drew from, with their new arrival times.
+    pub buckets: Buckets,
+}
+
+/// Plans a claim of up to `max` jobs of one queue from `heads` (keys in round-robin order,
+/// starting after the cursor): each round takes up to a key's weight from every key in turn;
+/// a key stops at its limit or empty bucket, the claim at the queue's limit or empty bucket,
+/// and a job whose kind's bucket is empty stays for a later claim.
+pub fn plan_claim(
+    queue: &QueueConfig,
+    running: &Running,
+    buckets: &Buckets,
+    heads: &[KeyHeads],
+    max: usize,
+    now: Timestamp,
+) -> ClaimPlan {
+    let allowance = claim_allowance(queue, running.total, max);
+    let mut plan = ClaimPlan::default();
+    let mut tats = buckets.clone();
+    let mut next = vec![0usize; heads.len()];
+    let mut done = vec![false; heads.len()];
+    let mut taken_of_key: HashMap<&str, u64> = HashMap::new();
+    'rounds: while plan.jobs.len() < allowance {
+        let mut progress = false;
+        for (i, group) in heads.iter().enumerate() {
+            let key = group.key.as_str();
+            let mut took = 0;
+            while !done[i] && took < weight_of(queue, key) {
+                if plan.jobs.len() >= allowance {
+                    break 'rounds;
+                }
+                let Some(job) = group.jobs.get(next[i]) else {
+                    done[i] = true;
+                    break;
+                };
+                if let (Some(limit), false) = (queue.key_concurrency, key == NO_KEY) {
+                    let running_now = running.of_key(key) + taken_of_key.get(key).unwrap_or(&0);
+                    if running_now >= u64::from(limit) {
+                        done[i] = true;
+                        break;
+                    }
+                }
+                match admit(queue, &job.kind, key, &tats, now) {
+                    Admission::Admitted(updates) => {
+                        tats.extend(updates.clone());
+                        plan.buckets.extend(updates);
+                        plan.jobs.push(job.clone());
+                        *taken_of_key.entry(key).or_default() += 1;
+                        plan.cursor = Some(key.to_string());
+                        next[i] += 1;
+                        took += 1;
+                        progress = true;
+                    }
+                    Admission::Blocked(BucketScope::Queue) => break 'rounds,
+                    Admission::Blocked(BucketScope::Key(_)) => done[i] = true,
+                    // Later jobs of the key may be of another kind.
+                    Admission::Blocked(BucketScope::Kind(_)) => next[i] += 1,
+                }
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    plan
+}
+
+enum Admission {
+    Admitted(Vec<(BucketScope, Timestamp)>),
+    Blocked(BucketScope),
+}
+
+/// Whether every bucket a job draws from admits it now, and their new arrival times.
+fn admit(queue: &QueueConfig, kind: &str, key: &str, tats: &Buckets, now: Timestamp) -> Admission {
+    let mut updates = Vec::new();
+    for (scope, rate) in scopes_of(queue, kind, key) {
+        match rate.admit(tats.get(&scope).copied(), now) {
+            Some(tat) => updates.push((scope, tat)),
+            None => return Admission::Blocked(scope),
+        }
+    }
+    Admission::Admitted(updates)
+}
+
+/// The buckets after claiming exactly `jobs` (a subset, in order, of a plan's jobs: a claim
+/// of several queues keeps only the first `max` of all).
+pub fn charge(queue: &QueueConfig, buckets: &Buckets, jobs: &[&Job], now: Timestamp) -> Buckets {
+    let mut tats = buckets.clone();
+    let mut changed = Buckets::new();
+    for job in jobs {
+        if let Admission::Admitted(updates) = admit(queue, &job.kind, key_of(job), &tats, now) {
+            tats.extend(updates.clone());
+            changed.extend(updates);
+        }
+    }
+    changed
+}
+
+/// Each queue's round-robin cursor: the key the last claim took from. Kept in memory per
+/// server node (a restart starts the round again; fairness does not need more).
+#[derive(Debug, Default)]
+pub struct KeyCursors(Mutex<HashMap<String, String>>);
+
+impl KeyCursors {
+    /// Where the next claim of `queue` starts (after this key).
+    pub fn get(&self, queue: &str) -> Option<String> {
+        self.0.lock().ok()?.get(queue).cloned()
+    }
+
+    /// Moves `queue`'s cursor to `key`.
+    pub fn set(&self, queue: &str, key: String) {
+        if let Ok(mut cursors) = self.0.lock() {
+            cursors.insert(queue.to_string(), key);
+        }
+    }
+}
+
+/// Orders keys found by a scan for the round-robin: those after `cursor` first (in key
+/// order), then from the start up to and including it.
+pub fn round_robin_order(mut keys: Vec<String>, cursor: Option<&str>) -> Vec<String> {
+    keys.sort_unstable();
+    keys.dedup();
+    if let Some(cursor) = cursor {
+        let split = keys.partition_point(|k| k.as_str() <= cursor);
+        keys.rotate_left(split);
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use rota_core::{JobId, NewJob, RetryPolicy};
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).unwrap()
+    }
+
+    fn job(key: &str, kind: &str, priority: u8) -> Job {
+        let mut new = NewJob::new("q", kind, serde_json::Value::Null).priority(priority);
+        if key != NO_KEY {
+            new = new.concurrency_key(key);
+        }
+        Job::from_new(new, JobId::new(now()), RetryPolicy::default(), now())
+    }
+
+    /// Ready jobs grouped by key, each group in claim order.
+    fn heads_of(jobs: &[Job]) -> Vec<KeyHeads> {
+        let mut groups: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        for j in jobs {
+            groups
+                .entry(key_of(j).to_string())
+                .or_default()
+                .push(j.clone());
+        }
+        groups
+            .into_iter()
+            .map(|(key, mut jobs)| {
+                jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+                KeyHeads { key, jobs }
+            })
+            .collect()
+    }
+
+    /// The plan of a claim of `max` with nothing running and every bucket full.
+    fn plan(queue: &QueueConfig, ready: &[Job], max: usize) -> ClaimPlan {
+        plan_claim(
+            queue,
+            &Running::default(),
+            &Buckets::new(),
+            &heads_of(ready),
+            max,
+            now(),
+        )
+    }
+
+    fn count_by_key(jobs: &[Job]) -> HashMap<String, u64> {
+        let mut n = HashMap::new();
+        for j in jobs {
+            *n.entry(key_of(j).to_string()).or_default() += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_big_key_cannot_starve_a_small_one() {
+        let queue = QueueConfig::default();
+        let mut ready: Vec<Job> = (0..1000).map(|_| job("a", "k", 5)).collect();
+        ready.extend((0..10).map(|_| job("b", "k", 5)));
+        let plan = plan(&queue, &ready, 20);
+        let n = count_by_key(&plan.jobs);
+        assert_eq!((n["a"], n["b"]), (10, 10));
+    }
+
+    #[test]
+    fn priority_orders_within_a_key() {
+        let queue = QueueConfig::default();
+        let ready = vec![job("a", "k", 9), job("a", "k", 0), job("b", "k", 5)];
+        let plan = plan(&queue, &ready, 1);
+        assert_eq!(plan.jobs[0].priority, 0);
+        assert_eq!(plan.cursor.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn weights_give_a_key_more_per_round() {
+        let queue = QueueConfig {
+            key_weights: [("a".to_string(), 3)].into(),
+            ..QueueConfig::default()
+        };
+        let ready: Vec<Job> = (0..40)
+            .map(|i| job(if i % 2 == 0 { "a" } else { "b" }, "k", 5))
+            .collect();
+        let plan = plan(&queue, &ready, 8);
+        let n = count_by_key(&plan.jobs);
+        assert_eq!((n["a"], n["b"]), (6, 2));
+    }
+
+    #[test]
+    fn a_kind_with_an_empty_bucket_waits_while_other_kinds_go() {
+        let queue = QueueConfig {
+            kind_rates: [("slow".to_string(), "1/1h".parse().unwrap())].into(),
+            ..QueueConfig::default()
+        };
+        let ready = vec![
+            job(NO_KEY, "slow", 0),
+            job(NO_KEY, "slow", 1),
+            job(NO_KEY, "fast", 2),
+        ];
+        let plan = plan(&queue, &ready, 3);
+        let kinds: Vec<&str> = plan.jobs.iter().map(|j| j.kind.as_str()).collect();
+        assert_eq!(kinds, ["slow", "fast"]);
+        assert!(plan.buckets.contains_key(&BucketScope::Kind("slow".into())));
+    }
+
+    #[test]
+    fn keys_at_their_limit_or_out_of_tokens_are_skipped_by_the_scan() {
+        let queue = QueueConfig {
+            key_concurrency: Some(2),
+            key_rate: Some("1/1m".parse().unwrap()),
+            ..QueueConfig::default()
+        };
+        let running = Running {
+            total: 3,
+            by_key: [("a".to_string(), 2), ("b".to_string(), 1)].into(),
+        };
+        let later = now() + jiff::SignedDuration::from_secs(30);
+        let buckets: Buckets = [
+            (BucketScope::Key("c".into()), later),
+            (BucketScope::Key("d".into()), now()),
+        ]
+        .into();
+        assert_eq!(blocked_keys(&queue, &running, &buckets, now()), ["a", "c"]);
+        assert_eq!(fetch_per_key(&queue, &running, "b", 4, 100), 1);
+        assert_eq!(
+            fetch_per_key(&QueueConfig::default(), &running, "b", 4, 100),
+            25
+        );
+    }
+
+    #[test]
+    fn round_robin_starts_after_the_cursor() {
+        let keys = vec!["c".into(), "a".into(), "b".into(), "d".into()];
+        assert_eq!(
+            round_robin_order(keys.clone(), Some("b")),
+            ["c", "d", "a", "b"]
+        );
+        assert_eq!(
+            round_robin_order(keys.clone(), Some("bb")),
+            ["c", "d", "a", "b"]
+        );
+        assert_eq!(round_robin_order(keys, None), ["a", "b", "c", "d"]);
+    }
+
+    fn arb_config() -> impl Strategy<Value = QueueConfig> {
+        let rate = prop_oneof![
+            Just(None),
+            (1u32..20, 1u32..4).prop_map(|(n, b)| Some(Rate {
+                count: n,
+                period: Duration::from_secs(1),
+                burst: b
+            }))
+        ];
+        (
+            proptest::option::of(1u32..10),
+            proptest::option::of(1u32..4),
+            proptest::option::of(1u32..4),
+            rate.clone(),
+            rate.clone(),
+            rate,
+        )
+            .prop_map(
+                |(concurrency, key_concurrency, weight_a, rate, key_rate, kind_rate)| QueueConfig {
+                    concurrency,
+                    key_concurrency,
+                    key_weights: weight_a.map(|w| ("a".to_string(), w)).into_iter().collect(),
+                    rate,
+                    key_rate,
+                    kind_rates: kind_rate
+                        .map(|r| ("x".to_string(), r))
+                        .into_iter()
+                        .collect(),
+                    ..QueueConfig::default()
+                },
+            )
+    }
+
+    fn arb_jobs() -> impl Strategy<Value = Vec<Job>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just(NO_KEY), Just("a"), Just("b"), Just("c")],
+                prop_oneof![Just("x"), Just("y")],
+                0u8..10,
+            ),
+            0..60,
+        )
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .map(|(k, kind, p)| job(k, kind, p))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_plan_ever_exceeds_a_limit(
+            queue in arb_config(),
+            ready in arb_jobs(),
+            running_a in 0u64..4,
+            max in 0usize..40,
+        ) {
+            let running = Running { total: running_a, by_key: [("a".to_string(), running_a)].into() };
+            let plan = plan_claim(&queue, &running, &Buckets::new(), &heads_of(&ready), max, now());
+            prop_assert!(plan.jobs.len() <= max);
+            if let Some(limit) = queue.concurrency {
+                prop_assert!(running.total + plan.jobs.len() as u64 <= u64::from(limit).max(running.total));
+            }
+            if let Some(limit) = queue.key_concurrency {
+                for (key, n) in count_by_key(&plan.jobs) {
+                    if key != NO_KEY {
+                        prop_assert!(running.of_key(&key) + n <= u64::from(limit).max(running.of_key(&key)));
+                    }
+                }
+            }
+            // At one instant a fresh bucket admits at most its burst.
+            let by_kind_x = plan.jobs.iter().filter(|j| j.kind == "x").count() as u32;
+            if let Some(r) = queue.kind_rates.get("x") { prop_assert!(by_kind_x <= r.burst); }
+            if let Some(r) = queue.rate { prop_assert!(plan.jobs.len() as u32 <= r.burst); }
+            if let Some(r) = queue.key_rate {
+                for (key, n) in count_by_key(&plan.jobs) {
+                    if key != NO_KEY { prop_assert!(n as u32 <= r.burst); }
+                }
+            }
+            // No job twice; the buckets match the jobs taken.
+            let mut ids: Vec<JobId> = plan.jobs.iter().map(|j| j.id).collect();
+            ids.sort();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), plan.jobs.len());
+            let refs: Vec<&Job> = plan.jobs.iter().collect();
+            prop_assert_eq!(charge(&queue, &Buckets::new(), &refs, now()), plan.buckets);
+        }
+
+        #[test]
+        fn every_eligible_job_is_eventually_planned(
+            queue in arb_config(),
+            ready in arb_jobs(),
+            max in 1usize..10,
+        ) {
+            let mut ready = ready;
+            let total = ready.len();
+            let mut buckets = Buckets::new();
+            let mut at = now();
+            let mut claimed = 0;
+            let mut cursor: Option<String> = None;
+            for _ in 0..10_000 {
+                if ready.is_empty() { break; }
+                // The backend's order: keys after the cursor first.
+                let groups = heads_of(&ready);
+                let order = round_robin_order(groups.iter().map(|g| g.key.clone()).collect(), cursor.as_deref());
+                let heads: Vec<KeyHeads> = order.iter().map(|k| groups.iter().find(|g| &g.key == k).unwrap().clone()).collect();
+                // Every claimed job finishes before the next claim.
+                let plan = plan_claim(&queue, &Running::default(), &buckets, &heads, max, at);
+                buckets.extend(plan.buckets.clone());
+                if plan.cursor.is_some() { cursor = plan.cursor.clone(); }
+                claimed += plan.jobs.len();
+                ready.retain(|j| !plan.jobs.iter().any(|p| p.id == j.id));
+                at += jiff::SignedDuration::from_millis(50);
+            }
+            prop_assert_eq!(claimed, total, "left: {}", ready.len());
+        }
+
+        #[test]
+        fn without_limits_keys_share_each_claim_evenly(
+            sizes in proptest::collection::vec(5usize..30, 2..5),
+            max in 1usize..20,
+        ) {
+            let keys = ["a", "b", "c", "d", "e"];
+            let ready: Vec<Job> = sizes.iter().enumerate()
+                .flat_map(|(i, n)| (0..*n).map(move |_| job(keys[i], "k", 5)))
+                .collect();
+            let plan = plan_claim(&QueueConfig::default(), &Running::default(), &Buckets::new(), &heads_of(&ready), max, now());
+            let n = count_by_key(&plan.jobs);
+            let most = n.values().max().copied().unwrap_or(0);
+            // Among keys that still had jobs left.
+            let least = keys[..sizes.len()].iter().zip(&sizes)
+                .map(|(k, size)| (n.get(*k).copied().unwrap_or(0), *size as u64))
+                .filter(|(taken, size)| taken < size)
+                .map(|(taken, _)| taken)
+                .min()
+                .unwrap_or(most);
+            prop_assert_eq!(plan.jobs.len(), max.min(ready.len()));
+            prop_assert!(most - least <= 1, "{:?}", n);
+        }
+    }
+}
