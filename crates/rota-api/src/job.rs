@@ -121,6 +121,9 @@ pub struct Enqueued {
     pub job: JobView,
     /// Its unique key matched an unfinished job; nothing new was stored.
     pub duplicate: bool,
+    /// Stored beyond its queue's `max_depth` or `max_age` (the queue accepts overflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The jobs of an enqueue-many, in request order.
@@ -140,6 +143,9 @@ pub struct EnqueuedIds {
     /// stored for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub duplicates: Vec<usize>,
+    /// Warnings, such as a queue that accepted jobs beyond its `max_depth`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer of an enqueue-many: the full jobs, or only their ids when asked.

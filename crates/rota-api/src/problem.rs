@@ -20,6 +20,10 @@ pub struct Problem {
     /// The offending field, when the problem is about one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds to wait before trying again (also sent as `Retry-After`), when the answer is
+    /// "not now" (429 `queue_full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 fn about_blank() -> String {
@@ -36,7 +40,14 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// The same problem, telling the client to come back after `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The same problem, naming `field`.

@@ -238,9 +238,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
         Command::Queues {
             command: QueuesCommand::Show { name },
             ..
-        } => print(json, &client.queue(&name).await?, |q| {
-            output::queues_table(std::slice::from_ref(q))
-        }),
+        } => print(json, &client.queue(&name).await?, output::queue_detail),
         Command::Queues {
             command: QueuesCommand::Pause { name },
             ..

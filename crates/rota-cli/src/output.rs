@@ -63,6 +63,12 @@ pub fn job_detail(j: &JobView) -> String {
         "id:        {}\nqueue:     {}\nkind:      {}\nstate:     {}\nattempt:   {}/{}\nargs:      {}\nrun_at:    {}\ncreated:   {}\n",
         j.id, j.queue, j.kind, j.state, j.attempt, j.max_attempts, j.args, j.run_at, j.created_at
     );
+    if let Some(key) = &j.concurrency_key {
+        out.push_str(&format!("key:       {key}\n"));
+    }
+    if let Some(waiting) = &j.waiting {
+        out.push_str(&format!("waiting:   {waiting}\n"));
+    }
     if let Some(last) = j.snoozed.last() {
         out.push_str(&format!(
             "snoozed:   {} time(s) in this series; last at {} (attempt {}) until {}\n",
@@ -108,6 +114,8 @@ pub fn queues_table(queues: &[QueueView]) -> String {
             "retryable",
             "dead",
             "oldest_ready",
+            "limits",
+            "waiting",
         ],
         queues
             .iter()
@@ -127,10 +135,60 @@ pub fn queues_table(queues: &[QueueView]) -> String {
                     q.oldest_ready_age_seconds
                         .map(|s| format!("{s:.0}s"))
                         .unwrap_or_else(|| "-".into()),
+                    queue_limits(q),
+                    q.waiting
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |w| format!("{} ({})", w.jobs, w.reason)),
                 ]
             })
             .collect(),
     )
+}
+
+/// A queue's flow-control settings in one cell: `key 2, rate 10/1s, depth 100`.
+fn queue_limits(q: &QueueView) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = q.key_concurrency {
+        parts.push(format!("key {n}"));
+    }
+    if let Some(r) = &q.rate {
+        parts.push(format!("rate {r}"));
+    }
+    if let Some(r) = &q.key_rate {
+        parts.push(format!("key rate {r}"));
+    }
+    for (kind, r) in &q.kind_rates {
+        parts.push(format!("{kind} {r}"));
+    }
+    if let Some(n) = q.max_depth {
+        parts.push(format!("depth {n}"));
+    }
+    if let Some(a) = &q.max_age {
+        parts.push(format!("age {a}"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// One queue: its table row, then the keys at their limit.
+pub fn queue_detail(q: &QueueView) -> String {
+    let mut out = queues_table(std::slice::from_ref(q));
+    for k in &q.keys_at_limit {
+        out.push_str(&format!(
+            "key {} at its limit {}/{}\n",
+            k.key, k.running, k.limit
+        ));
+    }
+    if q.overflows > 0 {
+        out.push_str(&format!(
+            "overflows: {} enqueue(s) beyond max_depth/max_age since the server started\n",
+            q.overflows
+        ));
+    }
+    out
 }
 
 fn or_dash<T: ToString>(v: &Option<T>) -> String {

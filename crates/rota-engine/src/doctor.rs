@@ -300,6 +300,7 @@ async fn workload_checks(
             "every queue with ready jobs has a live worker",
         ));
     }
+    findings.extend(backpressure_findings(queues));
 
     // Ready jobs of a kind that no live worker on their queue handles.
     let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -459,6 +460,61 @@ async fn workload_checks(
     Ok(())
 }
 
+/// Queues beyond their `max_depth` or `max_age` now: producers are refused (429) or, with
+/// `overflow = accept`, warned.
+fn backpressure_findings(queues: &[QueueStats]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for q in queues {
+        let config = &q.queue.config;
+        if !rota_store::has_backpressure(config) {
+            continue;
+        }
+        let depth: u64 = [
+            JobState::Available,
+            JobState::Scheduled,
+            JobState::Retryable,
+        ]
+        .iter()
+        .map(|s| q.counts.get(s).copied().unwrap_or(0))
+        .sum();
+        let outcome = match config.overflow.unwrap_or_default() {
+            rota_store::Overflow::Reject => "enqueues are refused with 429",
+            rota_store::Overflow::Accept => {
+                "enqueues are accepted with a warning (overflow = accept)"
+            }
+        };
+        let fix = format!(
+            "add workers for queue {name} or raise its concurrency, or raise its limit (rota queues declare {name} --max-depth/--max-age)",
+            name = q.queue.name
+        );
+        if let Some(max) = config.max_depth.filter(|max| depth >= *max) {
+            findings.push(Finding::warn(
+                "backpressure",
+                format!(
+                    "queue `{}` holds {depth} ready and scheduled jobs, at its max_depth {max}: {outcome}",
+                    q.queue.name
+                ),
+                fix.clone(),
+            ));
+        }
+        if let (Some(max), Some(age)) = (config.max_age, q.oldest_ready_age) {
+            if age > max {
+                findings.push(Finding::warn(
+                    "backpressure",
+                    format!(
+                        "the oldest ready job of queue `{}` has waited {}, beyond its max_age {}: {outcome}",
+                        q.queue.name,
+                        format_duration(Duration::from_secs(age.as_secs())),
+                        format_duration(max)
+                    ),
+                    fix,
+                ));
+            }
+        }
+    }
+    findings
+}
+
 fn describe(r: &Retention) -> String {
     format!(
         "completed {}, cancelled {}, dead {}",
@@ -504,5 +560,47 @@ mod clock_tests {
             Severity::Ok,
             "one clock"
         );
+    }
+}
+
+#[cfg(test)]
+mod backpressure_tests {
+    use super::*;
+    use rota_store::{Queue, QueueConfig};
+
+    fn stats(config: QueueConfig, ready: u64, age: u64) -> QueueStats {
+        QueueStats {
+            queue: Queue {
+                name: "scribes".into(),
+                config,
+                paused: false,
+                updated_at: Timestamp::UNIX_EPOCH,
+            },
+            counts: [(JobState::Available, ready)].into(),
+            oldest_ready_age: Some(Duration::from_secs(age)),
+        }
+    }
+
+    #[test]
+    fn a_queue_at_its_max_depth_or_beyond_its_max_age_is_a_warning() {
+        let config = QueueConfig {
+            max_depth: Some(100),
+            max_age: Some(Duration::from_secs(600)),
+            ..QueueConfig::default()
+        };
+        assert!(backpressure_findings(&[stats(config.clone(), 99, 10)]).is_empty());
+        let full = backpressure_findings(&[stats(config.clone(), 100, 10)]);
+        assert_eq!(full.len(), 1);
+        assert!(full[0]
+            .message
+            .contains("at its max_depth 100: enqueues are refused with 429"));
+        assert_eq!(full[0].severity, Severity::Warn);
+        let old = backpressure_findings(&[stats(config, 1, 601)]);
+        assert!(
+            old[0].message.contains("beyond its max_age 10m"),
+            "{}",
+            old[0].message
+        );
+        assert!(backpressure_findings(&[stats(QueueConfig::default(), 10_000, 9_999)]).is_empty());
     }
 }

@@ -103,8 +103,8 @@ pub struct PostgresStore {
     origin: Arc<str>,
     /// Queues as this node last read them.
     queues: QueueCache,
-    /// Each queue's round-robin cursor on this node.
-    cursors: Arc<KeyCursors>,
+    /// Each queue's round-robin cursor and held-back jobs on this node.
+    memory: Arc<ClaimMemory>,
     /// Sends this node's notifications after its commits.
     broadcaster: broadcast::Broadcaster,
     /// Background tasks (the listener, the count fold), stopped when the store drops.
@@ -163,7 +163,7 @@ impl PostgresStore {
             notifier,
             origin,
             queues: QueueCache::default(),
-            cursors: Arc::default(),
+            memory: Arc::default(),
             broadcaster,
             tasks: vec![listener, fold, sender],
         })
@@ -330,10 +330,10 @@ impl Store for PostgresStore {
 
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
         let p = &p;
-        let cursors = &self.cursors;
+        let memory = &self.memory;
         self.write(move |tx| {
-            let (p, cursors) = (p.clone(), cursors.clone());
-            Box::pin(async move { sql::job_claim_many(tx, p, &cursors).await })
+            let (p, memory) = (p.clone(), memory.clone());
+            Box::pin(async move { sql::job_claim_many(tx, p, &memory).await })
         })
         .await
     }
@@ -488,6 +488,10 @@ impl Store for PostgresStore {
         self.read(move |db| Box::pin(sql::queue_list(db, p))).await
     }
 
+    async fn queue_flow(&self, p: QueueFlowParams) -> Result<QueueFlow, StoreError> {
+        self.read(move |db| Box::pin(sql::queue_flow(db, p))).await
+    }
+
     async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError> {
         let p = &p;
         self.write(move |tx| Box::pin(sql::worker_register(tx, p.clone())))
@@ -562,8 +566,11 @@ impl Store for PostgresStore {
         &self,
         p: JobNextDueParams,
     ) -> Result<Option<jiff::Timestamp>, StoreError> {
-        self.read(move |db| Box::pin(async move { sql::job_next_due(db, &p.queues).await }))
-            .await
+        let held_back = self.memory.retry_at(&p.queues);
+        let due = self
+            .read(move |db| Box::pin(async move { sql::job_next_due(db, &p.queues).await }))
+            .await?;
+        Ok(due.into_iter().chain(held_back).min())
     }
 
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<Leadership, StoreError> {

@@ -34,6 +34,19 @@ pub struct Snapshot {
     pub queues: Vec<QueueStats>,
     /// Workers seen within [`LIVE_WORKER_WINDOW`].
     pub workers_live: usize,
+    /// What the limits of each queue that has them hold back now.
+    pub limits: Vec<QueueLimitsNow>,
+}
+
+/// What a queue's limits hold back now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLimitsNow {
+    /// The queue.
+    pub queue: String,
+    /// Keys at their `key_concurrency` (up to 100 are counted).
+    pub keys_at_limit: u64,
+    /// Ready jobs a limit holds back.
+    pub waiting: u64,
 }
 
 impl Snapshot {
@@ -52,6 +65,34 @@ impl Snapshot {
             .iter()
             .filter(|w| w.last_seen >= live_since)
             .count();
+        let mut limits = Vec::new();
+        for q in &observed.queues {
+            let config = &q.queue.config;
+            if !rota_store::has_claim_limits(config) {
+                continue;
+            }
+            let flow = store
+                .queue_flow(rota_store::QueueFlowParams {
+                    queue: q.queue.name.clone(),
+                    key: None,
+                    now,
+                })
+                .await?;
+            let ready = q.counts.get(&rota_core::JobState::Available).copied();
+            let waiting = rota_store::queue_waiting(config, &flow, ready.unwrap_or(0), now);
+            let keys_at_limit = config.key_concurrency.map_or(0, |limit| {
+                flow.running
+                    .by_key
+                    .values()
+                    .filter(|n| **n >= u64::from(limit))
+                    .count() as u64
+            });
+            limits.push(QueueLimitsNow {
+                queue: q.queue.name.clone(),
+                keys_at_limit,
+                waiting: waiting.map_or(0, |(n, _)| n),
+            });
+        }
         Ok(Self {
             taken_at: now,
             taken: tokio::time::Instant::now(),
@@ -59,6 +100,7 @@ impl Snapshot {
             counts: observed.counts,
             queues: observed.queues,
             workers_live,
+            limits,
         })
     }
 

@@ -61,6 +61,11 @@ pub fn store_problem(err: &StoreError) -> Problem {
             )
             .with_field(field)
         }
+        (_, StoreError::QueueFull { retry_after, .. }) => {
+            Problem::new(429, "queue_full", "Queue full", err.to_string())
+                .with_field("queue")
+                .with_retry_after(retry_after.as_secs().max(1))
+        }
         (ErrorKind::NotFound, _) => {
             Problem::new(404, "job_not_found", "Not found", err.to_string())
         }
@@ -153,11 +158,17 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&*self.0).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -50,6 +50,12 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverflowLabels {
+    queue: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScheduleLabels {
     schedule: String,
 }
@@ -79,9 +85,12 @@ pub struct Metrics {
     wait_seconds: Family<QueueLabels, Histogram, fn() -> Histogram>,
     http_requests: Family<HttpLabels, Counter>,
     schedule_fires: Family<ScheduleLabels, Counter>,
+    overflows: Family<OverflowLabels, Counter>,
     schedule_recovered: Family<ScheduleLabels, Counter>,
     jobs: Family<StateLabels, Gauge>,
     oldest_ready: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    keys_at_limit: Family<QueueLabels, Gauge>,
+    waiting_on_limits: Family<QueueLabels, Gauge>,
     workers: Gauge,
     doctor_warnings: Family<CheckLabels, Gauge>,
     store_transactions: Gauge,
@@ -119,9 +128,12 @@ impl Metrics {
             wait_seconds: Family::new_with_constructor(histogram),
             http_requests: Family::default(),
             schedule_fires: Family::default(),
+            overflows: Family::default(),
             schedule_recovered: Family::default(),
             jobs: Family::default(),
             oldest_ready: Family::default(),
+            keys_at_limit: Family::default(),
+            waiting_on_limits: Family::default(),
             workers: Gauge::default(),
             doctor_warnings: Family::default(),
             store_transactions: Gauge::default(),
@@ -133,6 +145,21 @@ impl Metrics {
             "jobs_enqueued",
             "Jobs enqueued (duplicates excluded)",
             m.enqueued.clone(),
+        );
+        registry.register(
+            "queue_keys_at_limit",
+            "Concurrency keys of the queue at their key_concurrency now",
+            m.keys_at_limit.clone(),
+        );
+        registry.register(
+            "queue_waiting_on_limits",
+            "Ready jobs of the queue that a limit (concurrency, key_concurrency, rate) holds back now",
+            m.waiting_on_limits.clone(),
+        );
+        registry.register(
+            "queue_overflows",
+            "Enqueues beyond a queue's max_depth or max_age, by outcome (rejected: answered 429; accepted: stored with a warning)",
+            m.overflows.clone(),
         );
         registry.register(
             "jobs_completed",
@@ -280,6 +307,31 @@ impl Metrics {
         }
     }
 
+    /// An enqueue to `queue` went beyond its backpressure limits: `rejected` or `accepted`.
+    pub fn overflow(&self, queue: &str, outcome: &str) {
+        self.overflows
+            .get_or_create(&OverflowLabels {
+                queue: queue.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Enqueues to `queue` beyond its limits since start, either outcome.
+    pub fn overflows_of(&self, queue: &str) -> u64 {
+        ["rejected", "accepted"]
+            .iter()
+            .map(|outcome| {
+                self.overflows
+                    .get_or_create(&OverflowLabels {
+                        queue: queue.to_owned(),
+                        outcome: (*outcome).to_owned(),
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
     /// An HTTP request was answered.
     pub fn http(&self, route: &str, status: u16) {
         self.http_requests
@@ -314,6 +366,19 @@ impl Metrics {
                     queue: q.queue.name.clone(),
                 })
                 .set(age);
+        }
+        self.keys_at_limit.clear();
+        self.waiting_on_limits.clear();
+        for l in &snapshot.limits {
+            let labels = QueueLabels {
+                queue: l.queue.clone(),
+            };
+            self.keys_at_limit
+                .get_or_create(&labels)
+                .set(l.keys_at_limit as i64);
+            self.waiting_on_limits
+                .get_or_create(&labels)
+                .set(l.waiting as i64);
         }
         self.workers.set(snapshot.workers_live as i64);
         self.doctor_warnings.clear();

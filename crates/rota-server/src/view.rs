@@ -2,10 +2,10 @@
 //! inside the JSON handlers, so the HTML dashboard can reuse them.
 
 use jiff::Timestamp;
-use rota_api::{JobPageView, QueueView, ScheduleView, WorkerView};
+use rota_api::{JobPageView, KeyAtLimit, QueueView, ScheduleView, WaitingView, WorkerView};
 use rota_store::{
-    JobGetParams, JobListParams, QueueListParams, QueueStats, ScheduleRecord, Store, StoreError,
-    Worker,
+    JobGetParams, JobListParams, QueueFlowParams, QueueListParams, QueueStats, ScheduleRecord,
+    Store, StoreError, Worker,
 };
 
 /// A queue with its counts.
@@ -65,14 +65,89 @@ pub fn queue(stats: QueueStats) -> QueueView {
     }
 }
 
+/// A queue with its counts and, when it has limits, what they hold back now.
+pub async fn queue_with_flow(
+    store: &dyn Store,
+    stats: QueueStats,
+    now: Timestamp,
+) -> Result<QueueView, StoreError> {
+    let config = stats.queue.config.clone();
+    let ready = stats
+        .counts
+        .get(&rota_core::JobState::Available)
+        .copied()
+        .unwrap_or(0);
+    let mut view = queue(stats);
+    if rota_store::has_claim_limits(&config) {
+        let flow = store
+            .queue_flow(QueueFlowParams {
+                queue: view.name.clone(),
+                key: None,
+                now,
+            })
+            .await?;
+        if let Some(limit) = config.key_concurrency {
+            view.keys_at_limit = flow
+                .running
+                .by_key
+                .iter()
+                .map(|(key, n)| KeyAtLimit {
+                    key: key.clone(),
+                    running: *n,
+                    limit,
+                })
+                .collect();
+            view.keys_at_limit
+                .sort_by(|a, b| b.running.cmp(&a.running).then(a.key.cmp(&b.key)));
+        }
+        view.waiting = rota_store::queue_waiting(&config, &flow, ready, now)
+            .map(|(jobs, reason)| WaitingView { jobs, reason });
+    }
+    Ok(view)
+}
+
 /// Every queue.
 pub async fn queues(store: &dyn Store, now: Timestamp) -> Result<Vec<QueueView>, StoreError> {
-    Ok(store
+    let mut views = Vec::new();
+    for stats in store.queue_list(QueueListParams { now }).await? {
+        views.push(queue_with_flow(store, stats, now).await?);
+    }
+    Ok(views)
+}
+
+/// Why a job waits, when a limit of its queue holds it back now.
+pub async fn job_waiting(
+    store: &dyn Store,
+    job: &rota_core::Job,
+    now: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    if job.state != rota_core::JobState::Available {
+        return Ok(None);
+    }
+    let Some(queue) = store
         .queue_list(QueueListParams { now })
         .await?
         .into_iter()
-        .map(queue)
-        .collect())
+        .find(|q| q.queue.name == job.queue)
+    else {
+        return Ok(None);
+    };
+    if !rota_store::has_claim_limits(&queue.queue.config) {
+        return Ok(None);
+    }
+    let flow = store
+        .queue_flow(QueueFlowParams {
+            queue: job.queue.clone(),
+            key: job.concurrency_key.clone(),
+            now,
+        })
+        .await?;
+    Ok(rota_store::waiting_reason(
+        &queue.queue.config,
+        job,
+        &flow,
+        now,
+    ))
 }
 
 /// One queue, if declared.

@@ -70,7 +70,7 @@ pub struct SqliteStore {
     writer: writer::Writer,
     readers: reader::Readers,
     path: PathBuf,
-    cursors: Arc<KeyCursors>,
+    memory: Arc<ClaimMemory>,
 }
 
 impl SqliteStore {
@@ -93,7 +93,7 @@ impl SqliteStore {
             writer: writer::Writer::start(conn),
             readers: reader::Readers::new(options.path.clone(), options.readers),
             path: options.path,
-            cursors: Arc::default(),
+            memory: Arc::default(),
         }
     }
 
@@ -199,9 +199,9 @@ impl Store for SqliteStore {
     }
 
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError> {
-        let cursors = self.cursors.clone();
+        let memory = self.memory.clone();
         self.writer
-            .write(move |tx| sql::job_claim_many(tx, p, &cursors))
+            .write(move |tx| sql::job_claim_many(tx, p, &memory))
             .await
     }
 
@@ -346,6 +346,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn queue_flow(&self, p: QueueFlowParams) -> Result<QueueFlow, StoreError> {
+        self.readers
+            .read(move |conn| sql::queue_flow(conn, p))
+            .await
+    }
+
     async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError> {
         self.writer
             .write(move |tx| sql::worker_register(tx, p))
@@ -419,9 +425,12 @@ impl Store for SqliteStore {
         &self,
         p: JobNextDueParams,
     ) -> Result<Option<jiff::Timestamp>, StoreError> {
-        self.readers
+        let held_back = self.memory.retry_at(&p.queues);
+        let due = self
+            .readers
             .read(move |conn| sql::job_next_due(conn, &p.queues))
-            .await
+            .await?;
+        Ok(due.into_iter().chain(held_back).min())
     }
 
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<Leadership, StoreError> {

@@ -33,6 +33,16 @@ pub enum StoreError {
         /// The unfinished job holding it.
         holder: JobId,
     },
+    /// The queue is beyond its `max_depth` or `max_age` and refuses more jobs for now.
+    #[error("{reason}; retry in {}s, or drain the queue (more workers, a higher concurrency) or raise its limit", retry_after.as_secs().max(1))]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// What is beyond which limit.
+        reason: String,
+        /// When the producer may try again.
+        retry_after: std::time::Duration,
+    },
     /// The job's state machine refused the change (stale lease, wrong state).
     #[error(transparent)]
     Transition(#[from] TransitionError),
@@ -89,6 +99,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The database schema does not match this binary.
     SchemaMismatch,
+    /// A queue refuses more work for now (backpressure): retry after a while.
+    Overloaded,
     /// Anything else.
     Other,
 }
@@ -105,6 +117,7 @@ impl StoreError {
             StoreError::Invalid(_) | StoreError::InvalidItem { .. } => ErrorKind::Invalid,
             StoreError::SchemaTooNew { .. } => ErrorKind::SchemaMismatch,
             StoreError::Busy(_) => ErrorKind::Busy,
+            StoreError::QueueFull { .. } => ErrorKind::Overloaded,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend { .. } => ErrorKind::Other,
         }

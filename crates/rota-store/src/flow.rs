@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 use rota_core::{Job, Rate};
 
-use crate::{claim_allowance, QueueConfig};
+use crate::{claim_allowance, QueueConfig, StoreError};
 
 /// The key of jobs that carry none: they form one group in the round-robin.
 pub const NO_KEY: &str = "";
@@ -279,22 +279,264 @@ pub fn charge(queue: &QueueConfig, buckets: &Buckets, jobs: &[&Job], now: Timest
     changed
 }
 
-/// Each queue's round-robin cursor: the key the last claim took from. Kept in memory per
-/// server node (a restart starts the round again; fairness does not need more).
-#[derive(Debug, Default)]
-pub struct KeyCursors(Mutex<HashMap<String, String>>);
+/// What backpressure is checked against: a queue's ready and scheduled jobs, and the oldest
+/// ready one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Available, scheduled and retryable jobs.
+    pub depth: u64,
+    /// When the oldest ready job became ready.
+    pub oldest_ready: Option<Timestamp>,
+}
 
-impl KeyCursors {
+/// Whether enqueues to the queue are checked for backpressure (the backend then loads its
+/// [`QueueLoad`] in the enqueue's transaction, taking turns with other enqueues to it).
+pub fn has_backpressure(queue: &QueueConfig) -> bool {
+    queue.max_depth.is_some() || queue.max_age.is_some()
+}
+
+/// How long a refused producer is told to wait when nothing better is known.
+pub const RETRY_AFTER_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks an enqueue of `adding` new jobs to queue `name` against its `max_depth` and
+/// `max_age`: within them, `Ok(None)`; beyond them, [`StoreError::QueueFull`] when the
+/// queue's overflow is `reject` (the default), or `Ok(Some(warning))` when it is `accept`.
+pub fn check_backpressure(
+    name: &str,
+    queue: &QueueConfig,
+    load: QueueLoad,
+    adding: u64,
+    now: Timestamp,
+) -> Result<Option<String>, StoreError> {
+    let mut reason = None;
+    if let Some(max) = queue.max_depth {
+        if load.depth.saturating_add(adding) > max {
+            reason = Some(format!(
+                "queue {name:?} holds {} ready and scheduled jobs; {adding} more would pass its max_depth {max}",
+                load.depth
+            ));
+        }
+    }
+    if let (Some(max), Some(oldest), None) = (queue.max_age, load.oldest_ready, &reason) {
+        let age = now.duration_since(oldest).unsigned_abs();
+        if age > max {
+            reason = Some(format!(
+                "the oldest ready job of queue {name:?} has waited {}, beyond its max_age {}",
+                rota_core::format_duration(std::time::Duration::from_secs(age.as_secs())),
+                rota_core::format_duration(max)
+            ));
+        }
+    }
+    let Some(reason) = reason else {
+        return Ok(None);
+    };
+    match queue.overflow.unwrap_or_default() {
+        crate::Overflow::Accept => Ok(Some(format!("{reason} (accepted: overflow = accept)"))),
+        crate::Overflow::Reject => {
+            // With a rate, about the time the excess takes to start.
+            let retry_after = match (queue.rate, queue.max_depth) {
+                (Some(rate), Some(max)) if load.depth + adding > max => (rate.interval()
+                    * u32::try_from(load.depth + adding - max).unwrap_or(u32::MAX))
+                .clamp(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(300),
+                ),
+                _ => RETRY_AFTER_DEFAULT,
+            };
+            Err(StoreError::QueueFull {
+                queue: name.to_string(),
+                reason,
+                retry_after,
+            })
+        }
+    }
+}
+
+/// Checks a planned batch against the backpressure of its queues (`loads`, read in the
+/// enqueue's transaction before the batch): refuses the whole batch when one queue refuses,
+/// or marks the new jobs of queues that accept their overflow with the warning.
+pub fn apply_backpressure<'q>(
+    inserted: &mut [crate::Inserted],
+    config_of: impl Fn(&str) -> &'q QueueConfig,
+    loads: &HashMap<String, QueueLoad>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut names: Vec<&String> = loads.keys().collect();
+    names.sort_unstable();
+    for name in names {
+        let adding = inserted
+            .iter()
+            .filter(|i| !i.duplicate && &i.job.queue == name)
+            .count() as u64;
+        if adding == 0 {
+            continue;
+        }
+        if let Some(warning) = check_backpressure(name, config_of(name), loads[name], adding, now)?
+        {
+            for i in inserted
+                .iter_mut()
+                .filter(|i| !i.duplicate && &i.job.queue == name)
+            {
+                i.warning = Some(warning.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn next_start(rate: Rate, tat: Timestamp, now: Timestamp) -> String {
+    let wait = rate
+        .next_admission(tat)
+        .duration_since(now)
+        .unsigned_abs()
+        .as_millis();
+    format!(
+        "next start in {}",
+        rota_core::format_duration(std::time::Duration::from_millis(wait as u64))
+    )
+}
+
+/// Why a ready job of this queue is not running, when a limit holds it back now, such as
+/// `key customer:42 at its limit 5/5` (`None` for jobs that are not ready, or free to go).
+pub fn waiting_reason(
+    queue: &QueueConfig,
+    job: &Job,
+    flow: &crate::QueueFlow,
+    now: Timestamp,
+) -> Option<String> {
+    if job.state != rota_core::JobState::Available {
+        return None;
+    }
+    if let Some(limit) = queue.concurrency {
+        if flow.running.total >= u64::from(limit) {
+            return Some(format!(
+                "queue at its concurrency {}/{limit}",
+                flow.running.total
+            ));
+        }
+    }
+    let key = key_of(job);
+    if let (Some(limit), false) = (queue.key_concurrency, key == NO_KEY) {
+        let n = flow.running.of_key(key);
+        if n >= u64::from(limit) {
+            return Some(format!("key {key} at its limit {n}/{limit}"));
+        }
+    }
+    for (scope, rate) in scopes_of(queue, &job.kind, key) {
+        if let Some(tat) = flow.buckets.get(&scope) {
+            if rate.admit(Some(*tat), now).is_none() {
+                let what = match &scope {
+                    BucketScope::Queue => "queue".to_string(),
+                    BucketScope::Kind(kind) => format!("kind {kind}"),
+                    BucketScope::Key(key) => format!("key {key}"),
+                };
+                return Some(format!(
+                    "{what} at its rate {rate}: {}",
+                    next_start(rate, *tat, now)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How many of a queue's `ready` jobs a limit holds back now, and why (`None`: none).
+pub fn queue_waiting(
+    queue: &QueueConfig,
+    flow: &crate::QueueFlow,
+    ready: u64,
+    now: Timestamp,
+) -> Option<(u64, String)> {
+    if ready == 0 {
+        return None;
+    }
+    if let Some(limit) = queue.concurrency {
+        if flow.running.total >= u64::from(limit) {
+            let reason = format!("queue at its concurrency {}/{limit}", flow.running.total);
+            return Some((ready, reason));
+        }
+    }
+    if let (Some(rate), Some(tat)) = (queue.rate, flow.buckets.get(&BucketScope::Queue)) {
+        if rate.admit(Some(*tat), now).is_none() {
+            let reason = format!("queue at its rate {rate}: {}", next_start(rate, *tat, now));
+            return Some((ready, reason));
+        }
+    }
+    let limit = queue.key_concurrency?;
+    let at_limit = flow
+        .running
+        .by_key
+        .values()
+        .filter(|n| **n >= u64::from(limit))
+        .count();
+    (at_limit > 0 && flow.waiting_on_keys > 0).then(|| {
+        (
+            flow.waiting_on_keys,
+            format!("{at_limit} keys at their key_concurrency {limit}"),
+        )
+    })
+}
+
+/// How soon a fetch waiting on a queue whose limits held jobs back looks again, when no
+/// rate says exactly when (a place frees when a running job ends, which wakes nothing).
+pub const LIMIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What a node remembers between claims: each queue's round-robin cursor (the key the last
+/// claim took from) and, while its limits hold ready jobs back, when a waiting fetch should
+/// claim again. In memory per server node: a restart starts the round again, and fairness
+/// needs no more.
+#[derive(Debug, Default)]
+pub struct ClaimMemory {
+    cursors: Mutex<HashMap<String, String>>,
+    held_back: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl ClaimMemory {
     /// Where the next claim of `queue` starts (after this key).
-    pub fn get(&self, queue: &str) -> Option<String> {
-        self.0.lock().ok()?.get(queue).cloned()
+    pub fn cursor(&self, queue: &str) -> Option<String> {
+        self.cursors.lock().ok()?.get(queue).cloned()
     }
 
-    /// Moves `queue`'s cursor to `key`.
-    pub fn set(&self, queue: &str, key: String) {
-        if let Ok(mut cursors) = self.0.lock() {
-            cursors.insert(queue.to_string(), key);
+    /// Records a claim of `queue`: its plan's cursor, and whether its limits held ready jobs
+    /// back (`left`: jobs read or keys skipped that the plan did not take), until when.
+    pub fn remember(
+        &self,
+        queue: &str,
+        config: &QueueConfig,
+        plan: &ClaimPlan,
+        buckets: &Buckets,
+        left: bool,
+        now: Timestamp,
+    ) {
+        if let (Some(cursor), Ok(mut cursors)) = (&plan.cursor, self.cursors.lock()) {
+            cursors.insert(queue.to_string(), cursor.clone());
         }
+        let Ok(mut held) = self.held_back.lock() else {
+            return;
+        };
+        if !left || !has_claim_limits(config) {
+            held.remove(queue);
+            return;
+        }
+        let mut tats = buckets.clone();
+        tats.extend(plan.buckets.clone());
+        let refill = tats
+            .iter()
+            .filter_map(|(scope, tat)| {
+                let rate = scope.rate(config)?;
+                rate.admit(Some(*tat), now)
+                    .is_none()
+                    .then(|| rate.next_admission(*tat))
+            })
+            .min();
+        let until = refill.unwrap_or_else(|| rota_core::add_duration(now, LIMIT_POLL));
+        held.insert(queue.to_string(), until);
+    }
+
+    /// The earliest time one of `queues` may hand out jobs its limits held back.
+    pub fn retry_at(&self, queues: &[String]) -> Option<Timestamp> {
+        let held = self.held_back.lock().ok()?;
+        queues.iter().filter_map(|q| held.get(q).copied()).min()
     }
 }
 
@@ -441,6 +683,76 @@ mod tests {
         assert_eq!(
             fetch_per_key(&QueueConfig::default(), &running, "b", 4, 100),
             25
+        );
+    }
+
+    #[test]
+    fn backpressure_refuses_beyond_max_depth_or_max_age_unless_accepting() {
+        let queue = QueueConfig {
+            max_depth: Some(100),
+            max_age: Some(Duration::from_secs(60)),
+            ..QueueConfig::default()
+        };
+        let load = |depth, waited: i64| QueueLoad {
+            depth,
+            oldest_ready: Some(now() - jiff::SignedDuration::from_secs(waited)),
+        };
+        assert_eq!(
+            check_backpressure("q", &queue, load(99, 0), 1, now()).unwrap(),
+            None
+        );
+        let err = check_backpressure("q", &queue, load(100, 0), 1, now()).unwrap_err();
+        assert!(err.to_string().contains("max_depth 100"), "{err}");
+        assert!(
+            matches!(err, StoreError::QueueFull { retry_after, .. } if retry_after == RETRY_AFTER_DEFAULT)
+        );
+        let err = check_backpressure("q", &queue, load(1, 61), 1, now()).unwrap_err();
+        assert!(err.to_string().contains("max_age 1m"), "{err}");
+        let accepting = QueueConfig {
+            overflow: Some(crate::Overflow::Accept),
+            ..queue
+        };
+        let warning = check_backpressure("q", &accepting, load(100, 0), 5, now()).unwrap();
+        assert!(warning.unwrap().contains("accepted"));
+    }
+
+    #[test]
+    fn a_queue_held_back_by_a_rate_is_retried_when_its_bucket_refills() {
+        let queue = QueueConfig {
+            rate: Some("10/1s".parse().unwrap()),
+            ..QueueConfig::default()
+        };
+        let ready = vec![job(NO_KEY, "k", 5), job(NO_KEY, "k", 5)];
+        let plan = plan(&queue, &ready, 2);
+        assert_eq!(plan.jobs.len(), 1);
+        let memory = ClaimMemory::default();
+        memory.remember("q", &queue, &plan, &Buckets::new(), true, now());
+        let at = memory.retry_at(&["q".to_string(), "other".to_string()]);
+        assert_eq!(at, Some(now() + jiff::SignedDuration::from_millis(100)));
+        memory.remember(
+            "q",
+            &queue,
+            &ClaimPlan::default(),
+            &Buckets::new(),
+            false,
+            now(),
+        );
+        assert_eq!(memory.retry_at(&["q".to_string()]), None);
+        let limited = QueueConfig {
+            concurrency: Some(1),
+            ..QueueConfig::default()
+        };
+        memory.remember(
+            "q",
+            &limited,
+            &ClaimPlan::default(),
+            &Buckets::new(),
+            true,
+            now(),
+        );
+        assert_eq!(
+            memory.retry_at(&["q".to_string()]),
+            Some(now() + jiff::SignedDuration::from_millis(100))
         );
     }
 

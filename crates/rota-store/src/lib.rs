@@ -35,8 +35,10 @@ pub use enqueue::{
 };
 pub use error::{ErrorKind, StoreError};
 pub use flow::{
-    blocked_keys, charge, fetch_per_key, has_claim_limits, key_of, plan_claim, round_robin_order,
-    BucketScope, Buckets, ClaimPlan, KeyCursors, KeyHeads, Running, NO_KEY,
+    apply_backpressure, blocked_keys, charge, check_backpressure, fetch_per_key, has_backpressure,
+    has_claim_limits, key_of, plan_claim, queue_waiting, round_robin_order, waiting_reason,
+    BucketScope, Buckets, ClaimMemory, ClaimPlan, KeyHeads, QueueLoad, Running, LIMIT_POLL, NO_KEY,
+    RETRY_AFTER_DEFAULT,
 };
 pub use params::*;
 pub use rule::{

@@ -30,6 +30,8 @@ pub struct Inserted {
     pub job: Job,
     /// The unique key matched an existing job; nothing new was stored.
     pub duplicate: bool,
+    /// Stored beyond its queue's `max_depth` or `max_age` (the queue accepts overflow).
+    pub warning: Option<String>,
 }
 
 /// Lease jobs for a worker.
@@ -565,6 +567,34 @@ pub struct QueueStats {
     /// How long the oldest due, available job has been waiting.
     pub oldest_ready_age: Option<Duration>,
 }
+
+/// Read a queue's flow-control state.
+#[derive(Debug, Clone)]
+pub struct QueueFlowParams {
+    /// The queue.
+    pub queue: String,
+    /// Also count the running jobs of this key.
+    pub key: Option<String>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// A queue's flow-control state now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueFlow {
+    /// Its running jobs; per key, the keys at their `key_concurrency` (at most
+    /// [`KEYS_AT_LIMIT_MAX`], most running first) and the key asked about.
+    pub running: crate::Running,
+    /// Its rate buckets that are not full.
+    pub buckets: crate::Buckets,
+    /// Ready jobs of the keys at their limit (counted up to [`WAITING_COUNT_MAX`]).
+    pub waiting_on_keys: u64,
+}
+
+/// Keys at their limit a [`QueueFlow`] lists.
+pub const KEYS_AT_LIMIT_MAX: usize = 100;
+/// Ready jobs held back by keys that a [`QueueFlow`] counts before it stops.
+pub const WAITING_COUNT_MAX: u64 = 10_000;
 
 /// What a worker says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

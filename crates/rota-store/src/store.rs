@@ -121,6 +121,10 @@ pub trait Store: Send + Sync + 'static {
     /// job.
     async fn queue_list(&self, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError>;
 
+    /// A queue's flow-control state: running jobs (in all, per key at its limit), rate
+    /// buckets, ready jobs held back by keys. Cheap: seeks and the running set only.
+    async fn queue_flow(&self, p: QueueFlowParams) -> Result<QueueFlow, StoreError>;
+
     /// Records a worker (or refreshes it).
     async fn worker_register(&self, p: WorkerRegisterParams) -> Result<Worker, StoreError>;
 
@@ -156,8 +160,9 @@ pub trait Store: Send + Sync + 'static {
     /// every slot fire at most once, however many schedulers run.
     async fn schedule_fire(&self, p: ScheduleFireParams) -> Result<ScheduleFired, StoreError>;
 
-    /// The earliest `run_at` of a scheduled or retryable job on these queues (when a waiting
-    /// fetch should look again).
+    /// When a waiting fetch on these queues should look again: the earliest `run_at` of a
+    /// scheduled or retryable job, or the time this node's last claim of a queue whose limits
+    /// held ready jobs back said to try again (a rate's next token, or [`crate::LIMIT_POLL`]).
     async fn job_next_due(
         &self,
         p: JobNextDueParams,

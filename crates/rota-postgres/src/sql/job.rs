@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use rota_core::{transition, Event, Job, JobId, JobState};
 use rota_store::*;
 
-use super::queue::{queue_required_cached, queues_by_name};
+use super::queue::{queue_required_cached, queue_required_many, queues_by_name};
 use super::row::{job_columns, job_from_row, jobs_from_rows};
 use super::worker::touch_worker;
 use super::write::{insert_jobs, record_promoted, save_jobs, Saved, PROMOTE_DUE};
@@ -219,6 +219,7 @@ pub(crate) async fn job_insert_many(
         }
     }
     let queues = queue_required_cached(tx, &names).await?;
+    let loads = queue_loads(tx, &names, &queues, p.now).await?;
     let keys: Vec<&str> = p
         .jobs
         .iter()
@@ -243,6 +244,7 @@ pub(crate) async fn job_insert_many(
             Planned::Duplicate(job) => out.push(Inserted {
                 job,
                 duplicate: true,
+                warning: None,
             }),
             Planned::Insert(job) => {
                 if job.unique_key.is_some() {
@@ -253,12 +255,73 @@ pub(crate) async fn job_insert_many(
                 out.push(Inserted {
                     job,
                     duplicate: false,
+                    warning: None,
                 });
             }
         }
     }
+    apply_backpressure(&mut out, |q| &queues[q].config, &loads, p.now)?;
     insert_jobs(tx, &fresh, ChangeCause::Enqueued).await?;
     Ok(out)
+}
+
+/// The loads of the queues with backpressure among `names`: their rows locked first (in
+/// name order), so enqueues to one such queue take turns and each sees the jobs the one
+/// before committed; then their counts and oldest ready jobs, in the same round trip.
+async fn queue_loads(
+    tx: &Tx<'_>,
+    names: &[String],
+    queues: &HashMap<String, Queue>,
+    now: Timestamp,
+) -> Result<HashMap<String, QueueLoad>, StoreError> {
+    let mut pressed: Vec<String> = names
+        .iter()
+        .filter(|q| has_backpressure(&queues[*q].config))
+        .cloned()
+        .collect();
+    pressed.sort_unstable();
+    if pressed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut queries: Vec<(String, &str, Vec<OwnedParam>)> = vec![
+        (
+            "locking queues with backpressure".into(),
+            "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+            vec![Box::new(pressed.clone())],
+        ),
+        (
+            "counting ready and scheduled jobs".into(),
+            "SELECT queue, sum(n)::int8 FROM ( \
+               SELECT queue, state, n FROM rota.job_count WHERE queue = ANY($1) \
+               UNION ALL SELECT queue, state, n FROM rota.job_count_delta WHERE queue = ANY($1)) c \
+             WHERE state IN ('available', 'scheduled', 'retryable') GROUP BY queue",
+            vec![Box::new(pressed.clone())],
+        ),
+    ];
+    for q in &pressed {
+        queries.push((
+            format!("finding the oldest ready job of {q:?}"),
+            OLDEST_READY,
+            vec![Box::new(q.clone()), Box::new(micros(now))],
+        ));
+    }
+    let mut answers = tx.query_many(queries).await?.into_iter().skip(1);
+    let mut loads: HashMap<String, QueueLoad> = pressed
+        .iter()
+        .map(|q| (q.clone(), QueueLoad::default()))
+        .collect();
+    for row in answers.next().unwrap_or_default() {
+        if let Some(load) = loads.get_mut(row.get::<_, &str>(0)) {
+            load.depth = row.get::<_, i64>(1).max(0) as u64;
+        }
+    }
+    for (q, rows) in pressed.iter().zip(answers) {
+        let oldest: Option<i64> = rows.first().and_then(|r| r.get(0));
+        if let Some(load) = loads.get_mut(q) {
+            load.oldest_ready = oldest.map(from_micros);
+        }
+    }
+    Ok(loads)
 }
 
 /// Retries (operator's request) the given jobs, each unless another unfinished job holds its
@@ -322,7 +385,7 @@ pub(crate) async fn job_retry_many(
 pub(crate) async fn job_claim_many(
     tx: &Tx<'_>,
     p: JobClaimManyParams,
-    cursors: &KeyCursors,
+    memory: &ClaimMemory,
 ) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
     let queues = queue_required_cached(tx, &p.queues).await?;
@@ -341,7 +404,14 @@ pub(crate) async fn job_claim_many(
     let allowance = |q: &str, limits: &HashMap<String, QueueLimits>| {
         claim_allowance(&queues[q].config, limits[q].running.total, p.max)
     };
-    open.retain(|q| allowance(q, &limits) > 0);
+    open.retain(|q| {
+        let open = allowance(q, &limits) > 0;
+        if !open {
+            let plan = ClaimPlan::default();
+            memory.remember(q, &queues[*q].config, &plan, &Buckets::new(), true, p.now);
+        }
+        open
+    });
     if open.is_empty() {
         return Ok(Vec::new());
     }
@@ -358,7 +428,7 @@ pub(crate) async fn job_claim_many(
     for queue in &open {
         let config = &queues[*queue].config;
         let l = &limits[*queue];
-        let cursor = cursors.get(queue);
+        let cursor = memory.cursor(queue);
         let (weight_keys, weights): (Vec<String>, Vec<i64>) = config
             .key_weights
             .iter()
@@ -416,6 +486,9 @@ pub(crate) async fn job_claim_many(
             allowance_of(config, &l, p.max),
             p.now,
         );
+        let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
+        let left = !l.blocked.is_empty() || read > plan.jobs.len();
+        memory.remember(queue, config, &plan, &l.buckets, left, p.now);
         plans.push((*queue, plan, l.buckets));
     }
     let mut candidates: Vec<&Job> = plans.iter().flat_map(|(_, plan, _)| &plan.jobs).collect();
@@ -425,9 +498,6 @@ pub(crate) async fn job_claim_many(
     }
     let mut charged: Vec<(String, Buckets)> = Vec::new();
     for (queue, plan, buckets) in &plans {
-        if let Some(cursor) = &plan.cursor {
-            cursors.set(queue, cursor.clone());
-        }
         if !plan.buckets.is_empty() {
             let kept: Vec<&Job> = candidates
                 .iter()
@@ -553,6 +623,90 @@ async fn claim_limits(
         l.blocked = blocked_keys(config, &l.running, &l.buckets, now);
     }
     Ok(out)
+}
+
+/// A queue's flow-control state (see `Store::queue_flow`).
+pub(crate) async fn queue_flow(
+    db: &impl Conn,
+    p: QueueFlowParams,
+) -> Result<QueueFlow, StoreError> {
+    let queue = queue_required_many(db, std::slice::from_ref(&p.queue))
+        .await?
+        .remove(&p.queue)
+        .expect("the queue asked for");
+    let config = &queue.config;
+    let names = vec![queue.name.clone()];
+    let total = db
+        .query_opt("counting running jobs", RUNNING_PER_QUEUE, &[&names])
+        .await?
+        .map_or(0, |r| r.get::<_, i64>(1).max(0) as u64);
+    let mut flow = QueueFlow {
+        running: Running {
+            total,
+            by_key: HashMap::new(),
+        },
+        ..QueueFlow::default()
+    };
+    if let Some(limit) = config.key_concurrency {
+        let at_limit = db
+            .query(
+                "finding keys at their limit",
+                "SELECT concurrency_key, count(*)::int8 FROM rota.job \
+                 WHERE state = 'running' AND concurrency_key <> '' AND queue = $1 \
+                 GROUP BY concurrency_key HAVING count(*) >= $2 \
+                 ORDER BY count(*) DESC, concurrency_key LIMIT $3",
+                &[&queue.name, &i64::from(limit), &(KEYS_AT_LIMIT_MAX as i64)],
+            )
+            .await?;
+        for row in at_limit {
+            let key: String = row.get(0);
+            let left = WAITING_COUNT_MAX.saturating_sub(flow.waiting_on_keys);
+            if left > 0 {
+                let waiting = db
+                    .query_opt(
+                        "counting ready jobs of a key",
+                        "SELECT count(*)::int8 FROM (SELECT 1 FROM rota.job \
+                         WHERE state = 'available' AND queue = $1 AND concurrency_key = $2 \
+                         LIMIT $3) r",
+                        &[&queue.name, &key, &(left as i64)],
+                    )
+                    .await?
+                    .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
+                flow.waiting_on_keys += waiting;
+            }
+            flow.running
+                .by_key
+                .insert(key, row.get::<_, i64>(1).max(0) as u64);
+        }
+    }
+    if let Some(key) = p.key {
+        let n = db
+            .query_opt(
+                "counting running jobs of a key",
+                "SELECT count(*)::int8 FROM rota.job \
+                 WHERE state = 'running' AND concurrency_key <> '' AND queue = $1 \
+                   AND concurrency_key = $2",
+                &[&queue.name, &key],
+            )
+            .await?
+            .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
+        flow.running.by_key.insert(key, n);
+    }
+    if has_claim_limits(config) {
+        let rows = db
+            .query(
+                "reading rate buckets",
+                "SELECT scope, name, tat FROM rota.rate_bucket WHERE queue = $1 AND tat > $2",
+                &[&queue.name, &micros(p.now)],
+            )
+            .await?;
+        for row in rows {
+            if let Some(scope) = BucketScope::from_parts(row.get(0), row.get(1)) {
+                flow.buckets.insert(scope, from_micros(row.get(2)));
+            }
+        }
+    }
+    Ok(flow)
 }
 
 /// Stores the buckets claims drew from (with the commit).

@@ -47,13 +47,27 @@ async fn enqueue_all(
         .await
         .map_err(|err| match err {
             StoreError::Invalid(e) => in_batch(0, e),
+            StoreError::QueueFull { ref queue, .. } => {
+                state.metrics.overflow(queue, "rejected");
+                ApiError::from(err)
+            }
             err => ApiError::from(err),
         })?;
+    let mut overflowed: Vec<&str> = inserted
+        .iter()
+        .filter(|i| i.warning.is_some())
+        .map(|i| i.job.queue.as_str())
+        .collect();
+    overflowed.dedup();
+    for queue in overflowed {
+        state.metrics.overflow(queue, "accepted");
+    }
     Ok(inserted
         .into_iter()
         .map(|i| Enqueued {
             job: i.job.into(),
             duplicate: i.duplicate,
+            warning: i.warning,
         })
         .collect())
 }
@@ -119,6 +133,12 @@ pub async fn enqueue_many(
                 .filter(|(_, e)| e.duplicate)
                 .map(|(i, _)| i)
                 .collect(),
+            warnings: {
+                let mut w: Vec<String> =
+                    enqueued.iter().filter_map(|e| e.warning.clone()).collect();
+                w.dedup();
+                w
+            },
             ids: enqueued.into_iter().map(|e| e.job.id).collect(),
         })
     } else {
@@ -151,7 +171,10 @@ pub async fn get_job(
     loop {
         let job = state.store.job_get(JobGetParams { id }).await?;
         if job.state.is_final() || tokio::time::Instant::now() >= deadline {
-            return Ok(ApiJson(job.into()));
+            let waiting = crate::view::job_waiting(&*state.store, &job, state.clock.now()).await?;
+            let mut view = JobView::from(job);
+            view.waiting = waiting;
+            return Ok(ApiJson(view));
         }
         tokio::select! {
             _ = finished.notified() => {}

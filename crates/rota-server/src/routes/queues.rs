@@ -12,6 +12,10 @@ use crate::state::AppState;
 async fn view_of(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
     crate::view::queue_named(&*state.store, name, state.clock.now())
         .await?
+        .map(|mut q| {
+            q.overflows = state.metrics.overflows_of(&q.name);
+            q
+        })
         .ok_or_else(|| {
             ApiError::not_found(
                 "queue_not_declared",
@@ -24,9 +28,11 @@ async fn view_of(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, body = QueueList)))]
 pub async fn list_queues(State(state): State<AppState>) -> Result<ApiJson<QueueList>, ApiError> {
-    Ok(ApiJson(QueueList {
-        queues: crate::view::queues(&*state.store, state.clock.now()).await?,
-    }))
+    let mut queues = crate::view::queues(&*state.store, state.clock.now()).await?;
+    for q in &mut queues {
+        q.overflows = state.metrics.overflows_of(&q.name);
+    }
+    Ok(ApiJson(QueueList { queues }))
 }
 
 fn duration_field(

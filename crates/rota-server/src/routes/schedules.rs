@@ -149,5 +149,6 @@ pub async fn trigger_schedule(
     Ok(ApiJson(Enqueued {
         job: i.job.into(),
         duplicate: i.duplicate,
+        warning: i.warning,
     }))
 }

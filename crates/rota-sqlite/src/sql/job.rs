@@ -8,7 +8,7 @@ use rota_core::{transition, Event, Job, JobId, JobState};
 use rota_store::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::queue::{queue_get, queue_required};
+use super::queue::{queue_get, queue_load, queue_required};
 use super::row::{job_columns, job_from_row};
 use super::worker::touch_worker;
 use super::write::{insert_job, job_promote_due, save_job};
@@ -32,6 +32,15 @@ pub(crate) const READY_KEY_AFTER: &str = "SELECT concurrency_key FROM job \
 /// The first key with ready jobs.
 pub(crate) const READY_KEY_FIRST: &str = "SELECT concurrency_key FROM job \
      WHERE state = 'available' AND queue = ?1 ORDER BY concurrency_key LIMIT 1";
+/// The keys of queue `?1` with at least `?2` running jobs, most first (a walk of the queue's
+/// part of `job_running_key`: the running set only).
+pub(crate) const KEYS_AT_LIMIT: &str = "SELECT concurrency_key, count(*) FROM job \
+     WHERE state = 'running' AND concurrency_key <> '' AND queue = ?1 \
+     GROUP BY concurrency_key HAVING count(*) >= ?2 \
+     ORDER BY count(*) DESC, concurrency_key LIMIT ?3";
+/// Ready jobs of key `?2`, counted up to `?3` (a walk of `job_ready`).
+pub(crate) const READY_OF_KEY: &str = "SELECT count(*) FROM (SELECT 1 FROM job \
+     WHERE state = 'available' AND queue = ?1 AND concurrency_key = ?2 LIMIT ?3)";
 /// Running jobs holding a key (a seek on `job_running_key`).
 pub(crate) const RUNNING_OF_KEY: &str = "SELECT count(*) FROM job \
      WHERE state = 'running' AND concurrency_key <> '' AND queue = ?1 AND concurrency_key = ?2";
@@ -89,6 +98,7 @@ pub(crate) fn job_insert_many(
     p: JobInsertManyParams,
 ) -> Result<Vec<Inserted>, StoreError> {
     let mut queues: HashMap<String, QueueConfig> = HashMap::new();
+    let mut loads: HashMap<String, QueueLoad> = HashMap::new();
     let len = p.jobs.len();
     let mut out = Vec::with_capacity(len);
     for (index, new) in p.jobs.into_iter().enumerate() {
@@ -96,6 +106,10 @@ pub(crate) fn job_insert_many(
             rota_core::validation::validate_queue_name(&new.queue)
                 .map_err(|e| StoreError::from(e).at_item(index, len))?;
             let queue = queue_required(tx, &new.queue)?;
+            if has_backpressure(&queue.config) {
+                // Before this batch's jobs: the writer runs one request at a time.
+                loads.insert(queue.name.clone(), queue_load(tx, &queue.name, p.now)?);
+            }
             queues.insert(queue.name, queue.config);
         }
         let same_key = match &new.unique_key {
@@ -109,16 +123,20 @@ pub(crate) fn job_insert_many(
             Planned::Duplicate(job) => out.push(Inserted {
                 job,
                 duplicate: true,
+                warning: None,
             }),
             Planned::Insert(job) => {
                 insert_job(tx, &job, ChangeCause::Enqueued)?;
                 out.push(Inserted {
                     job,
                     duplicate: false,
+                    warning: None,
                 });
             }
         }
     }
+    // A refusal rolls the batch back with the request's savepoint.
+    apply_backpressure(&mut out, |q| &queues[q], &loads, p.now)?;
     Ok(out)
 }
 
@@ -162,7 +180,7 @@ fn jobs_with_unique_key(conn: &Connection, key: &str) -> Result<Vec<Job>, StoreE
 pub(crate) fn job_claim_many(
     tx: &Tx<'_>,
     p: JobClaimManyParams,
-    cursors: &KeyCursors,
+    memory: &ClaimMemory,
 ) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
     let mut open_queues = Vec::with_capacity(p.queues.len());
@@ -180,7 +198,7 @@ pub(crate) fn job_claim_many(
     let mut plans = Vec::with_capacity(open_queues.len());
     for queue in &open_queues {
         job_promote_due(tx, &queue.name, p.now)?;
-        let plan = plan_queue_claim(tx, queue, kinds.as_deref(), &p, cursors)?;
+        let plan = plan_queue_claim(tx, queue, kinds.as_deref(), &p, memory)?;
         plans.push((queue, plan));
     }
     // One queue: its plan, in round-robin order. Several: the first `max` of all by
@@ -191,9 +209,6 @@ pub(crate) fn job_claim_many(
         candidates.truncate(p.max);
     }
     for (queue, (plan, buckets)) in &plans {
-        if let Some(cursor) = &plan.cursor {
-            cursors.set(&queue.name, cursor.clone());
-        }
         if !plan.buckets.is_empty() {
             let kept: Vec<&Job> = candidates
                 .iter()
@@ -232,7 +247,7 @@ fn plan_queue_claim(
     queue: &Queue,
     kinds: Option<&str>,
     p: &JobClaimManyParams,
-    cursors: &KeyCursors,
+    memory: &ClaimMemory,
 ) -> Result<(ClaimPlan, Buckets), StoreError> {
     let config = &queue.config;
     let mut running = Running {
@@ -245,7 +260,9 @@ fn plan_queue_claim(
     };
     let allowance = claim_allowance(config, running.total, p.max);
     if allowance == 0 {
-        return Ok((ClaimPlan::default(), Buckets::new()));
+        let plan = ClaimPlan::default();
+        memory.remember(&queue.name, config, &plan, &Buckets::new(), true, p.now);
+        return Ok((plan, Buckets::new()));
     }
     let buckets = if has_claim_limits(config) {
         load_buckets(tx, &queue.name, p.now)?
@@ -254,16 +271,19 @@ fn plan_queue_claim(
     };
     let rate_blocked = blocked_keys(config, &running, &buckets, p.now);
     let mut keys = Vec::new();
-    let mut scan = ReadyKeys::new(tx, &queue.name, cursors.get(&queue.name))?;
+    let mut skipped = false;
+    let mut scan = ReadyKeys::new(tx, &queue.name, memory.cursor(&queue.name))?;
     while keys.len() < allowance {
         let Some(key) = scan.next()? else { break };
         if rate_blocked.binary_search(&key).is_ok() {
+            skipped = true;
             continue;
         }
         if let (Some(limit), false) = (config.key_concurrency, key == NO_KEY) {
             let n = running_of_key(tx, &queue.name, &key)?;
             running.by_key.insert(key.clone(), n);
             if n >= u64::from(limit) {
+                skipped = true;
                 continue;
             }
         }
@@ -288,6 +308,9 @@ fn plan_queue_claim(
         });
     }
     let plan = plan_claim(config, &running, &buckets, &heads, allowance, p.now);
+    let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
+    let left = skipped || read > plan.jobs.len();
+    memory.remember(&queue.name, config, &plan, &buckets, left, p.now);
     Ok((plan, buckets))
 }
 
@@ -342,6 +365,51 @@ impl<'t, 'c> ReadyKeys<'t, 'c> {
             }
         }
     }
+}
+
+/// A queue's flow-control state (see `Store::queue_flow`).
+pub(crate) fn queue_flow(conn: &Connection, p: QueueFlowParams) -> Result<QueueFlow, StoreError> {
+    let queue = queue_required(conn, &p.queue)?;
+    let config = &queue.config;
+    let mut flow = QueueFlow {
+        running: Running {
+            total: running_count(conn, &queue.name)?,
+            by_key: HashMap::new(),
+        },
+        ..QueueFlow::default()
+    };
+    if let Some(limit) = config.key_concurrency {
+        let at_limit: Vec<(String, i64)> = conn
+            .prepare_cached(KEYS_AT_LIMIT)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![queue.name, limit, KEYS_AT_LIMIT_MAX as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+            })
+            .map_err(db_err("finding keys at their limit"))?;
+        let mut ready = conn
+            .prepare_cached(READY_OF_KEY)
+            .map_err(db_err("preparing ready count"))?;
+        for (key, n) in at_limit {
+            let left = WAITING_COUNT_MAX.saturating_sub(flow.waiting_on_keys);
+            if left > 0 {
+                let waiting: i64 = ready
+                    .query_row(params![queue.name, key, left as i64], |r| r.get(0))
+                    .map_err(db_err("counting ready jobs of a key"))?;
+                flow.waiting_on_keys += waiting.max(0) as u64;
+            }
+            flow.running.by_key.insert(key, n.max(0) as u64);
+        }
+    }
+    if let Some(key) = p.key {
+        let n = running_of_key(conn, &queue.name, &key)?;
+        flow.running.by_key.insert(key, n);
+    }
+    if has_claim_limits(config) {
+        flow.buckets = load_buckets(conn, &queue.name, p.now)?;
+    }
+    Ok(flow)
 }
 
 /// How many jobs of `queue` are running (from the job counts: no scan).

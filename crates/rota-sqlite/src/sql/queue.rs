@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::count::job_counts;
 use super::job::{OLDEST_AVAILABLE, OLDEST_WAITING};
 use super::row::{queue_from_row, QUEUE_COLUMNS};
-use super::{classify, db_err, json, micros};
+use super::{classify, db_err, from_micros, json, micros};
 
 pub(crate) fn queue_get(conn: &Connection, name: &str) -> Result<Option<Queue>, StoreError> {
     conn.prepare_cached(&format!(
@@ -71,6 +71,28 @@ pub(crate) fn queue_set_paused(
         .and_then(|mut stmt| stmt.execute(params![p.name, p.paused, micros(p.now)]))
         .map_err(|e| classify(&format!("pausing queue {:?}", p.name), e))?;
     queue_required(conn, &p.name)
+}
+
+/// A queue's ready and scheduled jobs (from the job counts) and its oldest ready job.
+pub(crate) fn queue_load(
+    conn: &Connection,
+    queue: &str,
+    now: Timestamp,
+) -> Result<QueueLoad, StoreError> {
+    let depth = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(n), 0) FROM job_count \
+             WHERE queue = ?1 AND state IN ('available', 'scheduled', 'retryable')",
+        )
+        .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, i64>(0)))
+        .map_err(|e| classify(&format!("counting the jobs of {queue:?}"), e))?;
+    Ok(QueueLoad {
+        depth: depth.max(0) as u64,
+        oldest_ready: oldest_ready(conn, queue, now)?
+            .map(from_micros)
+            .transpose()
+            .map_err(db_err("reading the oldest ready job"))?,
+    })
 }
 
 /// When the oldest ready job of `queue` became ready: the earliest run_at of its available

@@ -203,3 +203,197 @@ pub async fn key_and_kind_rates_limit_only_their_jobs(s: Subject) {
         3
     );
 }
+
+async fn try_insert(
+    store: &dyn Store,
+    jobs: Vec<NewJob>,
+    now: Timestamp,
+) -> Result<Vec<Inserted>, StoreError> {
+    store
+        .job_insert_many(JobInsertManyParams {
+            jobs,
+            defaults: std::sync::Arc::default(),
+            now,
+        })
+        .await
+}
+
+fn plain(queue: &str, n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|_| NewJob::new(queue, "k", serde_json::json!({})))
+        .collect()
+}
+
+/// A queue's `max_depth` refuses the enqueue that would pass it, whole batches included
+/// (nothing of a refused batch is stored, nothing accepted before is lost); with
+/// `overflow = accept` the jobs are stored with a warning; `max_age` refuses while the oldest
+/// ready job has waited too long.
+pub async fn backpressure_refuses_beyond_max_depth_and_max_age(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let config = QueueConfig {
+        max_depth: Some(100),
+        ..QueueConfig::default()
+    };
+    declare(store, "bounded", config, now).await;
+    try_insert(store, plain("bounded", 95), now).await.unwrap();
+    let err = try_insert(store, plain("bounded", 10), now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::QueueFull { queue, .. } if queue == "bounded"),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    try_insert(store, plain("bounded", 5), now).await.unwrap();
+    let err = try_insert(store, plain("bounded", 1), now)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_depth 100"), "{err}");
+    let counts = store.job_counts(JobCountsParams::default()).await.unwrap();
+    let stored: u64 = counts
+        .iter()
+        .filter(|c| c.queue == "bounded")
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(stored, 100, "the accepted jobs, and only them");
+    // A claim frees room.
+    let got = claim(store, "w", &["bounded"], &[], 1, now).await;
+    assert_eq!(got.len(), 1);
+    try_insert(store, plain("bounded", 1), now).await.unwrap();
+
+    let accepting = QueueConfig {
+        max_depth: Some(1),
+        overflow: Some(Overflow::Accept),
+        ..QueueConfig::default()
+    };
+    declare(store, "lenient", accepting, now).await;
+    let first = try_insert(store, plain("lenient", 1), now).await.unwrap();
+    assert_eq!(first[0].warning, None);
+    let over = try_insert(store, plain("lenient", 2), now).await.unwrap();
+    assert!(over.iter().all(|i| i.warning.is_some()), "{over:?}");
+
+    let aging = QueueConfig {
+        max_age: Some(secs(60)),
+        ..QueueConfig::default()
+    };
+    declare(store, "aging", aging, now).await;
+    try_insert(store, plain("aging", 1), now).await.unwrap();
+    try_insert(store, plain("aging", 1), add_duration(now, secs(59)))
+        .await
+        .unwrap();
+    let err = try_insert(store, plain("aging", 1), add_duration(now, secs(61)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_age 1m"), "{err}");
+}
+
+/// Sixteen producers racing batches of ten into a queue with `max_depth = 100`: exactly ten
+/// batches are stored.
+pub async fn concurrent_enqueues_never_pass_a_max_depth(s: Subject) {
+    let now = t0();
+    let config = QueueConfig {
+        max_depth: Some(100),
+        ..QueueConfig::default()
+    };
+    declare(&*s.store, "bounded", config, now).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            try_insert(&*store, plain("bounded", 10), now).await.is_ok()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.unwrap());
+    }
+    assert_eq!(stored, 10);
+}
+
+/// A queue's flow state names the keys at their limit, the ready jobs they hold back, and
+/// the running jobs of a key asked about; a held-back job's reason says which limit.
+pub async fn the_flow_state_shows_what_limits_hold_back(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let config = QueueConfig {
+        key_concurrency: Some(1),
+        rate: Some("1/1h".parse().unwrap()),
+        ..QueueConfig::default()
+    };
+    declare(store, "keyed", config.clone(), now).await;
+    insert(
+        store,
+        vec![
+            keyed("keyed", "a"),
+            keyed("keyed", "a"),
+            keyed("keyed", "a"),
+            keyed("keyed", "b"),
+        ],
+        now,
+    )
+    .await;
+    let got = claim(store, "w", &["keyed"], &[], 10, now).await;
+    assert_eq!(got.len(), 1, "the queue's rate admits one");
+    let held_key = got[0].concurrency_key.clone().unwrap();
+    let flow = store
+        .queue_flow(QueueFlowParams {
+            queue: "keyed".into(),
+            key: Some("b".into()),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(flow.running.total, 1);
+    assert_eq!(flow.running.of_key(&held_key), 1);
+    assert!(flow.buckets.contains_key(&BucketScope::Queue));
+    let expected_waiting = if held_key == "a" { 2 } else { 0 };
+    assert_eq!(flow.waiting_on_keys, expected_waiting);
+    let ready = store
+        .job_list(JobListParams {
+            filter: JobFilter {
+                states: vec![rota_core::JobState::Available],
+                ..JobFilter::default()
+            },
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .jobs;
+    let same_key = ready
+        .iter()
+        .find(|j| j.concurrency_key.as_deref() == Some(held_key.as_str()));
+    if let Some(job) = same_key {
+        let flow = store
+            .queue_flow(QueueFlowParams {
+                queue: "keyed".into(),
+                key: job.concurrency_key.clone(),
+                now,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            waiting_reason(&config, job, &flow, now).as_deref(),
+            Some(format!("key {held_key} at its limit 1/1").as_str())
+        );
+    }
+    let other = ready
+        .iter()
+        .find(|j| j.concurrency_key.as_deref() != Some(held_key.as_str()))
+        .unwrap();
+    let reason = waiting_reason(&config, other, &flow, now).unwrap();
+    assert!(
+        reason.starts_with("queue at its rate 1/1h: next start in"),
+        "{reason}"
+    );
+    let missing = store
+        .queue_flow(QueueFlowParams {
+            queue: "nope".into(),
+            key: None,
+            now,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+}

@@ -67,6 +67,9 @@ macro_rules! conformance_tests {
                 claims_take_turns_between_keys,
                 a_queue_rate_limits_starts_over_time,
                 key_and_kind_rates_limit_only_their_jobs,
+                backpressure_refuses_beyond_max_depth_and_max_age,
+                concurrent_enqueues_never_pass_a_max_depth,
+                the_flow_state_shows_what_limits_hold_back,
             }
             leader {
                 two_contenders_elect_one_leader,
