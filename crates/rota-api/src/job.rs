@@ -57,6 +57,35 @@ pub struct NewJobRequest {
     /// limit the jobs sharing it, and claims take turns between keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// Collapse enqueues with the same key less than `period` apart into one job that runs
+    /// `period` after the last, with its arguments, and at most `max_wait` after the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<DebounceRequest>,
+    /// Accept at most one job per key per `period`; the others are answered as duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleRequest>,
+}
+
+/// A debounce: `{"key": "reindex:42", "period": "5s", "max_wait": "1m"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebounceRequest {
+    /// What identifies the burst.
+    pub key: String,
+    /// Quiet time after the last enqueue, such as `5s`.
+    pub period: String,
+    /// Longest the job may be put off after the first enqueue, such as `1m`.
+    pub max_wait: String,
+}
+
+/// A throttle: `{"key": "digest:42", "period": "1h"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleRequest {
+    /// What is throttled.
+    pub key: String,
+    /// One job per this long, such as `1h`.
+    pub period: String,
 }
 
 fn duration_field(
@@ -101,6 +130,25 @@ impl NewJobRequest {
             unique_key: self.unique_key,
             tags: self.tags,
             concurrency_key: self.concurrency_key,
+            debounce: self
+                .debounce
+                .map(|d| {
+                    Ok::<_, ValidationError>(rota_core::Debounce {
+                        period: parse_duration_field("debounce.period", &d.period)?,
+                        max_wait: parse_duration_field("debounce.max_wait", &d.max_wait)?,
+                        key: d.key,
+                    })
+                })
+                .transpose()?,
+            throttle: self
+                .throttle
+                .map(|t| {
+                    Ok::<_, ValidationError>(rota_core::Throttle {
+                        period: parse_duration_field("throttle.period", &t.period)?,
+                        key: t.key,
+                    })
+                })
+                .transpose()?,
             origin: None,
         })
     }

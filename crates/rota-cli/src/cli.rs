@@ -263,6 +263,19 @@ pub struct EnqueueArgs {
     /// to the jobs sharing it).
     #[arg(long)]
     pub concurrency_key: Option<String>,
+    /// Debounce on this key: enqueues with it less than --period apart become one job that
+    /// runs --period after the last, with its args, at most --max-wait after the first.
+    #[arg(long, requires_all = ["period", "max_wait"], conflicts_with = "throttle")]
+    pub debounce: Option<String>,
+    /// Throttle on this key: at most one job per --period; the others are duplicates.
+    #[arg(long, requires = "period")]
+    pub throttle: Option<String>,
+    /// The debounce or throttle period, such as 5s.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// The longest a debounced job may be put off, such as 1m.
+    #[arg(long, requires = "debounce")]
+    pub max_wait: Option<String>,
     /// Attempts, the first included.
     #[arg(long)]
     pub max_attempts: Option<u32>,

@@ -428,6 +428,15 @@ fn new_job(e: EnqueueArgs) -> anyhow::Result<NewJobRequest> {
         unique_for: e.unique_for,
         tags: e.tag,
         concurrency_key: e.concurrency_key,
+        debounce: e.debounce.map(|key| rota::api::DebounceRequest {
+            key,
+            period: e.period.clone().unwrap_or_default(),
+            max_wait: e.max_wait.clone().unwrap_or_default(),
+        }),
+        throttle: e.throttle.map(|key| rota::api::ThrottleRequest {
+            key,
+            period: e.period.unwrap_or_default(),
+        }),
     })
 }
 

@@ -377,3 +377,103 @@ async fn two_postgres_nodes_never_run_more_than_a_queues_concurrency() {
     let b = Server::start_with_args(CONFIG, &["--database", &db.url]);
     race(vec![a.url.clone(), b.url.clone()]).await;
 }
+
+/// Fifty enqueues of one debounce key within a second, through the API and the CLI, run
+/// once, with the last arguments; a throttled key answers duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_debounced_burst_runs_once_with_the_last_arguments() {
+    let server = Server::start("");
+    let client = server.client();
+    let debounce = |n: u32| NewJobRequest {
+        queue: "default".into(),
+        kind: "reindex".into(),
+        args: serde_json::json!({ "n": n }),
+        debounce: Some(rota::api::DebounceRequest {
+            key: "user:42".into(),
+            period: "1s".into(),
+            max_wait: "10s".into(),
+        }),
+        ..Default::default()
+    };
+    let mut ids = std::collections::HashSet::new();
+    for n in 0..49 {
+        ids.insert(client.enqueue(&debounce(n)).await.unwrap().job.id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = server.rota(&[
+        "enqueue",
+        "reindex",
+        "--args",
+        r#"{"n": 49}"#,
+        "--debounce",
+        "user:42",
+        "--period",
+        "1s",
+        "--max-wait",
+        "10s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(last["duplicate"], true, "{last}");
+    ids.insert(last["job"]["id"].as_str().unwrap().to_string());
+    assert_eq!(ids.len(), 1, "one job for the burst");
+    let mut ran = Vec::new();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(3) {
+        let fetched = client
+            .fetch(&FetchRequest {
+                worker: "w".into(),
+                queues: vec!["default".into()],
+                max: Some(10),
+                wait: Some("1s".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        support::complete_all(&client, &fetched.jobs).await.unwrap();
+        ran.extend(fetched.jobs);
+    }
+    assert_eq!(ran.len(), 1, "it ran once");
+    assert_eq!(ran[0].args, serde_json::json!({ "n": 49 }));
+
+    let throttled = server.rota(&[
+        "enqueue",
+        "digest",
+        "--throttle",
+        "user:42",
+        "--period",
+        "1h",
+        "--json",
+    ]);
+    let again = server.rota(&[
+        "enqueue",
+        "digest",
+        "--throttle",
+        "user:42",
+        "--period",
+        "1h",
+        "--json",
+    ]);
+    let first: serde_json::Value = serde_json::from_slice(&throttled.stdout).unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(first["job"]["id"], second["job"]["id"]);
+    let bad = server.rota(&[
+        "enqueue",
+        "digest",
+        "--debounce",
+        "k",
+        "--period",
+        "1m",
+        "--max-wait",
+        "1s",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("debounce.max_wait"), "{err}");
+}

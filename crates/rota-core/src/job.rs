@@ -56,9 +56,44 @@ pub struct NewJob {
     /// limit the jobs sharing it, and claims go round-robin across keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// Collapse enqueues with the same key inside a period into one run with the latest
+    /// arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<Debounce>,
+    /// At most one run per key per period; the rest are duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
     /// The schedule and slot that enqueued it, if a schedule did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<JobOrigin>,
+}
+
+/// Debounce: enqueues with the same `key` less than `period` apart collapse into one job,
+/// which runs `period` after the last of them with its arguments, but never later than
+/// `max_wait` after the first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Debounce {
+    /// What identifies the burst, such as `reindex:user:42`.
+    pub key: String,
+    /// Quiet time after the last enqueue before the job runs.
+    #[serde(with = "serde_humane")]
+    pub period: Duration,
+    /// Longest the job may be put off after the first enqueue of the burst.
+    #[serde(with = "serde_humane")]
+    pub max_wait: Duration,
+}
+
+/// Throttle: at most one job per `key` is accepted per `period` (from the accepted one's
+/// enqueue); the others are answered as duplicates of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// What is throttled, such as `digest:user:42`.
+    pub key: String,
+    /// One job per this long.
+    #[serde(with = "serde_humane")]
+    pub period: Duration,
 }
 
 /// The schedule slot a job was enqueued for.
@@ -85,6 +120,8 @@ impl NewJob {
             unique_for: None,
             tags: Vec::new(),
             concurrency_key: None,
+            debounce: None,
+            throttle: None,
             origin: None,
         }
     }
@@ -122,6 +159,30 @@ impl NewJob {
     /// Sets the flow-control key.
     pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
         self.concurrency_key = Some(key.into());
+        self
+    }
+
+    /// Debounces on `key`: see [`Debounce`].
+    pub fn debounce(
+        mut self,
+        key: impl Into<String>,
+        period: Duration,
+        max_wait: Duration,
+    ) -> Self {
+        self.debounce = Some(Debounce {
+            key: key.into(),
+            period,
+            max_wait,
+        });
+        self
+    }
+
+    /// Throttles on `key`: see [`Throttle`].
+    pub fn throttle(mut self, key: impl Into<String>, period: Duration) -> Self {
+        self.throttle = Some(Throttle {
+            key: key.into(),
+            period,
+        });
         self
     }
 

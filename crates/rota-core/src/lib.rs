@@ -26,8 +26,8 @@ pub use duration::{
 };
 pub use id::JobId;
 pub use job::{
-    ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, SnoozeRecord, PRIORITY_DEFAULT,
-    SNOOZE_LOG_MAX,
+    Debounce, ErrorReport, Job, JobError, JobOrigin, NewJob, Progress, SnoozeRecord, Throttle,
+    PRIORITY_DEFAULT, SNOOZE_LOG_MAX,
 };
 pub use lease::Lease;
 pub use rate::{Rate, RateParseError};

@@ -80,6 +80,14 @@ pub enum Event {
     },
     /// An operator retries a dead or cancelled job; its history is kept.
     Retried,
+    /// A debounced enqueue folded into this scheduled job: it runs with the latest `args`,
+    /// at `run_at`.
+    Debounced {
+        /// The latest arguments.
+        args: Value,
+        /// When it now runs.
+        run_at: Timestamp,
+    },
 }
 
 impl Event {
@@ -98,6 +106,7 @@ impl Event {
             Event::LeaseExpired => "rescue",
             Event::HandedBack { .. } => "hand back",
             Event::Retried => "retry",
+            Event::Debounced { .. } => "debounce into",
         }
     }
 
@@ -186,6 +195,13 @@ pub fn transition(job: &Job, event: Event, now: Timestamp) -> Result<Job, Transi
     }
     let mut next = job.clone();
     match event {
+        Event::Debounced { args, run_at } => match job.state {
+            JobState::Scheduled => {
+                next.args = args;
+                next.run_at = run_at;
+            }
+            _ => return Err(not_allowed()),
+        },
         Event::Due => match job.state {
             JobState::Scheduled | JobState::Retryable if job.run_at <= now => {
                 next.state = JobState::Available;
@@ -365,6 +381,34 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Only a scheduled job takes a debounce's new arguments and run time.
+    #[test]
+    fn only_a_scheduled_job_is_debounced() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let later = now + jiff::SignedDuration::from_secs(5);
+        let job = Job::from_new(
+            crate::NewJob::new("q", "k", json!({"n": 1})).run_at(later),
+            JobId::new(now),
+            RetryPolicy::default(),
+            now,
+        );
+        let event = |n| Event::Debounced {
+            args: json!({ "n": n }),
+            run_at: later + jiff::SignedDuration::from_secs(1),
+        };
+        let next = transition(&job, event(2), now).unwrap();
+        assert_eq!(
+            (next.args.clone(), next.state),
+            (json!({"n": 2}), JobState::Scheduled)
+        );
+        let mut ready = next.clone();
+        ready.state = JobState::Available;
+        assert!(matches!(
+            transition(&ready, event(3), now),
+            Err(TransitionError::NotAllowed { .. })
+        ));
+    }
 
     /// A handler that always snoozes cannot loop forever: the snooze beyond the limit is a
     /// failed attempt (issue 17: `echo 0s; exit 75` ran 859 times in 5 s).

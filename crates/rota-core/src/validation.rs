@@ -183,9 +183,18 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
             ));
         }
     }
+    validate_collapse(job)?;
     for (field, key) in [
         ("unique_key", &job.unique_key),
         ("concurrency_key", &job.concurrency_key),
+        (
+            "debounce.key",
+            &job.debounce.as_ref().map(|d| d.key.clone()),
+        ),
+        (
+            "throttle.key",
+            &job.throttle.as_ref().map(|t| t.key.clone()),
+        ),
     ] {
         if let Some(key) = key {
             if key.is_empty() || key.len() > MAX_LABEL_LEN {
@@ -195,6 +204,65 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Debounce and throttle: one of them, without a run time or unique key of its own, with
+/// periods of at least a millisecond and within the schedule horizon, and a debounce's
+/// `max_wait` at least its `period`.
+fn validate_collapse(job: &NewJob) -> Result<(), ValidationError> {
+    let (field, period) = match (&job.debounce, &job.throttle) {
+        (Some(_), Some(_)) => {
+            return Err(ValidationError::new(
+                "throttle",
+                "give either debounce or throttle, not both",
+            ))
+        }
+        (Some(d), None) => {
+            if d.max_wait < d.period {
+                return Err(ValidationError::new(
+                    "debounce.max_wait",
+                    format!(
+                        "must be at least the period ({}), got {}",
+                        crate::format_duration(d.period),
+                        crate::format_duration(d.max_wait)
+                    ),
+                ));
+            }
+            if job.run_at.is_some() {
+                return Err(ValidationError::new(
+                    "debounce",
+                    "a debounced job runs a period after the last enqueue: give no run_at or delay",
+                ));
+            }
+            ("debounce", d.max_wait.max(d.period))
+        }
+        (None, Some(t)) => ("throttle", t.period),
+        (None, None) => return Ok(()),
+    };
+    if job.unique_key.is_some() {
+        return Err(ValidationError::new(
+            field,
+            format!("{field} collapses jobs by its own key: give no unique_key"),
+        ));
+    }
+    let shortest = match (&job.debounce, &job.throttle) {
+        (Some(d), _) => d.period,
+        (_, Some(t)) => t.period,
+        _ => period,
+    };
+    if shortest < std::time::Duration::from_millis(1) {
+        return Err(ValidationError::new(
+            format!("{field}.period"),
+            "must be at least 1ms",
+        ));
+    }
+    if period > crate::SCHEDULE_HORIZON {
+        return Err(ValidationError::new(
+            field,
+            "periods must be within ten years",
+        ));
     }
     Ok(())
 }
@@ -233,7 +301,44 @@ mod tests {
                 "max_attempts",
             ),
             (NewJob::new("q", "k", json!("x".repeat(600_000))), "args"),
+            (
+                NewJob::new("q", "k", json!({})).concurrency_key(""),
+                "concurrency_key",
+            ),
+            (
+                NewJob::new("q", "k", json!({})).debounce("d", secs(60), secs(1)),
+                "debounce.max_wait",
+            ),
+            (
+                NewJob::new("q", "k", json!({}))
+                    .debounce("d", secs(1), secs(2))
+                    .run_at(jiff::Timestamp::UNIX_EPOCH),
+                "debounce",
+            ),
+            (
+                NewJob::new("q", "k", json!({}))
+                    .throttle("t", secs(1))
+                    .unique_key("u"),
+                "throttle",
+            ),
+            (
+                NewJob::new("q", "k", json!({}))
+                    .throttle("t", secs(1))
+                    .debounce("d", secs(1), secs(1)),
+                "throttle",
+            ),
+            (
+                NewJob::new("q", "k", json!({})).throttle("t", secs(0)),
+                "throttle.period",
+            ),
+            (
+                NewJob::new("q", "k", json!({})).throttle("", secs(1)),
+                "throttle.key",
+            ),
         ];
+        fn secs(n: u64) -> std::time::Duration {
+            std::time::Duration::from_secs(n)
+        }
         for (job, field) in cases {
             let err = validate_new_job(&job, &limits).unwrap_err();
             assert_eq!(err.field, field, "{err}");

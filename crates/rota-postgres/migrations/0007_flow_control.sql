@@ -16,3 +16,13 @@ CREATE TABLE rota.rate_bucket (
     tat   bigint NOT NULL,  -- theoretical arrival time, microseconds
     PRIMARY KEY (queue, scope, name)
 );
+
+-- Debounce and throttle keys: which job holds each, since when, until when.
+CREATE TABLE rota.enqueue_collapse (
+    scope    text   NOT NULL,  -- debounce or throttle
+    key      text   NOT NULL,
+    job      uuid   NOT NULL,
+    first_at bigint NOT NULL,
+    until    bigint NOT NULL,
+    PRIMARY KEY (scope, key)
+);

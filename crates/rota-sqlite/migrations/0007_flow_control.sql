@@ -16,3 +16,13 @@ CREATE TABLE rate_bucket (
     tat   INTEGER NOT NULL,  -- theoretical arrival time, microseconds
     PRIMARY KEY (queue, scope, name)
 ) WITHOUT ROWID;
+
+-- Debounce and throttle keys: which job holds each, since when, until when.
+CREATE TABLE enqueue_collapse (
+    scope    TEXT    NOT NULL,  -- debounce or throttle
+    key      TEXT    NOT NULL,
+    job      BLOB    NOT NULL,
+    first_at INTEGER NOT NULL,
+    until    INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;

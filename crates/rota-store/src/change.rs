@@ -58,6 +58,8 @@ impl ChangeCause {
             Event::LeaseExpired => ChangeCause::Rescued,
             Event::HandedBack { .. } => ChangeCause::HandedBack,
             Event::Retried => ChangeCause::Retried,
+            // A scheduled job stays scheduled: no change of state is reported.
+            Event::Debounced { .. } => ChangeCause::Enqueued,
         }
     }
 }

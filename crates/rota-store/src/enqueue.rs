@@ -26,8 +26,67 @@ pub struct PolicyDefaults {
 pub enum Planned {
     /// Store this job (validated, its policy resolved).
     Insert(Job),
-    /// A job with the same unique key blocks it: answer with that job, store nothing.
+    /// A job with the same unique key, or the throttle's holder, blocks it: answer with that
+    /// job, store nothing.
     Duplicate(Job),
+    /// It folds into the scheduled job of its debounce key: save `after` (latest arguments,
+    /// later run time) over `before` and answer with it.
+    Debounced {
+        /// The job as stored.
+        before: Box<Job>,
+        /// The job with the new arguments and run time.
+        after: Box<Job>,
+    },
+}
+
+/// A debounce or throttle key as stored: which job holds it and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollapseHolder {
+    /// The job holding the key (absent if it was deleted since).
+    pub job: Option<Job>,
+    /// When the job that took the key was enqueued (a debounce's burst began).
+    pub first_at: Timestamp,
+    /// Until when the key is held (a throttle's period; a debounce's `max_wait`).
+    pub until: Timestamp,
+}
+
+/// The debounce or throttle key of a new job, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollapseKey {
+    /// `debounce` or `throttle`.
+    pub scope: &'static str,
+    /// The key.
+    pub key: String,
+    /// How long a new holder keeps it.
+    pub hold: std::time::Duration,
+}
+
+impl CollapseKey {
+    /// The key of `new`, if it is debounced or throttled.
+    pub fn of(new: &NewJob) -> Option<Self> {
+        match (&new.debounce, &new.throttle) {
+            (Some(d), _) => Some(Self {
+                scope: "debounce",
+                key: d.key.clone(),
+                hold: d.max_wait,
+            }),
+            (None, Some(t)) => Some(Self {
+                scope: "throttle",
+                key: t.key.clone(),
+                hold: t.period,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// The holder a job stored now for this key becomes.
+    pub fn holder(&self, job: &Job, now: Timestamp) -> CollapseHolder {
+        CollapseHolder {
+            job: Some(job.clone()),
+            first_at: now,
+            until: rota_core::add_duration(now, self.hold),
+        }
+    }
 }
 
 /// Plans one enqueue: validates `new`, returns the unfinished (or recently finished) job
@@ -38,6 +97,7 @@ pub fn plan_enqueue(
     new: NewJob,
     queue: &QueueConfig,
     same_key: &[Job],
+    collapse: Option<&CollapseHolder>,
     defaults: &PolicyDefaults,
     now: Timestamp,
 ) -> Result<Planned, StoreError> {
@@ -50,13 +110,37 @@ pub fn plan_enqueue(
             return Ok(Planned::Duplicate(existing.clone()));
         }
     }
+    let holder = collapse.and_then(|h| Some((h.job.as_ref()?, h)));
+    if let (Some(_), Some((job, holder))) = (&new.throttle, holder) {
+        if holder.until > now {
+            return Ok(Planned::Duplicate(job.clone()));
+        }
+    }
+    if let (Some(d), Some((job, holder))) = (&new.debounce, holder) {
+        if job.state == rota_core::JobState::Scheduled {
+            let run_at = rota_core::add_duration(now, d.period)
+                .min(rota_core::add_duration(holder.first_at, d.max_wait));
+            let event = rota_core::Event::Debounced {
+                args: new.args,
+                run_at,
+            };
+            let after = rota_core::transition(job, event, now)?;
+            return Ok(Planned::Debounced {
+                before: Box::new(job.clone()),
+                after: Box::new(after),
+            });
+        }
+    }
+    let mut new = new;
+    if let Some(d) = &new.debounce {
+        new.run_at = Some(rota_core::add_duration(now, d.period));
+    }
     let policy = RetryPolicy::resolve(
         &new.retry,
         defaults.kinds.get(&new.kind),
         Some(&queue.retry),
         &defaults.retry,
     );
-    let mut new = new;
     if new.timeout.is_none() {
         new.timeout = queue.timeout;
     }
@@ -110,10 +194,91 @@ mod tests {
     }
 
     fn insert(new: NewJob, queue: &QueueConfig) -> Job {
-        match plan_enqueue(new, queue, &[], &PolicyDefaults::default(), now()).unwrap() {
+        match plan_enqueue(new, queue, &[], None, &PolicyDefaults::default(), now()).unwrap() {
             Planned::Insert(job) => job,
-            Planned::Duplicate(_) => panic!("not a duplicate"),
+            other => panic!("not an insert: {other:?}"),
         }
+    }
+
+    fn collapse(new: NewJob, holder: &CollapseHolder, at: Timestamp) -> Planned {
+        let queue = QueueConfig::default();
+        plan_enqueue(
+            new,
+            &queue,
+            &[],
+            Some(holder),
+            &PolicyDefaults::default(),
+            at,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_debounced_job_runs_a_period_after_the_last_enqueue_within_max_wait() {
+        let s = std::time::Duration::from_secs;
+        let new = |n: u32| {
+            NewJob::new("default", "reindex", serde_json::json!({ "n": n })).debounce(
+                "user:1",
+                s(10),
+                s(30),
+            )
+        };
+        let first = insert(new(1), &QueueConfig::default());
+        assert_eq!(first.state, rota_core::JobState::Scheduled);
+        assert_eq!(first.run_at, now() + jiff::SignedDuration::from_secs(10));
+        let key = CollapseKey::of(&new(1)).unwrap();
+        let holder = key.holder(&first, now());
+        let at = |secs| now() + jiff::SignedDuration::from_secs(secs);
+        let Planned::Debounced { before, after } = collapse(new(2), &holder, at(5)) else {
+            panic!("folds into the scheduled job");
+        };
+        assert_eq!(before.id, after.id);
+        assert_eq!(
+            after.args,
+            serde_json::json!({ "n": 2 }),
+            "the latest arguments"
+        );
+        assert_eq!(after.run_at, at(15), "a period after the last enqueue");
+        let holder = CollapseHolder {
+            job: Some(*after),
+            ..holder
+        };
+        let Planned::Debounced { after, .. } = collapse(new(3), &holder, at(25)) else {
+            panic!("still folds");
+        };
+        assert_eq!(
+            after.run_at,
+            at(30),
+            "never later than max_wait after the first"
+        );
+        let mut ran = (*after).clone();
+        ran.state = rota_core::JobState::Running;
+        let holder = CollapseHolder {
+            job: Some(ran),
+            ..holder
+        };
+        assert!(
+            matches!(collapse(new(4), &holder, at(31)), Planned::Insert(_)),
+            "once it started, the next enqueue is a new job"
+        );
+    }
+
+    #[test]
+    fn a_throttled_key_takes_one_job_per_period() {
+        let new = || {
+            NewJob::new("default", "digest", serde_json::json!({}))
+                .throttle("user:1", std::time::Duration::from_secs(60))
+        };
+        let first = insert(new(), &QueueConfig::default());
+        let holder = CollapseKey::of(&new()).unwrap().holder(&first, now());
+        let at = |secs| now() + jiff::SignedDuration::from_secs(secs);
+        assert!(
+            matches!(collapse(new(), &holder, at(59)), Planned::Duplicate(j) if j.id == first.id)
+        );
+        assert!(matches!(
+            collapse(new(), &holder, at(60)),
+            Planned::Insert(_)
+        ));
     }
 
     #[test]
@@ -148,6 +313,7 @@ mod tests {
             NewJob::new("q", "k", json!({})).unique_key("u"),
             &queue,
             std::slice::from_ref(&first),
+            None,
             &PolicyDefaults::default(),
             now(),
         )
@@ -178,6 +344,7 @@ mod tests {
             NewJob::new("q", "k", json!({})).unique_key("u"),
             &QueueConfig::default(),
             std::slice::from_ref(&done),
+            None,
             &PolicyDefaults::default(),
             later,
         )
@@ -207,6 +374,7 @@ mod tests {
             NewJob::new("q", "", json!({})),
             &QueueConfig::default(),
             &[],
+            None,
             &PolicyDefaults::default(),
             now(),
         )
@@ -227,6 +395,7 @@ mod tests {
             NewJob::new("q", "k", json!({})).run_at(far),
             &QueueConfig::default(),
             &[],
+            None,
             &PolicyDefaults::default(),
             now(),
         )

@@ -31,7 +31,8 @@ pub use capability::Capabilities;
 pub use change::{count_deltas, ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
 pub use dead_group::{group_dead, DeadRow};
 pub use enqueue::{
-    plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, Planned, PolicyDefaults,
+    plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, CollapseHolder,
+    CollapseKey, Planned, PolicyDefaults,
 };
 pub use error::{ErrorKind, StoreError};
 pub use flow::{

@@ -226,8 +226,12 @@ pub(crate) async fn job_insert_many(
         .filter_map(|j| j.unique_key.as_deref())
         .collect();
     let mut held = jobs_with_unique_keys(tx, &keys).await?;
-    let mut out = Vec::with_capacity(len);
-    let mut fresh = Vec::with_capacity(len);
+    let collapse_keys: Vec<CollapseKey> = p.jobs.iter().filter_map(CollapseKey::of).collect();
+    let mut holders = collapse_holders(tx, &collapse_keys).await?;
+    let mut taken: Vec<(CollapseKey, CollapseHolder)> = Vec::new();
+    let mut debounced: Vec<(Job, Job)> = Vec::new();
+    let mut out: Vec<Inserted> = Vec::with_capacity(len);
+    let mut fresh: Vec<Job> = Vec::with_capacity(len);
     for (index, new) in p.jobs.into_iter().enumerate() {
         let same_key: Vec<Job> = match &new.unique_key {
             Some(key) => held
@@ -237,8 +241,11 @@ pub(crate) async fn job_insert_many(
                 .collect(),
             None => Vec::new(),
         };
+        let collapse = CollapseKey::of(&new);
+        let slot = collapse.as_ref().map(|c| (c.scope, c.key.clone()));
+        let holder = slot.as_ref().and_then(|s| holders.get(s));
         let queue = &queues[&new.queue].config;
-        match plan_enqueue(new, queue, &same_key, &p.defaults, p.now)
+        match plan_enqueue(new, queue, &same_key, holder, &p.defaults, p.now)
             .map_err(|e| e.at_item(index, len))?
         {
             Planned::Duplicate(job) => out.push(Inserted {
@@ -246,10 +253,37 @@ pub(crate) async fn job_insert_many(
                 duplicate: true,
                 warning: None,
             }),
+            Planned::Debounced { before, after } => {
+                let (before, after) = (*before, *after);
+                // A job of this batch changes before it is stored; a stored one is saved.
+                match fresh.iter_mut().find(|j| j.id == after.id) {
+                    Some(job) => *job = after.clone(),
+                    None => match debounced.iter_mut().find(|(_, a)| a.id == after.id) {
+                        Some((_, a)) => *a = after.clone(),
+                        None => debounced.push((before, after.clone())),
+                    },
+                }
+                for earlier in out.iter_mut().filter(|i| i.job.id == after.id) {
+                    earlier.job = after.clone();
+                }
+                if let Some(h) = slot.as_ref().and_then(|s| holders.get_mut(s)) {
+                    h.job = Some(after.clone());
+                }
+                out.push(Inserted {
+                    job: after,
+                    duplicate: true,
+                    warning: None,
+                });
+            }
             Planned::Insert(job) => {
                 if job.unique_key.is_some() {
                     // Newest first, as the lookup returned them.
                     held.insert(0, job.clone());
+                }
+                if let (Some(c), Some(slot)) = (collapse, slot) {
+                    let holder = c.holder(&job, p.now);
+                    holders.insert(slot, holder.clone());
+                    taken.push((c, holder));
                 }
                 fresh.push(job.clone());
                 out.push(Inserted {
@@ -261,8 +295,114 @@ pub(crate) async fn job_insert_many(
         }
     }
     apply_backpressure(&mut out, |q| &queues[q].config, &loads, p.now)?;
+    let saved: Vec<Saved<'_>> = debounced
+        .iter()
+        .map(|(before, after)| Saved {
+            before,
+            after,
+            cause: ChangeCause::Enqueued,
+        })
+        .collect();
+    save_jobs(tx, &saved, p.now).await?;
     insert_jobs(tx, &fresh, ChangeCause::Enqueued).await?;
+    collapse_take(tx, &taken).await?;
     Ok(out)
+}
+
+/// Takes the locks of debounce and throttle keys (through `unique_lock`, in order, so
+/// concurrent enqueues never deadlock and take turns per key) and returns who holds each,
+/// the holding jobs locked too.
+async fn collapse_holders(
+    tx: &Tx<'_>,
+    keys: &[CollapseKey],
+) -> Result<HashMap<(&'static str, String), CollapseHolder>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut locks: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}\u{1f}{}", k.scope, k.key))
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
+    tx.execute(
+        "taking debounce and throttle keys",
+        "INSERT INTO rota.unique_lock (key) SELECT unnest($1::text[]) \
+         ON CONFLICT (key) DO UPDATE SET key = excluded.key",
+        &[&locks],
+    )
+    .await?;
+    let scopes: Vec<&str> = keys.iter().map(|k| k.scope).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+    let rows = tx
+        .query(
+            "looking up debounce and throttle keys",
+            "SELECT c.scope, c.key, c.job, c.first_at, c.until FROM rota.enqueue_collapse c \
+             JOIN unnest($1::text[], $2::text[]) AS k(scope, key) \
+               ON c.scope = k.scope AND c.key = k.key",
+            &[&scopes, &names],
+        )
+        .await?;
+    let ids: Vec<JobId> = rows
+        .iter()
+        .map(|r| JobId::from(r.get::<_, uuid::Uuid>(2)))
+        .collect();
+    let jobs = jobs_locked(tx, &ids).await?;
+    let mut holders = HashMap::new();
+    for row in &rows {
+        let scope: String = row.get(0);
+        let Some(key) = keys.iter().find(|k| k.scope == scope) else {
+            continue;
+        };
+        holders.insert(
+            (key.scope, row.get::<_, String>(1)),
+            CollapseHolder {
+                job: jobs.get(&JobId::from(row.get::<_, uuid::Uuid>(2))).cloned(),
+                first_at: from_micros(row.get(3)),
+                until: from_micros(row.get(4)),
+            },
+        );
+    }
+    Ok(holders)
+}
+
+/// Gives debounce and throttle keys to their new holders (with the commit).
+async fn collapse_take(
+    tx: &Tx<'_>,
+    taken: &[(CollapseKey, CollapseHolder)],
+) -> Result<(), StoreError> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let mut latest: HashMap<(&str, &str), &CollapseHolder> = HashMap::new();
+    for (key, holder) in taken {
+        latest.insert((key.scope, key.key.as_str()), holder);
+    }
+    let (mut scope, mut key, mut job, mut first_at, mut until) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((s, k), h) in latest {
+        let Some(holder) = &h.job else { continue };
+        scope.push(s.to_string());
+        key.push(k.to_string());
+        job.push(*holder.id.as_uuid());
+        first_at.push(micros(h.first_at));
+        until.push(micros(h.until));
+    }
+    tx.defer(
+        "taking debounce and throttle keys",
+        "INSERT INTO rota.enqueue_collapse (scope, key, job, first_at, until) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int8[], $5::int8[]) \
+         ON CONFLICT (scope, key) DO UPDATE SET job = excluded.job, \
+           first_at = excluded.first_at, until = excluded.until",
+        vec![
+            Box::new(scope),
+            Box::new(key),
+            Box::new(job),
+            Box::new(first_at),
+            Box::new(until),
+        ],
+    )
+    .await
 }
 
 /// The loads of the queues with backpressure among `names`: their rows locked first (in
@@ -825,6 +965,12 @@ pub(crate) async fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneRep
     tx.defer(
         "pruning rate buckets",
         "DELETE FROM rota.rate_bucket WHERE tat <= $1",
+        vec![Box::new(micros(p.now))],
+    )
+    .await?;
+    tx.defer(
+        "pruning debounce and throttle keys",
+        "DELETE FROM rota.enqueue_collapse WHERE until <= $1",
         vec![Box::new(micros(p.now))],
     )
     .await?;

@@ -456,8 +456,9 @@ pub(crate) async fn insert_jobs(
 }
 
 /// The columns a transition may change: name, array type in `unnest`, and the cast from it.
-const UPDATABLE: [(&str, &str, &str); 16] = [
+const UPDATABLE: [(&str, &str, &str); 17] = [
     ("state", "text[]", ""),
+    ("args", "text[]", "::jsonb"),
     ("attempt", "int4[]", ""),
     ("max_attempts", "int4[]", ""),
     ("progress", "text[]", "::jsonb"),
@@ -479,6 +480,7 @@ const UPDATABLE: [(&str, &str, &str); 16] = [
 fn changed(column: &str, a: &Job, b: &Job) -> bool {
     match column {
         "state" => a.state != b.state,
+        "args" => a.args != b.args,
         "attempt" => a.attempt != b.attempt,
         "max_attempts" => a.max_attempts != b.max_attempts,
         "progress" => a.progress != b.progress,
@@ -509,6 +511,7 @@ fn column_values(column: &str, jobs: &[&Job]) -> OwnedParam {
         "state" => each(jobs, |j| j.state.as_str()),
         "attempt" => each(jobs, |j| int(j.attempt)),
         "max_attempts" => each(jobs, |j| int(j.max_attempts)),
+        "args" => each(jobs, |j| json(&j.args)),
         "progress" => each(jobs, |j| j.progress.as_ref().map(json)),
         "snoozes" => each(jobs, |j| int(j.snoozes)),
         "snooze_log" => each(jobs, |j| json(&j.snooze_log)),

@@ -116,8 +116,13 @@ pub(crate) fn job_insert_many(
             Some(key) => jobs_with_unique_key(tx, key)?,
             None => Vec::new(),
         };
+        let collapse = CollapseKey::of(&new);
+        let holder = match &collapse {
+            Some(c) => collapse_holder(tx, c)?,
+            None => None,
+        };
         let queue = &queues[&new.queue];
-        let planned = plan_enqueue(new, queue, &same_key, &p.defaults, p.now)
+        let planned = plan_enqueue(new, queue, &same_key, holder.as_ref(), &p.defaults, p.now)
             .map_err(|e| e.at_item(index, len))?;
         match planned {
             Planned::Duplicate(job) => out.push(Inserted {
@@ -125,8 +130,19 @@ pub(crate) fn job_insert_many(
                 duplicate: true,
                 warning: None,
             }),
+            Planned::Debounced { before, after } => {
+                save_job(tx, &before, &after, ChangeCause::Enqueued, p.now)?;
+                out.push(Inserted {
+                    job: *after,
+                    duplicate: true,
+                    warning: None,
+                });
+            }
             Planned::Insert(job) => {
                 insert_job(tx, &job, ChangeCause::Enqueued)?;
+                if let Some(c) = &collapse {
+                    collapse_take(tx, c, &c.holder(&job, p.now))?;
+                }
                 out.push(Inserted {
                     job,
                     duplicate: false,
@@ -157,6 +173,56 @@ pub(crate) fn job_retry(tx: &Tx<'_>, id: JobId, now: Timestamp) -> Result<Job, S
     let next = transition(&job, Event::Retried, now)?;
     save_job(tx, &job, &next, ChangeCause::Retried, now)?;
     Ok(next)
+}
+
+/// Who holds a debounce or throttle key now.
+fn collapse_holder(
+    conn: &Connection,
+    key: &CollapseKey,
+) -> Result<Option<CollapseHolder>, StoreError> {
+    let row: Option<([u8; 16], i64, i64)> = conn
+        .prepare_cached(
+            "SELECT job, first_at, until FROM enqueue_collapse WHERE scope = ?1 AND key = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![key.scope, key.key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(|e| classify(&format!("looking up {} key {:?}", key.scope, key.key), e))?;
+    let Some((id, first_at, until)) = row else {
+        return Ok(None);
+    };
+    let job = match job_get(conn, JobId::from_bytes(id)) {
+        Ok(job) => Some(job),
+        Err(StoreError::JobNotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Some(CollapseHolder {
+        job,
+        first_at: from_micros(first_at).map_err(db_err("reading a collapse key"))?,
+        until: from_micros(until).map_err(db_err("reading a collapse key"))?,
+    }))
+}
+
+/// Gives a debounce or throttle key to a new holder.
+fn collapse_take(
+    conn: &Connection,
+    key: &CollapseKey,
+    holder: &CollapseHolder,
+) -> Result<(), StoreError> {
+    let job = holder.job.as_ref().map(|j| j.id.as_bytes().to_vec());
+    conn.prepare_cached(
+        "INSERT INTO enqueue_collapse (scope, key, job, first_at, until) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (scope, key) DO UPDATE SET job = excluded.job, first_at = excluded.first_at, \
+           until = excluded.until",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![key.scope, key.key, job, micros(holder.first_at), micros(holder.until)])
+    })
+    .map_err(|e| classify(&format!("taking {} key {:?}", key.scope, key.key), e))?;
+    Ok(())
 }
 
 /// The jobs holding unique key `key`, newest first.
@@ -526,6 +592,10 @@ pub(crate) fn job_prune(tx: &Tx<'_>, p: JobPruneParams) -> Result<PruneReport, S
     tx.prepare_cached("DELETE FROM rate_bucket WHERE tat <= ?1")
         .and_then(|mut stmt| stmt.execute([micros(p.now)]))
         .map_err(db_err("pruning rate buckets"))?;
+    // Keys whose hold has ended are free either way.
+    tx.prepare_cached("DELETE FROM enqueue_collapse WHERE until <= ?1")
+        .and_then(|mut stmt| stmt.execute([micros(p.now)]))
+        .map_err(db_err("pruning debounce and throttle keys"))?;
     let mut report = PruneReport::default();
     for (state, cutoff) in p.cutoffs() {
         let n = job_prune_state(tx, state, cutoff, p.queue.as_deref(), p.limit, p.now)?;

@@ -144,6 +144,9 @@ pub(crate) fn save_job(
     if before.max_attempts != after.max_attempts {
         set("max_attempts", V::Integer(after.max_attempts.into()));
     }
+    if before.args != after.args {
+        set("args", V::Text(json(&after.args)));
+    }
     if before.progress != after.progress {
         set("progress", opt_text(after.progress.as_ref().map(json)));
     }

@@ -1,6 +1,6 @@
 //! Flow control at claim time: keyed concurrency, fairness between keys, rate limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rota_core::add_duration;
@@ -396,4 +396,147 @@ pub async fn the_flow_state_shows_what_limits_hold_back(s: Subject) {
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
+}
+
+fn debounced(n: u32) -> NewJob {
+    NewJob::new("default", "reindex", serde_json::json!({ "n": n })).debounce(
+        "user:1",
+        secs(1),
+        secs(3),
+    )
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Fifty enqueues of one debounce key within a second (one batch of two among them) make
+/// one job, with the last arguments, due a period after the last enqueue; it runs once.
+pub async fn debounced_enqueues_collapse_into_one_job_with_the_latest_args(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let mut ids = HashSet::new();
+    for n in 0..48u32 {
+        let at = add_duration(now, ms(u64::from(n) * 20));
+        let got = try_insert(store, vec![debounced(n)], at).await.unwrap();
+        assert_eq!(got[0].duplicate, n > 0);
+        ids.insert(got[0].job.id);
+    }
+    let last_at = add_duration(now, ms(47 * 20));
+    let batch = try_insert(store, vec![debounced(48), debounced(49)], last_at)
+        .await
+        .unwrap();
+    ids.extend(batch.iter().map(|i| i.job.id));
+    assert_eq!(ids.len(), 1, "one job for the whole burst");
+    assert_eq!(batch[1].job.args, serde_json::json!({ "n": 49 }));
+    let due = add_duration(last_at, secs(1));
+    assert_eq!(batch[1].job.run_at, due);
+    let early = rota_core::sub_duration(due, ms(1));
+    assert!(
+        claim(store, "w", &["default"], &[], 10, early)
+            .await
+            .is_empty(),
+        "not before a period after the last enqueue"
+    );
+    let ran = claim(store, "w", &["default"], &[], 10, due).await;
+    assert_eq!(ran.len(), 1, "it runs once");
+    let stored = store
+        .job_get(JobGetParams {
+            id: *ids.iter().next().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.args,
+        serde_json::json!({ "n": 49 }),
+        "stored with the last arguments"
+    );
+    assert_eq!(stored.state, rota_core::JobState::Running);
+    // After it started, the next enqueue is a new job.
+    let next = try_insert(store, vec![debounced(50)], add_duration(due, secs(1)))
+        .await
+        .unwrap();
+    assert!(!next[0].duplicate);
+    assert!(!ids.contains(&next[0].job.id));
+}
+
+/// Under a continuous stream (an enqueue every 500 ms, period 1 s), `max_wait = 3s` bounds
+/// the delay: the job comes due 3 s after the first enqueue, and runs.
+pub async fn max_wait_bounds_a_debounce_under_a_continuous_stream(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let mut first: Option<Job> = None;
+    let mut claimed = Vec::new();
+    for step in 0..20u64 {
+        let at = add_duration(now, ms(step * 500));
+        let got = try_insert(store, vec![debounced(step as u32)], at)
+            .await
+            .unwrap();
+        first.get_or_insert(got[0].job.clone());
+        claimed.extend(claim(store, "w", &["default"], &[], 10, at).await);
+    }
+    let first = first.unwrap();
+    assert!(
+        !claimed.is_empty(),
+        "the stream did not hold the job back forever"
+    );
+    let one = claimed
+        .iter()
+        .find(|j| j.id == first.id)
+        .expect("the first burst's job ran");
+    assert_eq!(
+        one.attempted_at,
+        Some(add_duration(now, secs(3))),
+        "max_wait after the first"
+    );
+    assert!(
+        claimed.len() >= 2,
+        "later bursts ran too: {}",
+        claimed.len()
+    );
+}
+
+/// A throttle key takes one job per period; the others in it are duplicates of that one.
+pub async fn a_throttle_takes_one_job_per_key_per_period(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let job =
+        || NewJob::new("default", "digest", serde_json::json!({})).throttle("user:1", secs(60));
+    let first = try_insert(store, vec![job()], now).await.unwrap().remove(0);
+    assert!(!first.duplicate);
+    for n in 1..10 {
+        let again = try_insert(store, vec![job()], add_duration(now, secs(n * 5)))
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(again.duplicate);
+        assert_eq!(again.job.id, first.job.id);
+    }
+    let other =
+        NewJob::new("default", "digest", serde_json::json!({})).throttle("user:2", secs(60));
+    assert!(!try_insert(store, vec![other], now).await.unwrap()[0].duplicate);
+    let later = try_insert(store, vec![job()], add_duration(now, secs(60)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!later.duplicate, "a new period takes a new job");
+}
+
+/// Sixteen producers enqueueing with one debounce key at once make one job.
+pub async fn concurrent_debounced_enqueues_make_one_job(s: Subject) {
+    let now = t0();
+    let mut tasks = Vec::new();
+    for n in 0..16u32 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            try_insert(&*store, vec![debounced(n)], now).await.unwrap()[0]
+                .job
+                .id
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1);
 }

@@ -70,6 +70,10 @@ macro_rules! conformance_tests {
                 backpressure_refuses_beyond_max_depth_and_max_age,
                 concurrent_enqueues_never_pass_a_max_depth,
                 the_flow_state_shows_what_limits_hold_back,
+                debounced_enqueues_collapse_into_one_job_with_the_latest_args,
+                max_wait_bounds_a_debounce_under_a_continuous_stream,
+                a_throttle_takes_one_job_per_key_per_period,
+                concurrent_debounced_enqueues_make_one_job,
             }
             leader {
                 two_contenders_elect_one_leader,
