@@ -180,16 +180,8 @@ async fn jobs_with_unique_keys(tx: &Tx<'_>, keys: &[&str]) -> Result<Vec<Job>, S
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut keys = keys.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    tx.execute(
-        "taking unique keys",
-        "INSERT INTO rota.unique_lock (key) SELECT unnest($1::text[]) \
-         ON CONFLICT (key) DO UPDATE SET key = excluded.key",
-        &[&keys],
-    )
-    .await?;
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    take_key_locks(tx, "taking unique keys", keys.clone()).await?;
     let rows = tx
         .query(
             "looking up unique keys",
@@ -309,6 +301,25 @@ pub(crate) async fn job_insert_many(
     Ok(out)
 }
 
+/// Locks `keys` for this transaction (rows of `unique_lock`, in order, so concurrent
+/// transactions never deadlock and those sharing a key take turns).
+async fn take_key_locks(
+    tx: &Tx<'_>,
+    context: &str,
+    mut keys: Vec<String>,
+) -> Result<(), StoreError> {
+    keys.sort_unstable();
+    keys.dedup();
+    tx.execute(
+        context,
+        "INSERT INTO rota.unique_lock (key) SELECT unnest($1::text[]) \
+         ON CONFLICT (key) DO UPDATE SET key = excluded.key",
+        &[&keys],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Takes the locks of debounce and throttle keys (through `unique_lock`, in order, so
 /// concurrent enqueues never deadlock and take turns per key) and returns who holds each,
 /// the holding jobs locked too.
@@ -319,19 +330,11 @@ async fn collapse_holders(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut locks: Vec<String> = keys
+    let locks = keys
         .iter()
         .map(|k| format!("{}\u{1f}{}", k.scope, k.key))
         .collect();
-    locks.sort_unstable();
-    locks.dedup();
-    tx.execute(
-        "taking debounce and throttle keys",
-        "INSERT INTO rota.unique_lock (key) SELECT unnest($1::text[]) \
-         ON CONFLICT (key) DO UPDATE SET key = excluded.key",
-        &[&locks],
-    )
-    .await?;
+    take_key_locks(tx, "taking debounce and throttle keys", locks).await?;
     let scopes: Vec<&str> = keys.iter().map(|k| k.scope).collect();
     let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
     let rows = tx
