@@ -30,6 +30,11 @@ const QUEUE: &str = "bench";
 struct Report {
     jobs: usize,
     durability: Option<String>,
+    /// Concurrency keys the jobs were spread over (0: none).
+    keys: usize,
+    /// The bench queue's key_concurrency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_concurrency: Option<u32>,
     /// The physical bounds measured in the same run.
     bounds: Bounds,
     /// Each workload as a share of its bound (1.0 = at the bound).
@@ -180,11 +185,13 @@ fn bar(len: usize, label: &str, json: bool) -> ProgressBar {
     bar
 }
 
-fn job(i: usize) -> NewJobRequest {
+/// Job `i`; with `keys`, its concurrency key is one of that many.
+fn job(i: usize, keys: usize) -> NewJobRequest {
     NewJobRequest {
         queue: QUEUE.into(),
         kind: "bench.noop".into(),
         args: json!({ "i": i }),
+        concurrency_key: (keys > 0).then(|| format!("k{}", i % keys)),
         ..Default::default()
     }
 }
@@ -220,7 +227,13 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = clients[0].clone();
     client
-        .declare_queue(QUEUE, &QueueDeclareRequest::default())
+        .declare_queue(
+            QUEUE,
+            &QueueDeclareRequest {
+                key_concurrency: args.key_concurrency,
+                ..QueueDeclareRequest::default()
+            },
+        )
         .await
         .context("declaring the bench queue")?;
     let json_out = client_args.json;
@@ -228,6 +241,8 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     let mut report = Report {
         jobs: n,
         durability: client_args.url.is_none().then(|| args.durability.clone()),
+        keys: args.keys,
+        key_concurrency: args.key_concurrency,
         ..Report::default()
     };
     // The bounds, in the same run: the database's filesystem (the spawned server's
@@ -259,7 +274,7 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         let bar = bar(n, "W1", json_out);
         let started = Instant::now();
         for i in 0..n {
-            client.enqueue(&job(i)).await?;
+            client.enqueue(&job(i, args.keys)).await?;
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -269,13 +284,13 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     if wanted("w1b") {
         let bar = bar(n, "W1b", json_out);
         let started = Instant::now();
-        enqueue_batches(&client, n, &bar).await?;
+        enqueue_batches(&client, n, args.keys, &bar).await?;
         bar.finish_and_clear();
         report.w1b_jobs_per_s = Some(n as f64 / started.elapsed().as_secs_f64());
         drain(&clients, &args, n, None).await?;
     }
     if wanted("w2") {
-        enqueue_batches(&client, n, &ProgressBar::hidden()).await?;
+        enqueue_batches(&client, n, args.keys, &ProgressBar::hidden()).await?;
         let bar = bar(n, "W2", json_out);
         let (first, last) = drain(&clients, &args, n, Some(&bar)).await?;
         bar.finish_and_clear();
@@ -350,13 +365,18 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn enqueue_batches(client: &Client, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+async fn enqueue_batches(
+    client: &Client,
+    n: usize,
+    keys: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
     let mut i = 0;
     while i < n {
         let size = (n - i).min(1000);
         client
             .enqueue_many(&EnqueueManyRequest {
-                jobs: (i..i + size).map(job).collect(),
+                jobs: (i..i + size).map(|i| job(i, keys)).collect(),
             })
             .await?;
         i += size;
@@ -497,9 +517,10 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
     for i in 0..total {
         ticker.tick().await;
         let (client, starts, bar) = (client.clone(), starts.clone(), bar.clone());
+        let job = job(i, args.keys);
         producers.spawn(async move {
             let start = Instant::now();
-            let enqueued = client.enqueue(&job(i)).await?;
+            let enqueued = client.enqueue(&job).await?;
             starts
                 .lock()
                 .expect("poisoned")

@@ -172,6 +172,12 @@ pub struct BenchArgs {
     /// Servers to start on that database (PostgreSQL); W2's workers are spread over them.
     #[arg(long, default_value_t = 1, requires = "database")]
     pub nodes: usize,
+    /// Spread the jobs over this many concurrency keys (claims take turns between them).
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
+    /// Declare the bench queue with this key_concurrency (with --keys).
+    #[arg(long, requires = "keys")]
+    pub key_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

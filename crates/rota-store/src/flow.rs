@@ -193,43 +193,57 @@ pub fn plan_claim(
     queue: &QueueConfig,
     running: &Running,
     buckets: &Buckets,
-    heads: &[KeyHeads],
+    heads: Vec<KeyHeads>,
     max: usize,
     now: Timestamp,
 ) -> ClaimPlan {
     let allowance = claim_allowance(queue, running.total, max);
     let mut plan = ClaimPlan::default();
+    // No limit to check and one group: its first jobs, as they are.
+    if !has_claim_limits(queue) && heads.len() == 1 {
+        let group = heads.into_iter().next().expect("one group");
+        plan.jobs = group.jobs.into_iter().take(allowance).collect();
+        if !plan.jobs.is_empty() {
+            plan.cursor = Some(group.key);
+        }
+        return plan;
+    }
     let mut tats = buckets.clone();
-    let mut next = vec![0usize; heads.len()];
-    let mut done = vec![false; heads.len()];
-    let mut taken_of_key: HashMap<&str, u64> = HashMap::new();
+    let mut groups: Vec<(String, Vec<Option<Job>>)> = heads
+        .into_iter()
+        .map(|g| (g.key, g.jobs.into_iter().map(Some).collect()))
+        .collect();
+    let mut next = vec![0usize; groups.len()];
+    let mut done = vec![false; groups.len()];
+    let mut taken_of_key = vec![0u64; groups.len()];
+    let mut last = None;
     'rounds: while plan.jobs.len() < allowance {
         let mut progress = false;
-        for (i, group) in heads.iter().enumerate() {
-            let key = group.key.as_str();
+        for (i, (key, jobs)) in groups.iter_mut().enumerate() {
+            let key = key.as_str();
             let mut took = 0;
             while !done[i] && took < weight_of(queue, key) {
                 if plan.jobs.len() >= allowance {
                     break 'rounds;
                 }
-                let Some(job) = group.jobs.get(next[i]) else {
+                let Some(slot) = jobs.get_mut(next[i]) else {
                     done[i] = true;
                     break;
                 };
                 if let (Some(limit), false) = (queue.key_concurrency, key == NO_KEY) {
-                    let running_now = running.of_key(key) + taken_of_key.get(key).unwrap_or(&0);
-                    if running_now >= u64::from(limit) {
+                    if running.of_key(key) + taken_of_key[i] >= u64::from(limit) {
                         done[i] = true;
                         break;
                     }
                 }
+                let job = slot.as_ref().expect("each job is taken once");
                 match admit(queue, &job.kind, key, &tats, now) {
                     Admission::Admitted(updates) => {
-                        tats.extend(updates.clone());
+                        tats.extend(updates.iter().cloned());
                         plan.buckets.extend(updates);
-                        plan.jobs.push(job.clone());
-                        *taken_of_key.entry(key).or_default() += 1;
-                        plan.cursor = Some(key.to_string());
+                        plan.jobs.push(slot.take().expect("each job is taken once"));
+                        taken_of_key[i] += 1;
+                        last = Some(i);
                         next[i] += 1;
                         took += 1;
                         progress = true;
@@ -245,6 +259,7 @@ pub fn plan_claim(
             break;
         }
     }
+    plan.cursor = last.map(|i| std::mem::take(&mut groups[i].0));
     plan
 }
 
@@ -597,7 +612,7 @@ mod tests {
             queue,
             &Running::default(),
             &Buckets::new(),
-            &heads_of(ready),
+            heads_of(ready),
             max,
             now(),
         )
@@ -829,7 +844,7 @@ mod tests {
             max in 0usize..40,
         ) {
             let running = Running { total: running_a, by_key: [("a".to_string(), running_a)].into() };
-            let plan = plan_claim(&queue, &running, &Buckets::new(), &heads_of(&ready), max, now());
+            let plan = plan_claim(&queue, &running, &Buckets::new(), heads_of(&ready), max, now());
             prop_assert!(plan.jobs.len() <= max);
             if let Some(limit) = queue.concurrency {
                 prop_assert!(running.total + plan.jobs.len() as u64 <= u64::from(limit).max(running.total));
@@ -878,7 +893,7 @@ mod tests {
                 let order = round_robin_order(groups.iter().map(|g| g.key.clone()).collect(), cursor.as_deref());
                 let heads: Vec<KeyHeads> = order.iter().map(|k| groups.iter().find(|g| &g.key == k).unwrap().clone()).collect();
                 // Every claimed job finishes before the next claim.
-                let plan = plan_claim(&queue, &Running::default(), &buckets, &heads, max, at);
+                let plan = plan_claim(&queue, &Running::default(), &buckets, heads, max, at);
                 buckets.extend(plan.buckets.clone());
                 if plan.cursor.is_some() { cursor = plan.cursor.clone(); }
                 claimed += plan.jobs.len();
@@ -897,7 +912,7 @@ mod tests {
             let ready: Vec<Job> = sizes.iter().enumerate()
                 .flat_map(|(i, n)| (0..*n).map(move |_| job(keys[i], "k", 5)))
                 .collect();
-            let plan = plan_claim(&QueueConfig::default(), &Running::default(), &Buckets::new(), &heads_of(&ready), max, now());
+            let plan = plan_claim(&QueueConfig::default(), &Running::default(), &Buckets::new(), heads_of(&ready), max, now());
             let n = count_by_key(&plan.jobs);
             let most = n.values().max().copied().unwrap_or(0);
             // Among keys that still had jobs left.

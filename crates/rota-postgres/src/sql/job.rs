@@ -621,15 +621,15 @@ pub(crate) async fn job_claim_many(
         }
         let l = limits.remove(*queue).expect("limits of every open queue");
         let config = &queues[*queue].config;
+        let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
         let plan = plan_claim(
             config,
             &l.running,
             &l.buckets,
-            &heads,
+            heads,
             allowance_of(config, &l, p.max),
             p.now,
         );
-        let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
         let left = !l.blocked.is_empty() || read > plan.jobs.len();
         memory.remember(queue, config, &plan, &l.buckets, left, p.now);
         plans.push((*queue, plan, l.buckets));

@@ -207,14 +207,15 @@ pub(crate) fn texts(values: &[String]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::job::{
-        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_PER_QUEUE,
-        RUNNING_SELECT,
+        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_PER_KEY,
+        RUNNING_PER_QUEUE, RUNNING_SELECT,
     };
     use super::write::{PROMOTE_DUE, PRUNE_DELETE};
 
     /// Statements on hot or large paths.
-    const HOT_STATEMENTS: [(&str, &str); 9] = [
+    const HOT_STATEMENTS: [(&str, &str); 10] = [
         ("running per queue", RUNNING_PER_QUEUE),
+        ("running per key", RUNNING_PER_KEY),
         ("promote", PROMOTE_DUE),
         ("claim", CLAIM_SELECT),
         ("rescue", RESCUE_SELECT),
@@ -226,9 +227,10 @@ mod tests {
     ];
 
     /// Every hot statement finds its rows through an index in the plan PostgreSQL uses for
-    /// any parameters (the generic plan), on a table shaped like a busy one: 300,000 jobs,
-    /// nearly all finished, analysed. A `Seq Scan on job` would make the statement slower as
-    /// jobs accumulate.
+    /// any parameters (the generic plan), on a table shaped like a busy one: 1,000,000 jobs
+    /// spread over 1,000 concurrency keys, nearly all finished, analysed. A `Seq Scan on job`
+    /// would make the statement slower as jobs accumulate (issue 14: claims of a queue with
+    /// limits stay index seeks at a million jobs).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hot_statements_use_their_indexes() {
         let db = tokio::task::spawn_blocking(rota_testkit::TempPostgresDb::new)
@@ -246,13 +248,14 @@ mod tests {
             .batch_execute(
                 "INSERT INTO rota.job (id, queue, kind, args, priority, state, attempt, \
                    max_attempts, backoff, tags, errors, lease_token, cancel_requested, run_at, \
-                   created_at, finished_at, lease_expires_at) \
+                   created_at, finished_at, lease_expires_at, concurrency_key) \
                  SELECT gen_random_uuid(), 'q' || (i % 20), 'k' || (i % 50), '{}', i % 10, \
                    CASE WHEN i % 1000 = 0 THEN 'available' WHEN i % 1000 = 1 THEN 'running' \
                         WHEN i % 1000 = 2 THEN 'scheduled' WHEN i % 1000 = 3 THEN 'dead' \
                         ELSE 'completed' END, \
-                   1, 20, '\"exponential\"', '[]', '[]', 1, false, i, i, i, i \
-                 FROM generate_series(1, 300000) i; \
+                   1, 20, '\"exponential\"', '[]', '[]', 1, false, i, i, i, i, \
+                   CASE WHEN i % 2 = 0 THEN 'customer:' || (i % 1000) ELSE '' END \
+                 FROM generate_series(1, 1000000) i; \
                  ANALYZE rota.job; \
                  SET plan_cache_mode = force_generic_plan;",
             )
@@ -282,6 +285,16 @@ mod tests {
                 "{name} scans the job table:\n{}",
                 plan.join("\n")
             );
+            if *name == "claim" {
+                // The key scan and each key's jobs: seeks on the ready index, no sort of jobs.
+                assert!(
+                    plan.iter()
+                        .any(|step| step.contains("using job_ready on job"))
+                        && plan.iter().all(|step| !step.contains("Sort Key: job.")),
+                    "the claim does not seek job_ready:\n{}",
+                    plan.join("\n")
+                );
+            }
         }
     }
 }

@@ -25,13 +25,24 @@ pub(crate) const CLAIM_SELECT: &str = concat!(
                AND (?4 IS NULL OR kind IN (SELECT value FROM json_each(?4))) \
              ORDER BY priority, run_at, id LIMIT ?5"
 );
-/// The next key with ready jobs after `?2` (one seek on `job_ready`).
-pub(crate) const READY_KEY_AFTER: &str = "SELECT concurrency_key FROM job \
-     WHERE state = 'available' AND queue = ?1 AND concurrency_key > ?2 \
-     ORDER BY concurrency_key LIMIT 1";
-/// The first key with ready jobs.
-pub(crate) const READY_KEY_FIRST: &str = "SELECT concurrency_key FROM job \
-     WHERE state = 'available' AND queue = ?1 ORDER BY concurrency_key LIMIT 1";
+/// The first ready job of the next key after `?2`, in claim order (one seek on `job_ready`).
+pub(crate) const READY_KEY_AFTER: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE state = 'available' AND queue = ?1 AND concurrency_key > ?2 \
+     ORDER BY concurrency_key, priority, run_at, id LIMIT 1"
+);
+/// The first ready job of the first key.
+pub(crate) const READY_KEY_FIRST: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE state = 'available' AND queue = ?1 \
+     ORDER BY concurrency_key, priority, run_at, id LIMIT 1"
+);
+/// Running jobs of queue `?1` per key (a walk of the queue's part of `job_running_key`: the
+/// running set only).
+pub(crate) const RUNNING_PER_KEY: &str = "SELECT concurrency_key, count(*) FROM job \
+     WHERE state = 'running' AND concurrency_key <> '' AND queue = ?1 GROUP BY concurrency_key";
 /// The keys of queue `?1` with at least `?2` running jobs, most first (a walk of the queue's
 /// part of `job_running_key`: the running set only).
 pub(crate) const KEYS_AT_LIMIT: &str = "SELECT concurrency_key, count(*) FROM job \
@@ -335,53 +346,56 @@ fn plan_queue_claim(
     } else {
         Buckets::new()
     };
-    let rate_blocked = blocked_keys(config, &running, &buckets, p.now);
-    let mut keys = Vec::new();
+    if config.key_concurrency.is_some() {
+        running.by_key = running_per_key(tx, &queue.name)?;
+    }
+    let blocked = blocked_keys(config, &running, &buckets, p.now);
+    let mut found: Vec<(String, Job)> = Vec::new();
     let mut skipped = false;
     let mut scan = ReadyKeys::new(tx, &queue.name, memory.cursor(&queue.name))?;
-    while keys.len() < allowance {
-        let Some(key) = scan.next()? else { break };
-        if rate_blocked.binary_search(&key).is_ok() {
+    while found.len() < allowance {
+        let Some((key, head)) = scan.next()? else {
+            break;
+        };
+        if blocked.binary_search(&key).is_ok() {
             skipped = true;
             continue;
         }
-        if let (Some(limit), false) = (config.key_concurrency, key == NO_KEY) {
-            let n = running_of_key(tx, &queue.name, &key)?;
-            running.by_key.insert(key.clone(), n);
-            if n >= u64::from(limit) {
-                skipped = true;
-                continue;
-            }
-        }
-        keys.push(key);
+        found.push((key, head));
     }
+    let due = |j: &Job| j.run_at <= p.now && (p.kinds.is_empty() || p.kinds.contains(&j.kind));
     let mut stmt = tx
         .prepare_cached(CLAIM_SELECT)
         .map_err(db_err("preparing claim"))?;
-    let mut heads = Vec::with_capacity(keys.len());
-    for key in &keys {
-        let limit = fetch_per_key(config, &running, key, keys.len(), allowance);
-        let jobs = stmt
-            .query_map(
+    let mut heads = Vec::with_capacity(found.len());
+    for (key, head) in found.iter() {
+        let limit = fetch_per_key(config, &running, key, found.len(), allowance);
+        // One job of the key: the head the scan read is it.
+        let jobs = if limit == 1 && due(head) {
+            vec![head.clone()]
+        } else {
+            stmt.query_map(
                 params![queue.name, key, micros(p.now), kinds, limit as i64],
                 job_from_row,
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
-            .map_err(|e| classify(&format!("claiming from queue {:?}", queue.name), e))?;
+            .map_err(|e| classify(&format!("claiming from queue {:?}", queue.name), e))?
+        };
         heads.push(KeyHeads {
             key: key.clone(),
             jobs,
         });
     }
-    let plan = plan_claim(config, &running, &buckets, &heads, allowance, p.now);
     let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
+    let plan = plan_claim(config, &running, &buckets, heads, allowance, p.now);
     let left = skipped || read > plan.jobs.len();
     memory.remember(&queue.name, config, &plan, &buckets, left, p.now);
     Ok((plan, buckets))
 }
 
-/// The keys of a queue's ready jobs, in key order from just after the round-robin cursor,
-/// wrapping around once to end at the cursor: one index seek per key.
+/// The keys of a queue's ready jobs, each with its first job in claim order, in key order
+/// from just after the round-robin cursor, wrapping around once to end at the cursor: one
+/// index seek per key.
 struct ReadyKeys<'t, 'c> {
     after: rusqlite::CachedStatement<'t>,
     from_start: rusqlite::CachedStatement<'t>,
@@ -407,11 +421,11 @@ impl<'t, 'c> ReadyKeys<'t, 'c> {
         })
     }
 
-    fn next(&mut self) -> Result<Option<String>, StoreError> {
+    fn next(&mut self) -> Result<Option<(String, Job)>, StoreError> {
         loop {
-            let found: Option<String> = match &self.at {
-                Some(at) => self.after.query_row(params![self.queue, at], |r| r.get(0)),
-                None => self.from_start.query_row([self.queue], |r| r.get(0)),
+            let found: Option<Job> = match &self.at {
+                Some(at) => self.after.query_row(params![self.queue, at], job_from_row),
+                None => self.from_start.query_row([self.queue], job_from_row),
             }
             .optional()
             .map_err(db_err("scanning ready keys"))?;
@@ -421,12 +435,13 @@ impl<'t, 'c> ReadyKeys<'t, 'c> {
                     self.wrapped = true;
                     self.at = None;
                 }
-                Some(key) => {
+                Some(head) => {
+                    let key = key_of(&head).to_string();
                     if self.wrapped && self.cursor.as_ref().is_some_and(|c| key > *c) {
                         return Ok(None);
                     }
                     self.at = Some(key.clone());
-                    return Ok(Some(key));
+                    return Ok(Some((key, head)));
                 }
             }
         }
@@ -486,6 +501,18 @@ fn running_count(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
     .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, i64>(0)))
     .map(|n| n.max(0) as u64)
     .map_err(|e| classify(&format!("counting running jobs of {queue:?}"), e))
+}
+
+/// Running jobs of `queue` per key.
+fn running_per_key(conn: &Connection, queue: &str) -> Result<HashMap<String, u64>, StoreError> {
+    conn.prepare_cached(RUNNING_PER_KEY)
+        .and_then(|mut stmt| {
+            stmt.query_map([queue], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect()
+        })
+        .map_err(|e| classify(&format!("counting running jobs per key of {queue:?}"), e))
 }
 
 /// How many running jobs of `queue` hold `key` (a seek on `job_running_key`).
