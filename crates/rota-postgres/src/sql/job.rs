@@ -19,14 +19,34 @@ use super::{from_micros, micros, texts, Conn, OwnedParam, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
-/// The claim of one queue `$1`: up to `$4` keys with ready jobs, in key order after the
-/// round-robin cursor `$2` (when `$3`) and wrapping around to it, skipping the keys `$5`
-/// (one index seek per key); then, for each key, its first due jobs in claim order (of kinds
-/// `$7` when given), as many as its share of the claim times its weight (`$8`, `$9`) within
-/// its room under `$12` (running per key: `$10`, `$11`), skipping jobs another claimer holds.
-/// Each row ends with the key's place in the round ([`CLAIM_ORD_COLUMN`]).
+/// Whether key `$k` is skipped by a claim's key scan: a key at the queue's `key_concurrency`
+/// `$6` (counted on `job_running_key`), or whose `key_rate` bucket admits nothing before `$5`.
+macro_rules! key_blocked {
+    ($k:literal) => {
+        concat!(
+            "(", $k, " <> '' AND (($6::int8 IS NOT NULL AND \
+             (SELECT count(*) FROM rota.job WHERE state = 'running' AND concurrency_key <> '' \
+              AND queue = $1 AND concurrency_key = ", $k, ") >= $6::int8) OR ($5::int8 IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM rota.rate_bucket b WHERE b.queue = $1 AND b.scope = 'key' \
+              AND b.name = ", $k, " AND b.tat > $5::int8))))"
+        )
+    };
+}
+
+/// The claim of one queue `$1`, limits checked in the statement itself, so that a claim of a
+/// limited queue holds the queue's lock for one round trip and its commit: `allow` is how many
+/// jobs it may take (`$4`, within the queue's `concurrency` `$11`); the key scan finds up to
+/// that many keys with ready jobs in key order after the round-robin cursor `$2` (when `$3`),
+/// wrapping around to it, skipping blocked keys (one index seek per key); each key then gives
+/// its first due jobs in claim order (of kinds `$8` when given), as many as its share times
+/// its weight (`$9`, `$10`) within its room under `$6`, skipping jobs another claimer holds.
+/// `$7` is now. Each row ends with the key's place in the round ([`CLAIM_ORD_COLUMN`]) and its
+/// running jobs ([`CLAIM_RUNNING_COLUMN`]).
 pub(crate) const CLAIM_SELECT: &str = concat!(
     "WITH RECURSIVE \
+     allow(n) AS ( \
+       SELECT CASE WHEN $11::int8 IS NULL THEN $4::int8 ELSE greatest(0::int8, least($4::int8, \
+         $11::int8 - (SELECT count(*) FROM rota.job WHERE state = 'running' AND queue = $1))) END), \
      fwd(k, n) AS ( \
        SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
                  AND concurrency_key >= $2 AND (concurrency_key > $2 OR NOT $3) \
@@ -34,41 +54,46 @@ pub(crate) const CLAIM_SELECT: &str = concat!(
        UNION ALL \
        SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
                  AND concurrency_key > f.k ORDER BY concurrency_key LIMIT 1), \
-              f.n + CASE WHEN f.k = ANY($5::text[]) THEN 0 ELSE 1 END \
-       FROM fwd f WHERE f.k IS NOT NULL AND f.n < $4::int8), \
+              f.n + CASE WHEN ", key_blocked!("f.k"), " THEN 0 ELSE 1 END \
+       FROM fwd f WHERE f.k IS NOT NULL AND f.n < (SELECT n FROM allow)), \
      wrap(k, n) AS ( \
        SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
                  AND $3 ORDER BY concurrency_key LIMIT 1), 0::int8 \
        UNION ALL \
        SELECT (SELECT concurrency_key FROM rota.job WHERE state = 'available' AND queue = $1 \
                  AND concurrency_key > w.k ORDER BY concurrency_key LIMIT 1), \
-              w.n + CASE WHEN w.k = ANY($5::text[]) THEN 0 ELSE 1 END \
-       FROM wrap w WHERE w.k IS NOT NULL AND w.k < $2 AND w.n < $4::int8), \
+              w.n + CASE WHEN ", key_blocked!("w.k"), " THEN 0 ELSE 1 END \
+       FROM wrap w WHERE w.k IS NOT NULL AND w.k < $2 AND w.n < (SELECT n FROM allow)), \
      found AS ( \
        SELECT k, row_number() OVER (ORDER BY part, n) AS ord FROM ( \
          SELECT k, 0 AS part, n FROM fwd WHERE k IS NOT NULL \
          UNION ALL \
          SELECT k, 1, n FROM wrap WHERE k IS NOT NULL AND k <= $2) s \
-       WHERE NOT (k = ANY($5::text[])) ORDER BY part, n LIMIT $4::int8), \
+       WHERE NOT ", key_blocked!("s.k"), " ORDER BY part, n LIMIT (SELECT n FROM allow)), \
+     counted AS ( \
+       SELECT k, ord, CASE WHEN k = '' OR $6::int8 IS NULL THEN 0::int8 ELSE \
+         (SELECT count(*) FROM rota.job WHERE state = 'running' AND concurrency_key <> '' \
+          AND queue = $1 AND concurrency_key = k) END AS running \
+       FROM found), \
      keys AS ( \
-       SELECT k, ord, least($4::int8, \
-         ceil($4::int8::numeric / (SELECT count(*) FROM found))::int8 \
-           * coalesce((SELECT w FROM unnest($8::text[], $9::int8[]) u(key, w) WHERE key = k), 1), \
-         CASE WHEN k = '' OR $12::int8 IS NULL THEN $4::int8 \
-              ELSE $12 - coalesce((SELECT c FROM unnest($10::text[], $11::int8[]) r(key, c) \
-                                   WHERE key = k), 0) END) AS lim \
-       FROM found) \
+       SELECT k, ord, running, least((SELECT n FROM allow), \
+         ceil((SELECT n FROM allow)::numeric / (SELECT count(*) FROM found))::int8 \
+           * coalesce((SELECT w FROM unnest($9::text[], $10::int8[]) u(key, w) WHERE key = k), 1), \
+         CASE WHEN k = '' OR $6::int8 IS NULL THEN $4::int8 ELSE $6::int8 - running END) AS lim \
+       FROM counted) \
      SELECT ",
     job_columns!(),
-    ", keys.ord FROM keys CROSS JOIN LATERAL ( \
+    ", keys.ord, keys.running FROM keys CROSS JOIN LATERAL ( \
        SELECT * FROM rota.job \
-       WHERE state = 'available' AND queue = $1 AND concurrency_key = keys.k AND run_at <= $6 \
-         AND ($7::text[] IS NULL OR kind = ANY($7)) \
+       WHERE state = 'available' AND queue = $1 AND concurrency_key = keys.k AND run_at <= $7 \
+         AND ($8::text[] IS NULL OR kind = ANY($8)) \
        ORDER BY priority, run_at, id LIMIT greatest(keys.lim, 0) FOR UPDATE SKIP LOCKED) j \
      ORDER BY keys.ord, j.priority, j.run_at, j.id"
 );
 /// The column of [`CLAIM_SELECT`] that holds the key's place in the round.
 pub(crate) const CLAIM_ORD_COLUMN: usize = 30;
+/// The column of [`CLAIM_SELECT`] that holds the key's running jobs.
+pub(crate) const CLAIM_RUNNING_COLUMN: usize = 31;
 pub(crate) const RESCUE_SELECT: &str = concat!(
     "SELECT ",
     job_columns!(),
@@ -543,46 +568,47 @@ pub(crate) async fn job_claim_many(
     if open.is_empty() || p.max == 0 {
         return Ok(Vec::new());
     }
-    let mut limits = claim_limits(tx, &open, &queues, p.now).await?;
-    let allowance = |q: &str, limits: &HashMap<String, QueueLimits>| {
-        claim_allowance(&queues[q].config, limits[q].running.total, p.max)
-    };
-    open.retain(|q| {
-        let open = allowance(q, &limits) > 0;
-        if !open {
-            let plan = ClaimPlan::default();
-            memory.remember(q, &queues[*q].config, &plan, &Buckets::new(), true, p.now);
-        }
-        open
-    });
-    if open.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Promotion and the claims of every queue in one round trip: each statement sees the
-    // promotions before it.
+    // One round trip: the locks of the limited queues' rows (in name order, so claimers on
+    // every node take turns), promotion, every queue's claim (its limits checked in the
+    // statement), and what the planner checks the claimed jobs against. Each statement sees
+    // the ones before it, and what the claimer before this one committed.
     let now = micros(p.now);
     let kinds = (!p.kinds.is_empty()).then(|| p.kinds.clone());
+    let mut limited: Vec<String> = open
+        .iter()
+        .filter(|q| has_claim_limits(&queues[**q].config))
+        .map(|q| q.to_string())
+        .collect();
+    limited.sort_unstable();
+    let mut queries: Vec<(String, &str, Vec<OwnedParam>)> = Vec::new();
+    if !limited.is_empty() {
+        queries.push((
+            "locking limited queues".into(),
+            "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+            vec![Box::new(limited.clone())],
+        ));
+    }
     let open_names: Vec<String> = open.iter().map(|q| q.to_string()).collect();
-    let mut queries: Vec<(String, &str, Vec<OwnedParam>)> = vec![(
+    queries.push((
         "promoting due jobs".into(),
         PROMOTE_DUE,
         vec![Box::new(open_names), Box::new(now)],
-    )];
+    ));
     for queue in &open {
         let config = &queues[*queue].config;
-        let l = &limits[*queue];
         let cursor = memory.cursor(queue);
         let (weight_keys, weights): (Vec<String>, Vec<i64>) = config
             .key_weights
             .iter()
             .map(|(k, w)| (k.clone(), i64::from(*w)))
             .unzip();
-        let (running_keys, running_counts): (Vec<String>, Vec<i64>) = l
-            .running
-            .by_key
-            .iter()
-            .map(|(k, n)| (k.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
-            .unzip();
+        // A key whose bucket's next token comes after this is out of tokens.
+        let key_rate_block = config.key_rate.map(|rate| {
+            micros(rota_core::add_duration(
+                p.now,
+                rate.interval() * rate.burst.saturating_sub(1),
+            ))
+        });
         queries.push((
             format!("claiming from queue {queue:?}"),
             CLAIM_SELECT,
@@ -590,47 +616,81 @@ pub(crate) async fn job_claim_many(
                 Box::new(queue.to_string()),
                 Box::new(cursor.clone().unwrap_or_default()),
                 Box::new(cursor.is_some()),
-                Box::new(limit_param(allowance(queue, &limits))),
-                Box::new(l.blocked.clone()),
+                Box::new(limit_param(p.max)),
+                Box::new(key_rate_block),
+                Box::new(config.key_concurrency.map(i64::from)),
                 Box::new(now),
                 Box::new(kinds.clone()),
                 Box::new(weight_keys),
                 Box::new(weights),
-                Box::new(running_keys),
-                Box::new(running_counts),
-                Box::new(config.key_concurrency.map(i64::from)),
+                Box::new(config.concurrency.map(i64::from)),
             ],
         ));
     }
+    if !limited.is_empty() {
+        queries.push((
+            "counting running jobs".into(),
+            RUNNING_PER_QUEUE,
+            vec![Box::new(limited.clone())],
+        ));
+        queries.push((
+            "reading rate buckets".into(),
+            "SELECT queue, scope, name, tat FROM rota.rate_bucket WHERE queue = ANY($1) AND tat > $2",
+            vec![Box::new(limited.clone()), Box::new(now)],
+        ));
+    }
     let mut answers = tx.query_many(queries).await?.into_iter();
+    if !limited.is_empty() {
+        answers.next();
+    }
     record_promoted(tx, &answers.next().unwrap_or_default());
+    let claims: Vec<Vec<tokio_postgres::Row>> = open
+        .iter()
+        .map(|_| answers.next().unwrap_or_default())
+        .collect();
+    let mut limits: HashMap<String, QueueLimits> = open
+        .iter()
+        .map(|q| (q.to_string(), QueueLimits::default()))
+        .collect();
+    for row in answers.next().unwrap_or_default() {
+        if let Some(l) = limits.get_mut(row.get::<_, &str>(0)) {
+            l.running.total = row.get::<_, i64>(1).max(0) as u64;
+        }
+    }
+    for row in answers.next().unwrap_or_default() {
+        let scope = BucketScope::from_parts(row.get(1), row.get(2));
+        if let (Some(l), Some(scope)) = (limits.get_mut(row.get::<_, &str>(0)), scope) {
+            l.buckets.insert(scope, from_micros(row.get(3)));
+        }
+    }
     let mut plans = Vec::with_capacity(open.len());
-    for (queue, rows) in open.iter().zip(answers) {
+    for (queue, rows) in open.iter().zip(claims) {
+        let mut l = limits.remove(*queue).expect("limits of every open queue");
         let mut heads: Vec<KeyHeads> = Vec::new();
         let mut last_ord = None;
         for (row, job) in rows.iter().zip(jobs_from_rows(&rows)?) {
             let ord: i64 = row.get(CLAIM_ORD_COLUMN);
+            let key = key_of(&job).to_string();
+            if key != NO_KEY {
+                let running: i64 = row.get(CLAIM_RUNNING_COLUMN);
+                l.running.by_key.insert(key.clone(), running.max(0) as u64);
+            }
             match heads.last_mut() {
                 Some(last) if last_ord == Some(ord) => last.jobs.push(job),
                 _ => heads.push(KeyHeads {
-                    key: key_of(&job).to_string(),
+                    key,
                     jobs: vec![job],
                 }),
             }
             last_ord = Some(ord);
         }
-        let l = limits.remove(*queue).expect("limits of every open queue");
         let config = &queues[*queue].config;
         let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
-        let plan = plan_claim(
-            config,
-            &l.running,
-            &l.buckets,
-            heads,
-            allowance_of(config, &l, p.max),
-            p.now,
-        );
-        let left = !l.blocked.is_empty() || read > plan.jobs.len();
+        let allowance = claim_allowance(config, l.running.total, p.max);
+        let plan = plan_claim(config, &l.running, &l.buckets, heads, allowance, p.now);
+        // Keys the statement skipped at a limit are not seen here: for a queue with limits, a
+        // claim that came back short counts as held back.
+        let left = read > plan.jobs.len() || plan.jobs.len() < allowance;
         memory.remember(queue, config, &plan, &l.buckets, left, p.now);
         plans.push((*queue, plan, l.buckets));
     }
@@ -670,103 +730,17 @@ pub(crate) async fn job_claim_many(
     Ok(claimed)
 }
 
-fn allowance_of(config: &QueueConfig, limits: &QueueLimits, max: usize) -> usize {
-    claim_allowance(config, limits.running.total, max)
-}
-
 /// What a claim of one queue is checked against: its running jobs, its rate buckets that
 /// are not full, and the keys it skips.
 #[derive(Default)]
 struct QueueLimits {
     running: Running,
     buckets: Buckets,
-    blocked: Vec<String>,
 }
 
 /// Running jobs of the queues `$1`, per queue (the `job_leased` index holds running jobs).
 pub(crate) const RUNNING_PER_QUEUE: &str = "SELECT queue, count(*)::int8 FROM rota.job \
      WHERE state = 'running' AND queue = ANY($1) GROUP BY queue";
-/// Running jobs of the queues `$1`, per key (the `job_running_key` index).
-pub(crate) const RUNNING_PER_KEY: &str = "SELECT queue, concurrency_key, count(*)::int8 \
-     FROM rota.job WHERE state = 'running' AND concurrency_key <> '' AND queue = ANY($1) \
-     GROUP BY queue, concurrency_key";
-
-/// The limits of each open queue. Claims of a queue with limits lock its row first (in name
-/// order), so claimers on every node take turns, and count its running jobs and read its
-/// buckets in the next statements, which see what the claimer before committed; all in one
-/// round trip. Queues without limits take no lock and pay nothing.
-async fn claim_limits(
-    tx: &Tx<'_>,
-    open: &[&str],
-    queues: &HashMap<String, Queue>,
-    now: Timestamp,
-) -> Result<HashMap<String, QueueLimits>, StoreError> {
-    let mut out: HashMap<String, QueueLimits> = open
-        .iter()
-        .map(|q| (q.to_string(), QueueLimits::default()))
-        .collect();
-    let mut limited: Vec<String> = open
-        .iter()
-        .filter(|q| has_claim_limits(&queues[**q].config))
-        .map(|q| q.to_string())
-        .collect();
-    limited.sort_unstable();
-    if limited.is_empty() {
-        return Ok(out);
-    }
-    let answers = tx
-        .query_many(vec![
-            (
-                "locking limited queues".into(),
-                "SELECT name FROM rota.queue WHERE name = ANY($1) ORDER BY name FOR UPDATE",
-                vec![Box::new(limited.clone())],
-            ),
-            (
-                "counting running jobs".into(),
-                RUNNING_PER_QUEUE,
-                vec![Box::new(limited.clone())],
-            ),
-            (
-                "counting running jobs per key".into(),
-                RUNNING_PER_KEY,
-                vec![Box::new(limited.clone())],
-            ),
-            (
-                "reading rate buckets".into(),
-                "SELECT queue, scope, name, tat FROM rota.rate_bucket \
-                 WHERE queue = ANY($1) AND tat > $2",
-                vec![Box::new(limited), Box::new(micros(now))],
-            ),
-        ])
-        .await?;
-    let mut answers = answers.into_iter().skip(1);
-    for row in answers.next().unwrap_or_default() {
-        let queue: String = row.get(0);
-        if let Some(l) = out.get_mut(&queue) {
-            l.running.total = row.get::<_, i64>(1).max(0) as u64;
-        }
-    }
-    for row in answers.next().unwrap_or_default() {
-        let queue: String = row.get(0);
-        if let Some(l) = out.get_mut(&queue) {
-            l.running
-                .by_key
-                .insert(row.get(1), row.get::<_, i64>(2).max(0) as u64);
-        }
-    }
-    for row in answers.next().unwrap_or_default() {
-        let queue: String = row.get(0);
-        let scope = BucketScope::from_parts(row.get(1), row.get(2));
-        if let (Some(l), Some(scope)) = (out.get_mut(&queue), scope) {
-            l.buckets.insert(scope, from_micros(row.get(3)));
-        }
-    }
-    for (queue, l) in out.iter_mut() {
-        let config = &queues[queue].config;
-        l.blocked = blocked_keys(config, &l.running, &l.buckets, now);
-    }
-    Ok(out)
-}
 
 /// A queue's flow-control state (see `Store::queue_flow`).
 pub(crate) async fn queue_flow(

@@ -207,15 +207,14 @@ pub(crate) fn texts(values: &[String]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::job::{
-        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_PER_KEY,
-        RUNNING_PER_QUEUE, RUNNING_SELECT,
+        CLAIM_SELECT, DEAD_GROUPS_SELECT, NEXT_DUE, OLDEST_READY, RESCUE_SELECT, RUNNING_PER_QUEUE,
+        RUNNING_SELECT,
     };
     use super::write::{PROMOTE_DUE, PRUNE_DELETE};
 
     /// Statements on hot or large paths.
-    const HOT_STATEMENTS: [(&str, &str); 10] = [
+    const HOT_STATEMENTS: [(&str, &str); 9] = [
         ("running per queue", RUNNING_PER_QUEUE),
-        ("running per key", RUNNING_PER_KEY),
         ("promote", PROMOTE_DUE),
         ("claim", CLAIM_SELECT),
         ("rescue", RESCUE_SELECT),
