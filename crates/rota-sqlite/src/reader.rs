@@ -38,6 +38,7 @@ impl Readers {
         .map_err(db_err("opening a reader connection"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db_err("configuring a reader connection"))?;
+        crate::stable_plans(&conn).map_err(db_err("configuring a reader connection"))?;
         Ok(conn)
     }
 
