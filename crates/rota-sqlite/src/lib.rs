@@ -176,8 +176,11 @@ fn open_writer_connection(path: &Path, durability: Durability) -> Result<Connect
 /// 3 % of the writer's time. Every hot statement is written to seek its index whatever the
 /// values (see the EXPLAIN tests, which plan with unknown parameters).
 pub(crate) fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map(|_| ())
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(|_| ())
 }
 
 #[async_trait]
