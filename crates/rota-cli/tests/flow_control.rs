@@ -477,3 +477,60 @@ async fn a_debounced_burst_runs_once_with_the_last_arguments() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("debounce.max_wait"), "{err}");
 }
+
+/// What limits hold back is visible: the job says why it waits, the queue how many wait and
+/// which keys are at their limit, the doctor names it, the metrics count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_limit_holds_back_is_shown_everywhere() {
+    let server = Server::start("[queues.keyed]\nkey_concurrency = 1\n");
+    let client = server.client();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = job_on("keyed", Some("customer:42".into()));
+        ids.push(client.enqueue(&job).await.unwrap().job.id);
+    }
+    let held = client
+        .fetch(&FetchRequest {
+            worker: "w".into(),
+            queues: vec!["keyed".into()],
+            max: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(held.jobs.len(), 1, "one job of the key runs");
+    let waiting = ids.iter().find(|id| **id != held.jobs[0].id).unwrap();
+    let show = server.rota(&["jobs", "show", waiting]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("waiting:   key customer:42 at its limit 1/1"),
+        "{text}"
+    );
+    let queue = server.rota(&["queues", "show", "keyed"]);
+    let text = String::from_utf8_lossy(&queue.stdout);
+    assert!(text.contains("key customer:42 at its limit 1/1"), "{text}");
+    assert!(
+        text.contains("2 (1 key at its key_concurrency 1)"),
+        "{text}"
+    );
+    let doctor = server.rota(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("queue `keyed`: 2 ready jobs wait (1 key at its key_concurrency 1)"),
+        "{text}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rota_queue_keys_at_limit{queue=\"keyed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rota_queue_waiting_on_limits{queue=\"keyed\"} 2"),
+        "{metrics}"
+    );
+}

@@ -301,6 +301,7 @@ async fn workload_checks(
         ));
     }
     findings.extend(backpressure_findings(queues));
+    findings.push(limits_finding(store, queues, now).await?);
 
     // Ready jobs of a kind that no live worker on their queue handles.
     let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -458,6 +459,41 @@ async fn workload_checks(
         ));
     }
     Ok(())
+}
+
+/// What the limits of each queue hold back now (informational: limits doing their job need no
+/// action), such as `queue webhooks: 340 ready jobs wait (12 keys at their key_concurrency 2)`.
+async fn limits_finding(
+    store: &dyn Store,
+    queues: &[QueueStats],
+    now: Timestamp,
+) -> Result<Finding, StoreError> {
+    let mut held = Vec::new();
+    for q in queues {
+        let config = &q.queue.config;
+        if !rota_store::has_claim_limits(config) {
+            continue;
+        }
+        let flow = store
+            .queue_flow(rota_store::QueueFlowParams {
+                queue: q.queue.name.clone(),
+                key: None,
+                now,
+            })
+            .await?;
+        let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
+        if let Some((jobs, reason)) = rota_store::queue_waiting(config, &flow, ready, now) {
+            held.push(format!(
+                "queue `{}`: {jobs} ready jobs wait ({reason})",
+                q.queue.name
+            ));
+        }
+    }
+    Ok(if held.is_empty() {
+        Finding::ok("limits", "no queue's limits hold ready jobs back")
+    } else {
+        Finding::ok("limits", held.join("; "))
+    })
 }
 
 /// Queues beyond their `max_depth` or `max_age` now: producers are refused (429) or, with

@@ -487,7 +487,10 @@ pub fn queue_waiting(
     (at_limit > 0 && flow.waiting_on_keys > 0).then(|| {
         (
             flow.waiting_on_keys,
-            format!("{at_limit} keys at their key_concurrency {limit}"),
+            match at_limit {
+                1 => format!("1 key at its key_concurrency {limit}"),
+                n => format!("{n} keys at their key_concurrency {limit}"),
+            },
         )
     })
 }
