@@ -400,15 +400,14 @@ pub fn apply_backpressure<'q>(
 }
 
 fn next_start(rate: Rate, tat: Timestamp, now: Timestamp) -> String {
-    let wait = rate
-        .next_admission(tat)
-        .duration_since(now)
-        .unsigned_abs()
-        .as_millis();
-    format!(
-        "next start in {}",
-        rota_core::format_duration(std::time::Duration::from_millis(wait as u64))
-    )
+    let wait = rate.next_admission(tat).duration_since(now).unsigned_abs();
+    // Milliseconds only while under a second: "in 59m 59s", not "in 59m 59s 759ms".
+    let wait = if wait.as_secs() >= 1 {
+        std::time::Duration::from_secs(wait.as_secs())
+    } else {
+        std::time::Duration::from_millis(wait.as_millis() as u64)
+    };
+    format!("next start in {}", rota_core::format_duration(wait))
 }
 
 /// Why a ready job of this queue is not running, when a limit holds it back now, such as
