@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rota_core::{format_duration, JobState};
 use rota_store::{
-    retention_for, JobCount, QueueListParams, QueueStats, Retention, Store, StoreError,
+    retention_for, JobCount, QueueFlow, QueueListParams, QueueStats, Retention, Store, StoreError,
 };
 
 /// A worker seen within this long counts as live.
@@ -94,18 +94,54 @@ pub struct Observed {
     pub queues: Vec<QueueStats>,
     /// Job counts per queue, kind and state.
     pub counts: Vec<JobCount>,
+    /// The flow-control state of each queue with claim-time limits, by queue.
+    pub flows: BTreeMap<String, QueueFlow>,
 }
 
 impl Observed {
     async fn read(store: &dyn Store, now: Timestamp) -> Result<Self, StoreError> {
+        let queues = store.queue_list(QueueListParams { now }).await?;
+        let mut flows = BTreeMap::new();
+        for q in queues
+            .iter()
+            .filter(|q| rota_store::has_claim_limits(&q.queue.config))
+        {
+            let flow = store
+                .queue_flow(rota_store::QueueFlowParams {
+                    queue: q.queue.name.clone(),
+                    key: None,
+                    now,
+                })
+                .await?;
+            flows.insert(q.queue.name.clone(), flow);
+        }
         Ok(Self {
             workers: store
                 .worker_list(rota_store::WorkerListParams::default())
                 .await?,
-            queues: store.queue_list(QueueListParams { now }).await?,
+            queues,
             counts: store
                 .job_counts(rota_store::JobCountsParams::default())
                 .await?,
+            flows,
+        })
+    }
+
+    /// What the limits of each queue that has them hold back now: the queue, its keys at
+    /// their limit, and how many ready jobs wait, and why.
+    pub fn held_back(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (&QueueStats, usize, Option<(u64, String)>)> {
+        self.queues.iter().filter_map(move |q| {
+            let flow = self.flows.get(&q.queue.name)?;
+            let config = &q.queue.config;
+            let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
+            Some((
+                q,
+                rota_store::keys_at_limit(config, flow).len(),
+                rota_store::queue_waiting(config, flow, ready, now),
+            ))
         })
     }
 }
@@ -301,7 +337,7 @@ async fn workload_checks(
         ));
     }
     findings.extend(backpressure_findings(queues));
-    findings.push(limits_finding(store, queues, now).await?);
+    findings.push(limits_finding(observed, now));
 
     // Ready jobs of a kind that no live worker on their queue handles.
     let mut ready_kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -463,37 +499,22 @@ async fn workload_checks(
 
 /// What the limits of each queue hold back now (informational: limits doing their job need no
 /// action), such as `queue webhooks: 340 ready jobs wait (12 keys at their key_concurrency 2)`.
-async fn limits_finding(
-    store: &dyn Store,
-    queues: &[QueueStats],
-    now: Timestamp,
-) -> Result<Finding, StoreError> {
-    let mut held = Vec::new();
-    for q in queues {
-        let config = &q.queue.config;
-        if !rota_store::has_claim_limits(config) {
-            continue;
-        }
-        let flow = store
-            .queue_flow(rota_store::QueueFlowParams {
-                queue: q.queue.name.clone(),
-                key: None,
-                now,
-            })
-            .await?;
-        let ready = q.counts.get(&JobState::Available).copied().unwrap_or(0);
-        if let Some((jobs, reason)) = rota_store::queue_waiting(config, &flow, ready, now) {
-            held.push(format!(
+fn limits_finding(observed: &Observed, now: Timestamp) -> Finding {
+    let held: Vec<String> = observed
+        .held_back(now)
+        .filter_map(|(q, _, waiting)| {
+            let (jobs, reason) = waiting?;
+            Some(format!(
                 "queue `{}`: {jobs} ready jobs wait ({reason})",
                 q.queue.name
-            ));
-        }
-    }
-    Ok(if held.is_empty() {
+            ))
+        })
+        .collect();
+    if held.is_empty() {
         Finding::ok("limits", "no queue's limits hold ready jobs back")
     } else {
         Finding::ok("limits", held.join("; "))
-    })
+    }
 }
 
 /// Queues beyond their `max_depth` or `max_age` now: producers are refused (429) or, with

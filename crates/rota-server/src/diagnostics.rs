@@ -65,34 +65,15 @@ impl Snapshot {
             .iter()
             .filter(|w| w.last_seen >= live_since)
             .count();
-        let mut limits = Vec::new();
-        for q in &observed.queues {
-            let config = &q.queue.config;
-            if !rota_store::has_claim_limits(config) {
-                continue;
-            }
-            let flow = store
-                .queue_flow(rota_store::QueueFlowParams {
-                    queue: q.queue.name.clone(),
-                    key: None,
-                    now,
-                })
-                .await?;
-            let ready = q.counts.get(&rota_core::JobState::Available).copied();
-            let waiting = rota_store::queue_waiting(config, &flow, ready.unwrap_or(0), now);
-            let keys_at_limit = config.key_concurrency.map_or(0, |limit| {
-                flow.running
-                    .by_key
-                    .values()
-                    .filter(|n| **n >= u64::from(limit))
-                    .count() as u64
-            });
-            limits.push(QueueLimitsNow {
+        // What the doctor read of each limited queue serves the gauges too.
+        let limits = observed
+            .held_back(now)
+            .map(|(q, keys_at_limit, waiting)| QueueLimitsNow {
                 queue: q.queue.name.clone(),
-                keys_at_limit,
+                keys_at_limit: keys_at_limit as u64,
                 waiting: waiting.map_or(0, |(n, _)| n),
-            });
-        }
+            })
+            .collect();
         Ok(Self {
             taken_at: now,
             taken: tokio::time::Instant::now(),

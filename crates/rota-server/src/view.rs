@@ -87,18 +87,14 @@ pub async fn queue_with_flow(
             })
             .await?;
         if let Some(limit) = config.key_concurrency {
-            view.keys_at_limit = flow
-                .running
-                .by_key
-                .iter()
-                .map(|(key, n)| KeyAtLimit {
-                    key: key.clone(),
-                    running: *n,
+            view.keys_at_limit = rota_store::keys_at_limit(&config, &flow)
+                .into_iter()
+                .map(|(key, running)| KeyAtLimit {
+                    key: key.to_string(),
+                    running,
                     limit,
                 })
                 .collect();
-            view.keys_at_limit
-                .sort_by(|a, b| b.running.cmp(&a.running).then(a.key.cmp(&b.key)));
         }
         view.waiting = rota_store::queue_waiting(&config, &flow, ready, now)
             .map(|(jobs, reason)| WaitingView { jobs, reason });
@@ -124,42 +120,32 @@ pub async fn job_waiting(
     if job.state != rota_core::JobState::Available {
         return Ok(None);
     }
-    let Some(queue) = store
-        .queue_list(QueueListParams { now })
-        .await?
-        .into_iter()
-        .find(|q| q.queue.name == job.queue)
-    else {
-        return Ok(None);
-    };
-    if !rota_store::has_claim_limits(&queue.queue.config) {
-        return Ok(None);
-    }
-    let flow = store
+    let flow = match store
         .queue_flow(QueueFlowParams {
             queue: job.queue.clone(),
             key: job.concurrency_key.clone(),
             now,
         })
-        .await?;
-    Ok(rota_store::waiting_reason(
-        &queue.queue.config,
-        job,
-        &flow,
-        now,
-    ))
+        .await
+    {
+        Ok(flow) => flow,
+        Err(e) if e.kind() == rota_store::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(rota_store::waiting_reason(&flow.config, job, &flow, now))
 }
 
-/// One queue, if declared.
+/// One queue, if declared (the flow of that queue only).
 pub async fn queue_named(
     store: &dyn Store,
     name: &str,
     now: Timestamp,
 ) -> Result<Option<QueueView>, StoreError> {
-    Ok(queues(store, now)
-        .await?
-        .into_iter()
-        .find(|q| q.name == name))
+    let stats = store.queue_list(QueueListParams { now }).await?;
+    match stats.into_iter().find(|q| q.queue.name == name) {
+        Some(stats) => Ok(Some(queue_with_flow(store, stats, now).await?)),
+        None => Ok(None),
+    }
 }
 
 /// A schedule with its next slot and the state of its last job.

@@ -454,6 +454,22 @@ pub fn waiting_reason(
     None
 }
 
+/// The keys of `flow` at the queue's `key_concurrency`, with their running jobs, most first.
+pub fn keys_at_limit<'f>(queue: &QueueConfig, flow: &'f crate::QueueFlow) -> Vec<(&'f str, u64)> {
+    let Some(limit) = queue.key_concurrency else {
+        return Vec::new();
+    };
+    let mut keys: Vec<(&str, u64)> = flow
+        .running
+        .by_key
+        .iter()
+        .filter(|(_, n)| **n >= u64::from(limit))
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    keys
+}
+
 /// How many of a queue's `ready` jobs a limit holds back now, and why (`None`: none).
 pub fn queue_waiting(
     queue: &QueueConfig,
@@ -477,12 +493,7 @@ pub fn queue_waiting(
         }
     }
     let limit = queue.key_concurrency?;
-    let at_limit = flow
-        .running
-        .by_key
-        .values()
-        .filter(|n| **n >= u64::from(limit))
-        .count();
+    let at_limit = keys_at_limit(queue, flow).len();
     (at_limit > 0 && flow.waiting_on_keys > 0).then(|| {
         (
             flow.waiting_on_keys,
@@ -557,18 +568,6 @@ impl ClaimMemory {
     }
 }
 
-/// Orders keys found by a scan for the round-robin: those after `cursor` first (in key
-/// order), then from the start up to and including it.
-pub fn round_robin_order(mut keys: Vec<String>, cursor: Option<&str>) -> Vec<String> {
-    keys.sort_unstable();
-    keys.dedup();
-    if let Some(cursor) = cursor {
-        let split = keys.partition_point(|k| k.as_str() <= cursor);
-        keys.rotate_left(split);
-    }
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -577,6 +576,18 @@ mod tests {
     use rota_core::{JobId, NewJob, RetryPolicy};
 
     use super::*;
+
+    /// The order the backends' key scans give: keys after `cursor` first (in key order), then
+    /// from the start up to and including it.
+    fn round_robin_order(mut keys: Vec<String>, cursor: Option<&str>) -> Vec<String> {
+        keys.sort_unstable();
+        keys.dedup();
+        if let Some(cursor) = cursor {
+            let split = keys.partition_point(|k| k.as_str() <= cursor);
+            keys.rotate_left(split);
+        }
+        keys
+    }
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).unwrap()

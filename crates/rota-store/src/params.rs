@@ -579,9 +579,11 @@ pub struct QueueFlowParams {
     pub now: Timestamp,
 }
 
-/// A queue's flow-control state now.
+/// A queue's flow-control state now (of a queue without claim-time limits, its settings only).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueFlow {
+    /// The queue's settings.
+    pub config: QueueConfig,
     /// Its running jobs; per key, the keys at their `key_concurrency` (at most
     /// [`KEYS_AT_LIMIT_MAX`], most running first) and the key asked about.
     pub running: crate::Running,

@@ -121,8 +121,9 @@ pub trait Store: Send + Sync + 'static {
     /// job.
     async fn queue_list(&self, p: QueueListParams) -> Result<Vec<QueueStats>, StoreError>;
 
-    /// A queue's flow-control state: running jobs (in all, per key at its limit), rate
-    /// buckets, ready jobs held back by keys. Cheap: seeks and the running set only.
+    /// A queue's flow-control state: its settings, and for a queue with claim-time limits its
+    /// running jobs (in all, per key at its limit), rate buckets, ready jobs held back by keys.
+    /// Cheap: seeks and the running set only.
     async fn queue_flow(&self, p: QueueFlowParams) -> Result<QueueFlow, StoreError>;
 
     /// Records a worker (or refreshes it).

@@ -752,12 +752,19 @@ pub(crate) async fn queue_flow(
         .remove(&p.queue)
         .expect("the queue asked for");
     let config = &queue.config;
+    if !has_claim_limits(config) {
+        return Ok(QueueFlow {
+            config: queue.config,
+            ..QueueFlow::default()
+        });
+    }
     let names = vec![queue.name.clone()];
     let total = db
         .query_opt("counting running jobs", RUNNING_PER_QUEUE, &[&names])
         .await?
         .map_or(0, |r| r.get::<_, i64>(1).max(0) as u64);
     let mut flow = QueueFlow {
+        config: config.clone(),
         running: Running {
             total,
             by_key: HashMap::new(),
@@ -809,18 +816,16 @@ pub(crate) async fn queue_flow(
             .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
         flow.running.by_key.insert(key, n);
     }
-    if has_claim_limits(config) {
-        let rows = db
-            .query(
-                "reading rate buckets",
-                "SELECT scope, name, tat FROM rota.rate_bucket WHERE queue = $1 AND tat > $2",
-                &[&queue.name, &micros(p.now)],
-            )
-            .await?;
-        for row in rows {
-            if let Some(scope) = BucketScope::from_parts(row.get(0), row.get(1)) {
-                flow.buckets.insert(scope, from_micros(row.get(2)));
-            }
+    let rows = db
+        .query(
+            "reading rate buckets",
+            "SELECT scope, name, tat FROM rota.rate_bucket WHERE queue = $1 AND tat > $2",
+            &[&queue.name, &micros(p.now)],
+        )
+        .await?;
+    for row in rows {
+        if let Some(scope) = BucketScope::from_parts(row.get(0), row.get(1)) {
+            flow.buckets.insert(scope, from_micros(row.get(2)));
         }
     }
     Ok(flow)

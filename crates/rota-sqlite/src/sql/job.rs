@@ -452,7 +452,14 @@ impl<'t, 'c> ReadyKeys<'t, 'c> {
 pub(crate) fn queue_flow(conn: &Connection, p: QueueFlowParams) -> Result<QueueFlow, StoreError> {
     let queue = queue_required(conn, &p.queue)?;
     let config = &queue.config;
+    if !has_claim_limits(config) {
+        return Ok(QueueFlow {
+            config: queue.config,
+            ..QueueFlow::default()
+        });
+    }
     let mut flow = QueueFlow {
+        config: config.clone(),
         running: Running {
             total: running_count(conn, &queue.name)?,
             by_key: HashMap::new(),
@@ -487,9 +494,7 @@ pub(crate) fn queue_flow(conn: &Connection, p: QueueFlowParams) -> Result<QueueF
         let n = running_of_key(conn, &queue.name, &key)?;
         flow.running.by_key.insert(key, n);
     }
-    if has_claim_limits(config) {
-        flow.buckets = load_buckets(conn, &queue.name, p.now)?;
-    }
+    flow.buckets = load_buckets(conn, &queue.name, p.now)?;
     Ok(flow)
 }
 
