@@ -280,9 +280,39 @@ fn admit(queue: &QueueConfig, kind: &str, key: &str, tats: &Buckets, now: Timest
     Admission::Admitted(updates)
 }
 
+/// One queue's part of a claim: its name, settings, plan, and the buckets the plan started from.
+pub type QueuePlan<'q> = (&'q str, &'q QueueConfig, ClaimPlan, Buckets);
+
+/// What a claim of several queues hands out, and the buckets each queue is charged: the first
+/// `max` of all plans' jobs by priority, then `run_at`, then id (one queue's plan as it is, in
+/// round-robin order); each queue whose plan drew from buckets is charged for the jobs it gave.
+pub fn merge_plans<'p>(
+    plans: &'p [QueuePlan<'_>],
+    max: usize,
+    now: Timestamp,
+) -> (Vec<&'p Job>, Vec<(String, Buckets)>) {
+    let mut jobs: Vec<&Job> = plans
+        .iter()
+        .flat_map(|(_, _, plan, _)| &plan.jobs)
+        .collect();
+    if plans.len() > 1 {
+        jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        jobs.truncate(max);
+    }
+    let charged = plans
+        .iter()
+        .filter(|(_, _, plan, _)| !plan.buckets.is_empty())
+        .map(|(queue, config, _, buckets)| {
+            let kept: Vec<&Job> = jobs.iter().copied().filter(|j| j.queue == *queue).collect();
+            (queue.to_string(), charge(config, buckets, &kept, now))
+        })
+        .collect();
+    (jobs, charged)
+}
+
 /// The buckets after claiming exactly `jobs` (a subset, in order, of a plan's jobs: a claim
 /// of several queues keeps only the first `max` of all).
-pub fn charge(queue: &QueueConfig, buckets: &Buckets, jobs: &[&Job], now: Timestamp) -> Buckets {
+fn charge(queue: &QueueConfig, buckets: &Buckets, jobs: &[&Job], now: Timestamp) -> Buckets {
     let mut tats = buckets.clone();
     let mut changed = Buckets::new();
     for job in jobs {

@@ -36,10 +36,10 @@ pub use enqueue::{
 };
 pub use error::{ErrorKind, StoreError};
 pub use flow::{
-    apply_backpressure, blocked_keys, charge, check_backpressure, fetch_per_key, has_backpressure,
-    has_claim_limits, key_of, keys_at_limit, plan_claim, queue_waiting, waiting_reason,
-    BucketScope, Buckets, ClaimMemory, ClaimPlan, KeyHeads, QueueLoad, Running, LIMIT_POLL, NO_KEY,
-    RETRY_AFTER_DEFAULT,
+    apply_backpressure, blocked_keys, check_backpressure, fetch_per_key, has_backpressure,
+    has_claim_limits, key_of, keys_at_limit, merge_plans, plan_claim, queue_waiting,
+    waiting_reason, BucketScope, Buckets, ClaimMemory, ClaimPlan, KeyHeads, QueueLoad, QueuePlan,
+    Running, LIMIT_POLL, NO_KEY, RETRY_AFTER_DEFAULT,
 };
 pub use params::*;
 pub use rule::{

@@ -692,25 +692,9 @@ pub(crate) async fn job_claim_many(
         // claim that came back short counts as held back.
         let left = read > plan.jobs.len() || plan.jobs.len() < allowance;
         memory.remember(queue, config, &plan, &l.buckets, left, p.now);
-        plans.push((*queue, plan, l.buckets));
+        plans.push((*queue, config, plan, l.buckets));
     }
-    let mut candidates: Vec<&Job> = plans.iter().flat_map(|(_, plan, _)| &plan.jobs).collect();
-    if plans.len() > 1 {
-        candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
-        candidates.truncate(p.max);
-    }
-    let mut charged: Vec<(String, Buckets)> = Vec::new();
-    for (queue, plan, buckets) in &plans {
-        if !plan.buckets.is_empty() {
-            let kept: Vec<&Job> = candidates
-                .iter()
-                .copied()
-                .filter(|j| j.queue == *queue)
-                .collect();
-            let config = &queues[*queue].config;
-            charged.push((queue.to_string(), charge(config, buckets, &kept, p.now)));
-        }
-    }
+    let (candidates, charged) = merge_plans(&plans, p.max, p.now);
     save_buckets(tx, &charged).await?;
     let candidates: Vec<Job> = candidates.into_iter().cloned().collect();
     let mut claimed = Vec::with_capacity(candidates.len());

@@ -272,43 +272,25 @@ pub(crate) fn job_claim_many(
         return Ok(Vec::new());
     }
     let kinds = (!p.kinds.is_empty()).then(|| json(&p.kinds));
-    let mut plans = Vec::with_capacity(open_queues.len());
+    let mut plans: Vec<QueuePlan<'_>> = Vec::with_capacity(open_queues.len());
     for queue in &open_queues {
         job_promote_due(tx, &queue.name, p.now)?;
-        let plan = plan_queue_claim(tx, queue, kinds.as_deref(), &p, memory)?;
-        plans.push((queue, plan));
+        let (plan, buckets) = plan_queue_claim(tx, queue, kinds.as_deref(), &p, memory)?;
+        plans.push((&queue.name, &queue.config, plan, buckets));
     }
-    // One queue: its plan, in round-robin order. Several: the first `max` of all by
-    // priority, each queue's buckets charged for the jobs it gave.
-    let mut candidates: Vec<&Job> = plans.iter().flat_map(|(_, plan)| &plan.0.jobs).collect();
-    if plans.len() > 1 {
-        candidates.sort_by_key(|j| (j.priority, j.run_at, j.id));
-        candidates.truncate(p.max);
-    }
-    for (queue, (plan, buckets)) in &plans {
-        if !plan.buckets.is_empty() {
-            let kept: Vec<&Job> = candidates
-                .iter()
-                .copied()
-                .filter(|j| j.queue == queue.name)
-                .collect();
-            let charged = match plans.len() {
-                1 => plan.buckets.clone(),
-                _ => charge(&queue.config, buckets, &kept, p.now),
-            };
-            save_buckets(tx, &queue.name, &charged)?;
-        }
+    let (candidates, charged) = merge_plans(&plans, p.max, p.now);
+    for (queue, buckets) in &charged {
+        save_buckets(tx, queue, buckets)?;
     }
     let mut claimed = Vec::with_capacity(candidates.len());
     for job in candidates {
-        let queue = &plans
+        let (_, config, _, _) = plans
             .iter()
-            .find(|(q, _)| q.name == job.queue)
-            .expect("planned")
-            .0;
+            .find(|(q, ..)| *q == job.queue)
+            .expect("planned");
         let event = Event::Fetched {
             worker: p.worker.clone(),
-            lease_for: lease_for(Some(&queue.config), p.lease),
+            lease_for: lease_for(Some(config), p.lease),
         };
         let next = transition(job, event, p.now)?;
         save_job(tx, job, &next, ChangeCause::Fetched, p.now)?;
@@ -367,12 +349,13 @@ fn plan_queue_claim(
     let mut stmt = tx
         .prepare_cached(CLAIM_SELECT)
         .map_err(db_err("preparing claim"))?;
-    let mut heads = Vec::with_capacity(found.len());
-    for (key, head) in found.iter() {
-        let limit = fetch_per_key(config, &running, key, found.len(), allowance);
+    let keys = found.len();
+    let mut heads = Vec::with_capacity(keys);
+    for (key, head) in found {
+        let limit = fetch_per_key(config, &running, &key, keys, allowance);
         // One job of the key: the head the scan read is it.
-        let jobs = if limit == 1 && due(head) {
-            vec![head.clone()]
+        let jobs = if limit == 1 && due(&head) {
+            vec![head]
         } else {
             stmt.query_map(
                 params![queue.name, key, micros(p.now), kinds, limit as i64],
@@ -381,10 +364,7 @@ fn plan_queue_claim(
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
             .map_err(|e| classify(&format!("claiming from queue {:?}", queue.name), e))?
         };
-        heads.push(KeyHeads {
-            key: key.clone(),
-            jobs,
-        });
+        heads.push(KeyHeads { key, jobs });
     }
     let read: usize = heads.iter().map(|h| h.jobs.len()).sum();
     let plan = plan_claim(config, &running, &buckets, heads, allowance, p.now);
