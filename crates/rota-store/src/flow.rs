@@ -6,7 +6,10 @@
 //! A backend counts the running jobs ([`Running`]), loads the rate buckets that are not full
 //! ([`Buckets`]), lists up to the claim's allowance of ready keys after the queue's round-robin
 //! cursor (skipping [`blocked_keys`]), reads [`fetch_per_key`] jobs of each in claim order, and
-//! hands them to [`plan_claim`]; it stores the plan's buckets and keeps its cursor.
+//! hands them to [`plan_claim`]; [`merge_plans`] picks what a claim of several queues hands
+//! out and what each queue's buckets are charged, and [`ClaimMemory`] keeps the cursor.
+//! Backpressure ([`check_backpressure`]) and what limits hold back ([`waiting_reason`],
+//! [`queue_waiting`]) are here too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
