@@ -274,7 +274,7 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         let bar = bar(n, "W1", json_out);
         let started = Instant::now();
         for i in 0..n {
-            client.enqueue(&job(i, args.keys)).await?;
+            client.enqueue_request(&job(i, args.keys)).await?;
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -375,7 +375,7 @@ async fn enqueue_batches(
     while i < n {
         let size = (n - i).min(1000);
         client
-            .enqueue_many(&EnqueueManyRequest {
+            .enqueue_many_requests(&EnqueueManyRequest {
                 jobs: (i..i + size).map(|i| job(i, keys)).collect(),
             })
             .await?;
@@ -520,7 +520,7 @@ async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::R
         let job = job(i, args.keys);
         producers.spawn(async move {
             let start = Instant::now();
-            let enqueued = client.enqueue(&job).await?;
+            let enqueued = client.enqueue_request(&job).await?;
             starts
                 .lock()
                 .expect("poisoned")

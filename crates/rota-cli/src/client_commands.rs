@@ -24,7 +24,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<ExitCode
     let json = args.json;
     match command {
         Command::Enqueue { args: e, .. } => {
-            let enqueued = client.enqueue(&new_job(e)?).await?;
+            let enqueued = client.enqueue_request(&new_job(e)?).await?;
             print(json, &enqueued, |e| {
                 format!(
                     "{} {} ({}{})\n",

@@ -19,7 +19,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use rota::{Handler, JobContext, Outcome, Worker, WorkerOptions};
+use rota::{Handler, JobContext, Lane, Outcome, Worker, WorkerOptions};
 use rota_core::parse_duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ pub async fn run(args: WorkerArgs, client_args: &ClientArgs) -> anyhow::Result<E
     if args.concurrency == 0 {
         anyhow::bail!("--concurrency: must be at least 1");
     }
-    let mut options = WorkerOptions::new(args.queue.clone());
+    let mut options = WorkerOptions::new(vec![Lane::new(args.queue.clone(), args.concurrency)]);
     if let Some(name) = args.name {
         options.id = format!("{name}:{}", std::process::id());
         options.name = name;
@@ -59,7 +59,6 @@ pub async fn run(args: WorkerArgs, client_args: &ClientArgs) -> anyhow::Result<E
         options.id = id;
     }
     options.kinds = args.kind;
-    options.concurrency = args.concurrency;
     options.grace = grace;
     options.kill_grace = kill_grace;
     options.version = format!("rota-worker-exec {}", env!("CARGO_PKG_VERSION"));
@@ -82,7 +81,7 @@ pub async fn run(args: WorkerArgs, client_args: &ClientArgs) -> anyhow::Result<E
         kill_grace,
     };
     Worker::new(client, options, exec)
-        .run_until(shutdown, hurry)
+        .run_hurried(shutdown, hurry)
         .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ async fn an_exec_worker_completes_a_job_and_a_waiting_read_returns_its_result() 
     let server = Server::start("");
     let client = server.client();
     let enqueued = client
-        .enqueue(&job("greet", json!({"name": "ada"})))
+        .enqueue_request(&job("greet", json!({"name": "ada"})))
         .await
         .unwrap();
     let _worker = Worker::start(
@@ -54,7 +54,7 @@ async fn a_failing_command_is_retried_then_dead_with_its_stderr_and_can_be_retri
     request.backoff = Some(rota_core::Backoff::Fixed {
         interval: Duration::from_millis(100),
     });
-    let id = client.enqueue(&request).await.unwrap().job.id;
+    let id = client.enqueue_request(&request).await.unwrap().job.id;
     let _worker = Worker::start(
         &server,
         &[
@@ -107,7 +107,7 @@ async fn a_worker_killed_mid_job_loses_it_to_a_second_worker_after_the_lease() {
     let server = Server::start("lease = \"2s\"\n");
     let client = server.client();
     let id = client
-        .enqueue(&job("slow", json!({})))
+        .enqueue_request(&job("slow", json!({})))
         .await
         .unwrap()
         .job
@@ -156,7 +156,7 @@ async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
     let ids: Vec<String> = {
         let jobs = (0..2).map(|i| job("long", json!({"i": i}))).collect();
         client
-            .enqueue_many(&EnqueueManyRequest { jobs })
+            .enqueue_many_requests(&EnqueueManyRequest { jobs })
             .await
             .unwrap()
             .jobs
@@ -227,7 +227,7 @@ async fn acknowledged_batches_survive_kill_9_of_the_server_whole() {
                         })
                         .collect();
                     if client
-                        .enqueue_many(&EnqueueManyRequest { jobs })
+                        .enqueue_many_requests(&EnqueueManyRequest { jobs })
                         .await
                         .is_err()
                     {
@@ -481,9 +481,9 @@ async fn an_exec_worker_kills_children_that_time_out_or_are_cancelled() {
     let mut slow = job("slow", json!({}));
     slow.timeout = Some("1s".into());
     slow.max_attempts = Some(1);
-    let timed = client.enqueue(&slow).await.unwrap().job.id;
+    let timed = client.enqueue_request(&slow).await.unwrap().job.id;
     let cancelled = client
-        .enqueue(&job("forever", json!({})))
+        .enqueue_request(&job("forever", json!({})))
         .await
         .unwrap()
         .job
@@ -659,7 +659,7 @@ async fn doctor_names_a_queue_nobody_polls_and_the_queues_workers_do_poll() {
         .unwrap();
     for _ in 0..3 {
         client
-            .enqueue(&NewJobRequest {
+            .enqueue_request(&NewJobRequest {
                 queue: "scribes".into(),
                 ..job("copy", json!({}))
             })

@@ -22,7 +22,7 @@ fn running(command: &str) -> bool {
 
 /// Enqueues `request`, returning the job's id.
 async fn enqueue(client: &rota::Client, request: &NewJobRequest) -> String {
-    client.enqueue(request).await.unwrap().job.id
+    client.enqueue_request(request).await.unwrap().job.id
 }
 
 /// Waits until job `id` runs.

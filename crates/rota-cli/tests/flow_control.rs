@@ -300,7 +300,10 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let server = Server::start("[queues.bounded]\nmax_depth = 100\n");
     let client = server.client();
     for _ in 0..100 {
-        client.enqueue(&job_on("bounded", None)).await.unwrap();
+        client
+            .enqueue_request(&job_on("bounded", None))
+            .await
+            .unwrap();
     }
     let http = reqwest::Client::new();
     let answer = http
@@ -397,7 +400,7 @@ async fn a_debounced_burst_runs_once_with_the_last_arguments() {
     };
     let mut ids = std::collections::HashSet::new();
     for n in 0..49 {
-        ids.insert(client.enqueue(&debounce(n)).await.unwrap().job.id);
+        ids.insert(client.enqueue_request(&debounce(n)).await.unwrap().job.id);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let out = server.rota(&[
@@ -487,7 +490,7 @@ async fn what_a_limit_holds_back_is_shown_everywhere() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let job = job_on("keyed", Some("customer:42".into()));
-        ids.push(client.enqueue(&job).await.unwrap().job.id);
+        ids.push(client.enqueue_request(&job).await.unwrap().job.id);
     }
     let held = client
         .fetch(&FetchRequest {

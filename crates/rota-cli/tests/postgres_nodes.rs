@@ -194,7 +194,7 @@ async fn ten_nodes_starting_together_migrate_once_and_all_serve() {
     for n in &nodes {
         let id = n
             .client()
-            .enqueue(&job("hello", serde_json::json!({})))
+            .enqueue_request(&job("hello", serde_json::json!({})))
             .await
             .unwrap();
         assert!(!id.job.id.is_empty());
@@ -247,7 +247,7 @@ async fn a_missing_database_is_named_and_created_on_request() {
     let server = Server::start_with_args("", &["--database", &url, "--create-database"]);
     let enqueued = server
         .client()
-        .enqueue(&job("hello", serde_json::json!({})))
+        .enqueue_request(&job("hello", serde_json::json!({})))
         .await
         .unwrap();
     assert!(!enqueued.job.id.is_empty());
@@ -281,7 +281,7 @@ async fn waits_on_one_node_wake_for_changes_made_on_another() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let enqueued = a
         .client()
-        .enqueue(&job("hello", serde_json::json!({})))
+        .enqueue_request(&job("hello", serde_json::json!({})))
         .await
         .unwrap();
     let enqueued_at = std::time::Instant::now();
@@ -352,7 +352,7 @@ async fn a_database_outage_is_503_and_the_nodes_recover_by_themselves() {
                 n += 1;
                 let started = std::time::Instant::now();
                 match clients[n % 2]
-                    .enqueue(&job("noop", serde_json::json!({ "n": n })))
+                    .enqueue_request(&job("noop", serde_json::json!({ "n": n })))
                     .await
                 {
                     Ok(e) => acknowledged.lock().unwrap().push(e.job.id),

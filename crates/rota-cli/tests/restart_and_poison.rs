@@ -27,7 +27,7 @@ async fn no_single_row_can_make_a_queue_unreadable() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("run_at"));
 
     let far = client
-        .enqueue(&NewJobRequest {
+        .enqueue_request(&NewJobRequest {
             delay: Some("1h".into()),
             ..job("far", json!({}))
         })
@@ -43,7 +43,10 @@ async fn no_single_row_can_make_a_queue_unreadable() {
             ],
         )
         .unwrap();
-    client.enqueue(&job("near", json!({}))).await.unwrap();
+    client
+        .enqueue_request(&job("near", json!({})))
+        .await
+        .unwrap();
     let list = server.rota(&["jobs", "list"]);
     assert!(
         list.status.success(),
@@ -70,7 +73,10 @@ async fn a_server_restart_never_rescues_a_live_workers_job() {
     let mut server = Server::start("lease = \"6s\"\n");
     let client = server.client();
     for _ in 0..2 {
-        client.enqueue(&job("slow", json!({}))).await.unwrap();
+        client
+            .enqueue_request(&job("slow", json!({})))
+            .await
+            .unwrap();
     }
     let _worker = Worker::start(
         &server,

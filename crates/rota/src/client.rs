@@ -34,6 +34,66 @@ pub enum ClientError {
     /// The base URL is not usable.
     #[error("invalid server URL {0:?}: expected something like http://127.0.0.1:7700")]
     Url(String),
+    /// A job's arguments could not be serialized as JSON.
+    #[error("the arguments of a {kind} job do not serialize as JSON")]
+    Args {
+        /// The job's kind.
+        kind: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The stable problem codes a client acts on; any other is [`ErrorCode::Other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `invalid_field`, `invalid_body`, `malformed_json`, `invalid_path`, `invalid_query`:
+    /// the request is wrong; the problem names the field.
+    Invalid,
+    /// `job_not_found` and other `*_not_found`.
+    NotFound,
+    /// `queue_not_declared`: declare the queue first (or fix its spelling).
+    QueueNotDeclared,
+    /// `queue_full`: the queue's backpressure refused the job; retry after the problem's
+    /// `retry_after`.
+    QueueFull,
+    /// `lease_lost`: the job was taken over after its lease expired.
+    LeaseLost,
+    /// `conflict`: the job is not in a state that allows this.
+    Conflict,
+    /// `busy` or `unavailable`: retry shortly.
+    Unavailable,
+    /// `unauthorized` or `forbidden`: the token is missing or lacks the scope.
+    Unauthorized,
+    /// `payload_too_large`: the body exceeds the server's limit.
+    PayloadTooLarge,
+    /// Any other code.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code's meaning.
+    pub fn of(code: &str) -> Self {
+        match code {
+            "invalid_field"
+            | "invalid_body"
+            | "malformed_json"
+            | "invalid_path"
+            | "invalid_query"
+            | "unsupported_media_type" => ErrorCode::Invalid,
+            "queue_not_declared" => ErrorCode::QueueNotDeclared,
+            "queue_full" => ErrorCode::QueueFull,
+            "lease_lost" => ErrorCode::LeaseLost,
+            "conflict" => ErrorCode::Conflict,
+            "busy" | "unavailable" => ErrorCode::Unavailable,
+            "unauthorized" | "forbidden" => ErrorCode::Unauthorized,
+            "payload_too_large" => ErrorCode::PayloadTooLarge,
+            code if code.ends_with("not_found") => ErrorCode::NotFound,
+            code => ErrorCode::Other(code.to_owned()),
+        }
+    }
 }
 
 impl ClientError {
@@ -43,6 +103,11 @@ impl ClientError {
             ClientError::Api(p) => Some(&p.code),
             _ => None,
         }
+    }
+
+    /// What the server's problem code means, when it answered with one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().map(ErrorCode::of)
     }
 }
 
@@ -134,13 +199,13 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    /// Enqueues one job.
-    pub async fn enqueue(&self, job: &NewJobRequest) -> Result<Enqueued, ClientError> {
+    /// Enqueues one job as the wire request says ([`Client::enqueue`] for typed jobs).
+    pub async fn enqueue_request(&self, job: &NewJobRequest) -> Result<Enqueued, ClientError> {
         self.post("/v1/jobs", job).await
     }
 
-    /// Enqueues many jobs, all or nothing.
-    pub async fn enqueue_many(
+    /// Enqueues many jobs as the wire request says, all or nothing.
+    pub async fn enqueue_many_requests(
         &self,
         jobs: &EnqueueManyRequest,
     ) -> Result<EnqueueManyResponse, ClientError> {

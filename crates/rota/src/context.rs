@@ -1,0 +1,163 @@
+//! What a handler is given and what it gives back: [`JobContext`] (the job, its lease, its
+//! stop token, progress and checkpoints sent in the background) and [`Outcome`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rota_api::{CheckpointRequest, JobView, ProgressRequest};
+use rota_core::JobId;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::Client;
+
+/// What a handler made of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done, with an optional result.
+    Completed(Option<Value>),
+    /// Failed: retried after its backoff, or dead when out of attempts (or `discard`).
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Where, if known.
+        backtrace: Option<String>,
+        /// Do not retry.
+        discard: bool,
+    },
+    /// Run again after this long, without using an attempt.
+    Snoozed(Duration),
+    /// The handler stopped because [`JobContext::stop`] asked it to; what is reported
+    /// then depends on why it was asked (a timeout fails the attempt, a shutdown hands the
+    /// job back, a cancel ends it cancelled).
+    Stopped,
+}
+
+impl Outcome {
+    /// A retryable failure with `message`.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Outcome::Failed {
+            message: message.into(),
+            backtrace: None,
+            discard: false,
+        }
+    }
+}
+
+/// The latest progress report and checkpoint of a job, not yet sent.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LatestProgress {
+    pub(crate) progress: Option<(u8, Option<String>)>,
+    pub(crate) checkpoint: Option<serde_json::Value>,
+}
+
+/// One job handed to a handler.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job as fetched.
+    pub job: JobView,
+    /// Its id.
+    pub id: JobId,
+    /// The lease token every report presents.
+    pub token: u64,
+    /// Cancelled when the job must stop early: it was cancelled, timed out, lost its lease,
+    /// or is handed back at shutdown. The handler should then stop what it started and
+    /// return; the runtime waits for it (up to [`WorkerOptions::kill_grace`] and a little
+    /// more) before it reports, so nothing of the job outlives the report.
+    pub stop: CancellationToken,
+    pub(crate) progress: Arc<tokio::sync::watch::Sender<LatestProgress>>,
+}
+
+impl JobContext {
+    /// A context for `job` outside a worker (its progress goes nowhere).
+    #[cfg(test)]
+    pub(crate) fn detached(job: JobView) -> Self {
+        let (progress, _) = tokio::sync::watch::channel(LatestProgress::default());
+        Self {
+            id: job.id.parse().expect("a job id"),
+            token: job.lease_token.unwrap_or(1),
+            job,
+            stop: CancellationToken::new(),
+            progress: Arc::new(progress),
+        }
+    }
+
+    /// The attempt this run is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.job.attempt
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> &str {
+        &self.job.kind
+    }
+
+    /// The token cancelled when the job must stop early (see [`JobContext::stop`]): a cancel
+    /// requested through the API reaches it within a heartbeat interval.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Reports progress (0..=100 and an optional message). It never waits: the latest value
+    /// is sent in the background, at most every [`PROGRESS_EVERY`], so a flood of progress
+    /// costs one request per interval.
+    pub fn progress(&self, percent: u8, message: Option<String>) {
+        self.progress
+            .send_modify(|latest| latest.progress = Some((percent, message)));
+    }
+
+    /// Saves a checkpoint (small JSON) that the job's next attempt receives, if this one
+    /// fails. Like progress it never waits: the latest is sent in the background.
+    pub fn checkpoint(&self, checkpoint: serde_json::Value) {
+        self.progress
+            .send_modify(|latest| latest.checkpoint = Some(checkpoint));
+    }
+}
+
+/// Longest progress reports wait for one another: only the latest value in each interval
+/// is sent.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends a job's latest progress while it runs, at most every [`PROGRESS_EVERY`].
+pub(crate) async fn send_progress(
+    client: Client,
+    job: String,
+    token: u64,
+    mut latest: tokio::sync::watch::Receiver<LatestProgress>,
+) {
+    let mut sent_checkpoint = None;
+    let mut sent_progress = None;
+    while latest.changed().await.is_ok() {
+        let now = latest.borrow_and_update().clone();
+        if now.checkpoint.is_some() && now.checkpoint != sent_checkpoint {
+            let checkpoint = now.checkpoint.clone().expect("checked");
+            let request = CheckpointRequest { token, checkpoint };
+            match client.checkpoint(&job, &request).await {
+                Ok(_) => sent_checkpoint = now.checkpoint.clone(),
+                Err(err) => warn!(job = %job, error = %err, "could not save the checkpoint"),
+            }
+        }
+        if let Some((percent, message)) = now
+            .progress
+            .clone()
+            .filter(|_| now.progress != sent_progress)
+        {
+            let sent = client
+                .progress(
+                    &job,
+                    &ProgressRequest {
+                        token,
+                        percent,
+                        message,
+                    },
+                )
+                .await;
+            match sent {
+                Ok(_) => sent_progress = now.progress.clone(),
+                Err(err) => warn!(job = %job, error = %err, "could not report progress"),
+            }
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+}
