@@ -478,8 +478,13 @@ async fn run_one<H: Handler>(
             None
         }
     };
+    // A job cancelled while it ran ends cancelled, whatever its handler made of the stop
+    // (returning as soon as it sees the token is how a handler obeys it).
+    let cancelled = *reason.lock().expect("reason poisoned") == Some(Stop::Cancelled);
+    let returned = outcome.is_some();
     match outcome {
         Some(Outcome::Stopped) | None => {}
+        Some(_) if cancelled => {}
         Some(outcome) => return Ran::Handled(outcome),
     }
     let timed_out = *reason.lock().expect("reason poisoned") == Some(Stop::TimedOut);
@@ -489,7 +494,7 @@ async fn run_one<H: Handler>(
     if !stop_token.is_cancelled() {
         return Ran::Stopped;
     }
-    if outcome.is_none()
+    if !returned
         && tokio::time::timeout(kill_grace + Duration::from_secs(5), work)
             .await
             .is_err()
