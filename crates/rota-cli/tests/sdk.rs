@@ -429,7 +429,7 @@ async fn graceful_shutdown_hands_unfinished_jobs_back_at_once(target: Target) {
     }
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    let finished = finished.lock().unwrap();
+    let finished = finished.lock().unwrap().clone();
     assert_eq!(finished.len(), 10, "none lost");
     assert!(
         finished.values().all(|&n| n == 1),
