@@ -45,6 +45,12 @@ struct Report {
     w1b_jobs_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     w2_jobs_per_s: Option<f64>,
+    /// W2 through the Rust SDK's `Worker` (typed no-op handler).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w2w_jobs_per_s: Option<f64>,
+    /// Worker requests (fetch, heartbeat, complete, fail, hand-back) per job in W2w.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w2w_requests_per_job: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     w3_latency_ms: Option<Latency>,
 }
@@ -296,6 +302,13 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         bar.finish_and_clear();
         report.w2_jobs_per_s = Some(n as f64 / last.duration_since(first).as_secs_f64());
     }
+    if wanted("w2w") {
+        enqueue_batches(&client, n, args.keys, &ProgressBar::hidden()).await?;
+        let before = worker_requests(&url).await?;
+        report.w2w_jobs_per_s = Some(sdk_drain(&client, args.worker_concurrency, n).await?);
+        let after = worker_requests(&url).await?;
+        report.w2w_requests_per_job = Some((after - before) / n as f64);
+    }
     if wanted("w3") {
         report.w3_latency_ms = Some(latency(&client, &args, json_out).await?);
     }
@@ -346,6 +359,15 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
                 urls.len(),
                 if urls.len() == 1 { "" } else { "s" },
                 share(report.shares.w2)
+            );
+        }
+        if let (Some(v), Some(rt)) = (report.w2w_jobs_per_s, report.w2w_requests_per_job) {
+            let of_w2 = report.w2_jobs_per_s.map_or(String::new(), |w2| {
+                format!("  ({:.0} % of W2)", v / w2 * 100.0)
+            });
+            println!(
+                "W2w drain, Rust Worker x {}:  {v:>8.0} jobs/s{of_w2}, {rt:.3} requests per job",
+                args.worker_concurrency
             );
         }
         if let Some(l) = &report.w3_latency_ms {
@@ -458,6 +480,67 @@ async fn drain(
         .expect("poisoned")
         .context("no job was completed")?;
     Ok((first, last))
+}
+
+/// The bench job as the SDK's typed workers see it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Noop {
+    i: usize,
+}
+
+impl rota::Job for Noop {
+    const KIND: &'static str = "bench.noop";
+    const QUEUE: &'static str = QUEUE;
+    type Output = ();
+}
+
+/// Drains `n` queued jobs with one SDK `Worker` of `concurrency`; jobs/s from the first
+/// handler run until the server shows none running.
+async fn sdk_drain(client: &Client, concurrency: usize, n: usize) -> anyhow::Result<f64> {
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let (counter, first_run) = (ran.clone(), first.clone());
+    let worker = rota::Worker::builder(client.clone())
+        .queue(QUEUE, concurrency.max(1))
+        .register::<Noop, _>(move |_: Noop, _| {
+            first_run.get_or_init(Instant::now);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        })
+        .build()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(shutdown.clone()));
+    while ran.load(std::sync::atomic::Ordering::Relaxed) < n {
+        anyhow::ensure!(!running.is_finished(), "the worker stopped early");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Every handler ran; done once the last reports landed.
+    loop {
+        let counts = client.queue(QUEUE).await?.counts;
+        if counts.get("running").copied().unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = first.get().context("no job ran")?.elapsed();
+    shutdown.cancel();
+    running.await??;
+    Ok(n as f64 / took.as_secs_f64())
+}
+
+/// Worker-protocol requests the server has answered so far (from its `/metrics`).
+async fn worker_requests(url: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("rota_http_requests_total{"))
+        .filter(|l| {
+            ["/v1/fetch", "/v1/heartbeat", "/v1/complete", "/v1/fail", "/v1/hand-back"]
+                .iter()
+                .any(|route| l.contains(&format!("route=\"{route}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 async fn latency(client: &Client, args: &BenchArgs, json_out: bool) -> anyhow::Result<Latency> {

@@ -159,7 +159,10 @@ pub struct BenchArgs {
     /// Extra workers long-polling the latency workload's queue beside the one measured.
     #[arg(long, default_value_t = 0)]
     pub idle_workers: usize,
-    /// Run only these workloads (w1, w1b, w2, w3; repeatable).
+    /// Concurrency of the Rust SDK worker in the W2w workload.
+    #[arg(long, default_value_t = 64)]
+    pub worker_concurrency: usize,
+    /// Run only these workloads (w1, w1b, w2, w2w, w3; repeatable).
     #[arg(long)]
     pub only: Vec<String>,
     /// Durability of the server started for the benchmark.
