@@ -535,9 +535,15 @@ async fn worker_requests(url: &str) -> anyhow::Result<f64> {
         .lines()
         .filter(|l| l.starts_with("rota_http_requests_total{"))
         .filter(|l| {
-            ["/v1/fetch", "/v1/heartbeat", "/v1/complete", "/v1/fail", "/v1/hand-back"]
-                .iter()
-                .any(|route| l.contains(&format!("route=\"{route}\"")))
+            [
+                "/v1/fetch",
+                "/v1/heartbeat",
+                "/v1/complete",
+                "/v1/fail",
+                "/v1/hand-back",
+            ]
+            .iter()
+            .any(|route| l.contains(&format!("route=\"{route}\"")))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())

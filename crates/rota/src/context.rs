@@ -115,6 +115,33 @@ impl JobContext {
     }
 }
 
+/// The progress last sent for a job, so the last report of a finished job is not lost to
+/// the interval.
+pub(crate) type SentProgress = Arc<std::sync::Mutex<Option<(u8, Option<String>)>>>;
+
+/// Sends the job's latest progress if the background sender has not (the job just ended).
+pub(crate) async fn flush_progress(
+    client: &Client,
+    job: JobId,
+    token: u64,
+    latest: &tokio::sync::watch::Sender<LatestProgress>,
+    sent: &SentProgress,
+) {
+    let latest = latest.borrow().progress.clone();
+    if latest.is_none() || latest == *sent.lock().expect("sent progress poisoned") {
+        return;
+    }
+    let (percent, message) = latest.expect("checked");
+    let request = ProgressRequest {
+        token,
+        percent,
+        message,
+    };
+    if let Err(err) = client.progress(&job.to_string(), &request).await {
+        warn!(job = %job, error = %err, "could not report progress");
+    }
+}
+
 /// Longest progress reports wait for one another: only the latest value in each interval
 /// is sent.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -125,6 +152,7 @@ pub(crate) async fn send_progress(
     job: String,
     token: u64,
     mut latest: tokio::sync::watch::Receiver<LatestProgress>,
+    sent: SentProgress,
 ) {
     let mut sent_checkpoint = None;
     let mut sent_progress = None;
@@ -143,7 +171,7 @@ pub(crate) async fn send_progress(
             .clone()
             .filter(|_| now.progress != sent_progress)
         {
-            let sent = client
+            let answer = client
                 .progress(
                     &job,
                     &ProgressRequest {
@@ -153,8 +181,11 @@ pub(crate) async fn send_progress(
                     },
                 )
                 .await;
-            match sent {
-                Ok(_) => sent_progress = now.progress.clone(),
+            match answer {
+                Ok(_) => {
+                    sent_progress = now.progress.clone();
+                    *sent.lock().expect("sent progress poisoned") = now.progress.clone();
+                }
                 Err(err) => warn!(job = %job, error = %err, "could not report progress"),
             }
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rota_api::NewJobRequest;
+use rota_api::{NewJobRequest, ScheduleRequest};
 use rota_core::{format_duration, Backoff};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,6 +101,33 @@ pub(crate) fn request_for<J: Job>(job: &J) -> Result<NewJobRequest, serde_json::
         max_attempts: retry.max_attempts,
         backoff: retry.backoff,
         timeout: J::timeout().map(format_duration),
+        ..Default::default()
+    })
+}
+
+/// A schedule named `name` that enqueues `job` on `cron` (UTC, misfire `latest`; change the
+/// fields before [`Client::create_schedule`](crate::Client::create_schedule) for others),
+/// carrying the job type's kind, queue and retry policy, so scheduled runs retry exactly
+/// like enqueued ones.
+pub fn schedule_request<J: Job>(
+    name: &str,
+    cron: &str,
+    job: &J,
+) -> Result<ScheduleRequest, crate::ClientError> {
+    let request = request_for(job).map_err(|source| crate::ClientError::Args {
+        kind: J::KIND.into(),
+        source,
+    })?;
+    Ok(ScheduleRequest {
+        name: name.into(),
+        cron: cron.into(),
+        queue: request.queue,
+        kind: request.kind,
+        args: request.args,
+        priority: request.priority,
+        max_attempts: request.max_attempts,
+        backoff: request.backoff,
+        timeout: request.timeout,
         ..Default::default()
     })
 }

@@ -95,7 +95,7 @@ pub mod testing;
 pub use client::{Client, ClientError, ErrorCode};
 pub use context::{JobContext, Outcome, PROGRESS_EVERY};
 pub use enqueue::{Enqueue, JobHandle, JobStatus, WaitError};
-pub use job::{Job, RetryPolicy};
+pub use job::{schedule_request, Job, RetryPolicy};
 #[cfg(feature = "postgres")]
 pub use postgres::EnqueueInError;
 pub use registry::{JobFailure, JobHandler, Registry, WorkerBuilder};

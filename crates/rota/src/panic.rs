@@ -20,7 +20,7 @@ pub(crate) fn capture_backtraces() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let backtrace = Backtrace::force_capture().to_string();
+            let backtrace = from_the_panic(&Backtrace::force_capture().to_string());
             LAST_BACKTRACE.with(|last| *last.borrow_mut() = Some(backtrace));
             previous(info);
         }));
@@ -38,4 +38,56 @@ pub(crate) fn describe(payload: Box<dyn Any + Send>) -> (String, Option<String>)
     };
     let backtrace = LAST_BACKTRACE.with(|last| last.borrow_mut().take());
     (message, backtrace)
+}
+
+/// The backtrace from the frame that panicked: the hook's and the panic machinery's own
+/// frames (this module, `std::panicking`, `core::panicking`) are cut from its top.
+fn from_the_panic(backtrace: &str) -> String {
+    let mut frames: Vec<String> = vec![];
+    for line in backtrace.lines() {
+        let is_frame = line
+            .trim_start()
+            .split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match frames.last_mut() {
+            Some(frame) if !is_frame => {
+                frame.push('\n');
+                frame.push_str(line);
+            }
+            _ => frames.push(line.to_owned()),
+        }
+    }
+    let machinery = [
+        "rota::panic::",
+        "std::panicking",
+        "core::panicking",
+        "rust_begin_unwind",
+        "PanicHookInfo",
+        "std::sys::backtrace",
+        "__rust_end_short_backtrace",
+    ];
+    // The leading run of machinery frames; the same names further down (the runtime's own
+    // catch_unwind) stay.
+    let first = frames
+        .iter()
+        .position(|f| !machinery.iter().any(|m| f.contains(m)))
+        .unwrap_or(0);
+    frames[first..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backtrace_starts_at_the_frame_that_panicked() {
+        let raw = "   0: rota::panic::capture_backtraces::{{closure}}\n             at src/panic.rs:23:29\n   1: std::panicking::panic_with_hook\n   2: core::panicking::panic_bounds_check\n   3: thumbnail::thumbnail::{{closure}}\n             at examples/thumbnail.rs:38:23\n   4: std::panicking::catch_unwind";
+        let trimmed = from_the_panic(raw);
+        assert!(
+            trimmed.starts_with("   3: thumbnail::thumbnail"),
+            "{trimmed}"
+        );
+        assert!(trimmed.contains("examples/thumbnail.rs:38:23"));
+        assert!(trimmed.ends_with("4: std::panicking::catch_unwind"));
+    }
 }

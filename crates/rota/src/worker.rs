@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::context::{send_progress, LatestProgress};
+use crate::context::{flush_progress, send_progress, LatestProgress, SentProgress};
 use crate::report::{Item, Reporter};
 use crate::{Client, ClientError, JobContext, Outcome};
 
@@ -383,7 +383,14 @@ fn start<H: Handler>(
         let client = &shared.client;
         let timeout = job.timeout.as_deref().and_then(|t| parse_duration(t).ok());
         let (progress, latest) = tokio::sync::watch::channel(LatestProgress::default());
-        let sender = tokio::spawn(send_progress(client.clone(), job.id.clone(), token, latest));
+        let sent = SentProgress::default();
+        let sender = tokio::spawn(send_progress(
+            client.clone(),
+            job.id.clone(),
+            token,
+            latest,
+            sent.clone(),
+        ));
         let progress = Arc::new(progress);
         let context = JobContext {
             job,
@@ -397,6 +404,7 @@ fn start<H: Handler>(
         // The slot is free once the handler is done; the report goes with the next batch.
         drop(permit);
         sender.abort();
+        flush_progress(client, id, token, &progress, &sent).await;
         // A checkpoint saved just before the end must reach the server before the
         // outcome does (the next attempt depends on it).
         let checkpoint = progress.borrow().checkpoint.clone();
