@@ -66,20 +66,22 @@ pub struct JobContext {
     /// return; the runtime waits for it (up to [`WorkerOptions::kill_grace`] and a little
     /// more) before it reports, so nothing of the job outlives the report.
     pub stop: CancellationToken,
-    pub(crate) progress: Arc<tokio::sync::watch::Sender<LatestProgress>>,
+    pub(crate) progress: Arc<ProgressSender>,
 }
 
 impl JobContext {
     /// A context for `job` outside a worker (its progress goes nowhere).
     #[cfg(test)]
     pub(crate) fn detached(job: JobView) -> Self {
-        let (progress, _) = tokio::sync::watch::channel(LatestProgress::default());
+        let id: JobId = job.id.parse().expect("a job id");
+        let token = job.lease_token.unwrap_or(1);
+        let client = Client::new("http://127.0.0.1:9").expect("a valid URL");
         Self {
-            id: job.id.parse().expect("a job id"),
-            token: job.lease_token.unwrap_or(1),
+            id,
+            token,
             job,
             stop: CancellationToken::new(),
-            progress: Arc::new(progress),
+            progress: Arc::new(ProgressSender::new(client, id, token)),
         }
     }
 
@@ -104,14 +106,14 @@ impl JobContext {
     /// costs one request per interval.
     pub fn progress(&self, percent: u8, message: Option<String>) {
         self.progress
-            .send_modify(|latest| latest.progress = Some((percent, message)));
+            .update(|latest| latest.progress = Some((percent, message)));
     }
 
     /// Saves a checkpoint (small JSON) that the job's next attempt receives, if this one
     /// fails. Like progress it never waits: the latest is sent in the background.
     pub fn checkpoint(&self, checkpoint: serde_json::Value) {
         self.progress
-            .send_modify(|latest| latest.checkpoint = Some(checkpoint));
+            .update(|latest| latest.checkpoint = Some(checkpoint));
     }
 }
 
@@ -119,26 +121,75 @@ impl JobContext {
 /// the interval.
 pub(crate) type SentProgress = Arc<std::sync::Mutex<Option<(u8, Option<String>)>>>;
 
-/// Sends the job's latest progress if the background sender has not (the job just ended).
-pub(crate) async fn flush_progress(
-    client: &Client,
+/// A job's progress and checkpoints on their way to the server: the background task that
+/// sends them starts with the first report, so a job that reports none costs nothing.
+#[derive(Debug)]
+pub(crate) struct ProgressSender {
+    client: Client,
     job: JobId,
     token: u64,
-    latest: &tokio::sync::watch::Sender<LatestProgress>,
-    sent: &SentProgress,
-) {
-    let latest = latest.borrow().progress.clone();
-    if latest.is_none() || latest == *sent.lock().expect("sent progress poisoned") {
-        return;
+    latest: tokio::sync::watch::Sender<LatestProgress>,
+    sent: SentProgress,
+    task: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressSender {
+    pub(crate) fn new(client: Client, job: JobId, token: u64) -> Self {
+        Self {
+            client,
+            job,
+            token,
+            latest: tokio::sync::watch::channel(LatestProgress::default()).0,
+            sent: SentProgress::default(),
+            task: std::sync::OnceLock::new(),
+        }
     }
-    let (percent, message) = latest.expect("checked");
-    let request = ProgressRequest {
-        token,
-        percent,
-        message,
-    };
-    if let Err(err) = client.progress(&job.to_string(), &request).await {
-        warn!(job = %job, error = %err, "could not report progress");
+
+    fn update(&self, change: impl FnOnce(&mut LatestProgress)) {
+        self.task.get_or_init(|| {
+            tokio::spawn(send_progress(
+                self.client.clone(),
+                self.job.to_string(),
+                self.token,
+                self.latest.subscribe(),
+                self.sent.clone(),
+            ))
+        });
+        self.latest.send_modify(change);
+    }
+
+    /// The job ended: stops the background sender and sends what it has not, the checkpoint
+    /// first (the next attempt depends on it reaching the server before the outcome).
+    pub(crate) async fn finish(&self) {
+        let Some(task) = self.task.get() else {
+            return;
+        };
+        task.abort();
+        let latest = self.latest.borrow().clone();
+        let job = self.job.to_string();
+        if let Some(checkpoint) = latest.checkpoint {
+            let request = CheckpointRequest {
+                token: self.token,
+                checkpoint,
+            };
+            if let Err(err) = self.client.checkpoint(&job, &request).await {
+                warn!(job = %job, error = %err, "could not save the checkpoint");
+            }
+        }
+        if latest.progress.is_none()
+            || latest.progress == *self.sent.lock().expect("sent progress poisoned")
+        {
+            return;
+        }
+        let (percent, message) = latest.progress.expect("checked");
+        let request = ProgressRequest {
+            token: self.token,
+            percent,
+            message,
+        };
+        if let Err(err) = self.client.progress(&job, &request).await {
+            warn!(job = %job, error = %err, "could not report progress");
+        }
     }
 }
 
@@ -147,7 +198,7 @@ pub(crate) async fn flush_progress(
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Sends a job's latest progress while it runs, at most every [`PROGRESS_EVERY`].
-pub(crate) async fn send_progress(
+async fn send_progress(
     client: Client,
     job: String,
     token: u64,

@@ -15,20 +15,25 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rota_api::{CheckpointRequest, FetchRequest, HeartbeatRequest, JobView, LeaseToken};
+use rota_api::{FetchRequest, HeartbeatRequest, JobView, LeaseToken};
 use rota_core::{format_duration, parse_duration, JobId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::context::{flush_progress, send_progress, LatestProgress, SentProgress};
+use crate::context::ProgressSender;
 use crate::report::{Item, Reporter};
 use crate::{Client, ClientError, JobContext, Outcome};
 
 /// Longest one fetch waits for a job before asking again (a third of the lease when that is
 /// shorter, so an idle worker is seen within its lease, as `rota health --worker` checks).
-pub const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// A fetch in flight is not cut at shutdown (jobs it leased are handed back, not left to
+/// expire), so this is also the longest an idle worker takes to stop: 2 s, as Sidekiq's
+/// fetch timeout, for one idle request per lane every 2 s.
+pub const FETCH_WAIT: Duration = Duration::from_secs(2);
+/// Longest a fetch waits for the rest of a lane's slots to free up.
+pub const FETCH_GATHER: Duration = Duration::from_millis(2);
 /// Lease assumed until the server says otherwise.
 pub const LEASE_ASSUMED: Duration = Duration::from_secs(30);
 
@@ -286,6 +291,7 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
     let o = &shared.options;
     let slots = Arc::new(Semaphore::new(lane.concurrency));
     let mut retry = Backoff::new();
+    let host = hostname();
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("semaphore open"),
@@ -294,6 +300,17 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
         let mut permits = vec![first];
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
+        }
+        // While slots are busy, jobs finishing a moment apart would each make a fetch of
+        // their own: wait a moment for the rest, so requests stay large (a worker of
+        // concurrency 64 draining short jobs makes one fetch and one report per 64 jobs;
+        // with half, it made twice as many and drained 20 % slower).
+        let gather = tokio::time::Instant::now() + FETCH_GATHER;
+        while permits.len() < lane.concurrency {
+            match tokio::time::timeout_at(gather, slots.clone().acquire_owned()).await {
+                Ok(permit) => permits.push(permit.expect("semaphore open")),
+                Err(_) => break,
+            }
         }
         // Not cancelled mid-request: a job leased by a fetch is always seen, so on
         // shutdown it can be handed back rather than left to expire.
@@ -307,7 +324,7 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
                 max: Some(permits.len() as u32),
                 wait: Some(format_duration(wait)),
                 name: Some(o.name.clone()),
-                host: Some(hostname()),
+                host: Some(host.clone()),
                 pid: Some(std::process::id()),
                 concurrency: Some(o.concurrency() as u32),
                 version: Some(o.version.clone()),
@@ -382,16 +399,7 @@ fn start<H: Handler>(
     shared.jobs.clone().spawn(async move {
         let client = &shared.client;
         let timeout = job.timeout.as_deref().and_then(|t| parse_duration(t).ok());
-        let (progress, latest) = tokio::sync::watch::channel(LatestProgress::default());
-        let sent = SentProgress::default();
-        let sender = tokio::spawn(send_progress(
-            client.clone(),
-            job.id.clone(),
-            token,
-            latest,
-            sent.clone(),
-        ));
-        let progress = Arc::new(progress);
+        let progress = Arc::new(ProgressSender::new(client.clone(), id, token));
         let context = JobContext {
             job,
             id,
@@ -403,17 +411,7 @@ fn start<H: Handler>(
         let ran = run_one(&*shared.handler, context, timeout, &reason, kill_grace).await;
         // The slot is free once the handler is done; the report goes with the next batch.
         drop(permit);
-        sender.abort();
-        flush_progress(client, id, token, &progress, &sent).await;
-        // A checkpoint saved just before the end must reach the server before the
-        // outcome does (the next attempt depends on it).
-        let checkpoint = progress.borrow().checkpoint.clone();
-        if let Some(checkpoint) = checkpoint {
-            let request = CheckpointRequest { token, checkpoint };
-            if let Err(err) = client.checkpoint(&id.to_string(), &request).await {
-                warn!(job = %id, error = %err, "could not save the checkpoint");
-            }
-        }
+        progress.finish().await;
         // The lease stays in the table (and heartbeated) until the report lands.
         let reason_now = *reason.lock().expect("reason poisoned");
         if let Some(item) = Item::for_run(id, token, ran, reason_now) {
