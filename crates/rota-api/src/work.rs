@@ -4,8 +4,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::JobView;
-
 /// Lease jobs. Returns as soon as at least one job is ready, or when `wait` elapses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,9 +44,68 @@ pub struct FetchRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FetchResponse {
     /// The jobs (possibly none, when `wait` elapsed).
-    pub jobs: Vec<JobView>,
+    pub jobs: Vec<LeasedJob>,
     /// The lease length granted, such as `30s`: heartbeat well within it.
     pub lease: String,
+}
+
+/// A leased job as a worker needs it: what to run, with what, which attempt, and the lease
+/// to report it with. The whole job (history, policy, timestamps) is `GET /v1/jobs/{id}`;
+/// leaving it out makes a fetch answer about a third of the bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeasedJob {
+    /// UUIDv7.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its handler name.
+    pub kind: String,
+    /// The handler's input.
+    #[schema(value_type = Object)]
+    pub args: Value,
+    /// This attempt (1 for the first).
+    pub attempt: u32,
+    /// The effective attempt limit.
+    pub max_attempts: u32,
+    /// The lease's fencing token: present it to heartbeat, complete or fail.
+    pub lease_token: u64,
+    /// When the lease lapses unless heartbeated.
+    #[schema(value_type = String, format = DateTime)]
+    pub lease_expires_at: jiff::Timestamp,
+    /// Per-attempt time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The checkpoint an earlier attempt saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Flow-control key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+}
+
+impl LeasedJob {
+    /// The job as leased; `None` for a job without a lease (not one a fetch returns).
+    pub fn of(job: rota_core::Job) -> Option<Self> {
+        let lease = job.lease?;
+        Some(Self {
+            id: job.id.to_string(),
+            queue: job.queue,
+            kind: job.kind,
+            args: job.args,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            lease_token: lease.token,
+            lease_expires_at: lease.expires_at,
+            timeout: job.timeout.map(rota_core::format_duration),
+            checkpoint: job.checkpoint,
+            tags: job.tags,
+            concurrency_key: job.concurrency_key,
+        })
+    }
 }
 
 /// A job and the lease token it was fetched with.

@@ -307,7 +307,7 @@ async fn waits_on_one_node_wake_for_changes_made_on_another() {
         .complete(&CompleteRequest {
             completions: vec![CompletionRequest {
                 job: fetched.jobs[0].id.parse().unwrap(),
-                token: fetched.jobs[0].lease_token.unwrap(),
+                token: fetched.jobs[0].lease_token,
                 result: Some(serde_json::json!({"ok": true})),
             }],
         })

@@ -93,9 +93,18 @@ async fn a_job_goes_from_enqueue_to_completed_and_a_waiting_read_sees_it() {
     assert_eq!(status, StatusCode::OK, "{fetched}");
     let job = &fetched["jobs"][0];
     assert_eq!(
-        (job["id"].as_str().unwrap(), job["state"].as_str().unwrap()),
-        (id.as_str(), "running")
+        (
+            job["id"].as_str().unwrap(),
+            job["attempt"].as_u64().unwrap()
+        ),
+        (id.as_str(), 1)
     );
+    // A fetch answers what a worker needs, not the whole job (that is GET /v1/jobs/{id}).
+    assert!(
+        job.get("errors").is_none() && job.get("created_at").is_none(),
+        "{job}"
+    );
+    assert!(job["lease_expires_at"].is_string(), "{job}");
     let token = job["lease_token"].as_u64().unwrap();
 
     let (status, done) = api

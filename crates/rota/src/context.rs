@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rota_api::{CheckpointRequest, JobView, ProgressRequest};
+use rota_api::{CheckpointRequest, LeasedJob, ProgressRequest};
 use rota_core::JobId;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -55,8 +55,8 @@ pub(crate) struct LatestProgress {
 /// One job handed to a handler.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    /// The job as fetched.
-    pub job: JobView,
+    /// The job as fetched (the whole job is [`Client::job`]).
+    pub job: LeasedJob,
     /// Its id.
     pub id: JobId,
     /// The lease token every report presents.
@@ -72,9 +72,9 @@ pub struct JobContext {
 impl JobContext {
     /// A context for `job` outside a worker (its progress goes nowhere).
     #[cfg(test)]
-    pub(crate) fn detached(job: JobView) -> Self {
+    pub(crate) fn detached(job: LeasedJob) -> Self {
         let id: JobId = job.id.parse().expect("a job id");
-        let token = job.lease_token.unwrap_or(1);
+        let token = job.lease_token;
         let client = Client::new("http://127.0.0.1:9").expect("a valid URL");
         Self {
             id,

@@ -389,12 +389,10 @@ mod tests {
     }
 
     fn context(args: Value) -> JobContext {
-        let view: rota_api::JobView = serde_json::from_value(serde_json::json!({
+        let view: rota_api::LeasedJob = serde_json::from_value(serde_json::json!({
             "id": "018f0000-0000-7000-8000-000000000000", "queue": "media",
-            "kind": "images.resize", "args": args, "priority": 5, "state": "running",
-            "attempt": 1, "max_attempts": 3, "backoff": {"fixed": {"interval": "1s"}},
-            "tags": [], "errors": [], "cancel_requested": false,
-            "run_at": "2026-12-02T00:00:00Z", "created_at": "2026-12-02T00:00:00Z"
+            "kind": "images.resize", "args": args, "attempt": 1, "max_attempts": 3,
+            "lease_token": 1, "lease_expires_at": "2026-12-02T00:00:00Z"
         }))
         .unwrap();
         JobContext::detached(view)

@@ -12,11 +12,11 @@ use rota_api::{
     LeaseToken,
 };
 use rota_core::{format_duration, JobId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::context::Outcome;
-use crate::worker::{chain, is_fatal, Backoff, Ran, Stop};
+use crate::worker::{chain, is_fatal, Backoff, Ran, Stop, Table};
 use crate::{Client, ClientError};
 
 /// Most outcomes sent in one request.
@@ -32,10 +32,20 @@ pub(crate) enum Item {
 
 impl Item {
     fn job(&self) -> JobId {
+        self.lease().job
+    }
+
+    fn lease(&self) -> LeaseToken {
         match self {
-            Item::Complete(c) => c.job,
-            Item::Fail(f) => f.job,
-            Item::HandBack(l) => l.job,
+            Item::Complete(c) => LeaseToken {
+                job: c.job,
+                token: c.token,
+            },
+            Item::Fail(f) => LeaseToken {
+                job: f.job,
+                token: f.token,
+            },
+            Item::HandBack(l) => *l,
         }
     }
 
@@ -86,11 +96,10 @@ impl Item {
     }
 }
 
-/// A report waiting to be sent; `done` is dropped once it was (or cannot be).
+/// A report waiting to be sent.
 struct Pending {
     item: Item,
     reason: Arc<Mutex<Option<Stop>>>,
-    _done: oneshot::Sender<()>,
 }
 
 impl Pending {
@@ -99,7 +108,8 @@ impl Pending {
     }
 }
 
-/// The sending side: job tasks hand their reports to it and wait until they are sent.
+/// The sending side: job tasks hand their reports to it and end; the job's lease stays in the
+/// worker's table (and heartbeated) until its report was sent, then the reporter removes it.
 #[derive(Clone)]
 pub(crate) struct Reporter {
     tx: mpsc::UnboundedSender<Pending>,
@@ -108,27 +118,19 @@ pub(crate) struct Reporter {
 impl Reporter {
     /// A reporter and the loop that sends its reports (it ends once every [`Reporter`] is
     /// dropped and the last report is sent).
-    pub(crate) fn start(client: Client) -> (Self, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(client: Client, table: Table) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, tokio::spawn(report_loop(client, rx)))
+        (Self { tx }, tokio::spawn(report_loop(client, rx, table)))
     }
 
-    /// Sends `item` with the next batch and waits until it was sent (or given up on).
-    pub(crate) async fn report(&self, item: Item, reason: Arc<Mutex<Option<Stop>>>) {
-        let (done, sent) = oneshot::channel();
-        let pending = Pending {
-            item,
-            reason,
-            _done: done,
-        };
-        if self.tx.send(pending).is_ok() {
-            // Resolves (with an error) when the pending report is dropped after sending.
-            let _ = sent.await;
-        }
+    /// Sends `item` with the next batch.
+    pub(crate) fn report(&self, item: Item, reason: Arc<Mutex<Option<Stop>>>) {
+        // The loop outlives every sender, so the send cannot fail.
+        let _ = self.tx.send(Pending { item, reason });
     }
 }
 
-async fn report_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn report_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Pending>, table: Table) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < REPORT_BATCH {
@@ -145,11 +147,27 @@ async fn report_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Item::HandBack(_) => backs.push(pending),
             }
         }
+        let leases: Vec<LeaseToken> = [&completes, &fails, &backs]
+            .into_iter()
+            .flatten()
+            .map(|p| p.item.lease())
+            .collect();
         tokio::join!(
             send(&client, completes),
             send(&client, fails),
             send(&client, backs)
         );
+        // Reported (or given up on): no more heartbeats for these leases. A job fetched
+        // again meanwhile has a new token and stays.
+        let mut running = table.lock().expect("job table poisoned");
+        for lease in leases {
+            if running
+                .get(&lease.job)
+                .is_some_and(|r| r.token == lease.token)
+            {
+                running.remove(&lease.job);
+            }
+        }
     }
 }
 

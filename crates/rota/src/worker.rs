@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rota_api::{FetchRequest, HeartbeatRequest, JobView, LeaseToken};
+use rota_api::{FetchRequest, HeartbeatRequest, LeaseToken, LeasedJob};
 use rota_core::{format_duration, parse_duration, JobId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -130,13 +130,13 @@ pub(crate) enum Stop {
     TimedOut,
 }
 
-struct Running {
-    token: u64,
+pub(crate) struct Running {
+    pub(crate) token: u64,
     stop: CancellationToken,
     reason: Arc<Mutex<Option<Stop>>>,
 }
 
-type Table = Arc<Mutex<HashMap<JobId, Running>>>;
+pub(crate) type Table = Arc<Mutex<HashMap<JobId, Running>>>;
 
 fn stop(table: &Table, id: &JobId, reason: Stop) {
     if let Some(r) = table.lock().expect("job table poisoned").get(id) {
@@ -223,12 +223,13 @@ impl<H: Handler> Worker<H> {
         hurry: CancellationToken,
     ) -> Result<(), WorkerError> {
         self.options.check()?;
-        let (reporter, reports) = Reporter::start(self.client.clone());
+        let table: Table = Arc::default();
+        let (reporter, reports) = Reporter::start(self.client.clone(), table.clone());
         let shared = Arc::new(Shared {
             client: self.client.clone(),
             options: self.options,
             handler: self.handler,
-            table: Arc::default(),
+            table,
             lease: Arc::new(Mutex::new(LEASE_ASSUMED)),
             reporter,
             jobs: TaskTracker::new(),
@@ -274,10 +275,11 @@ impl<H: Handler> Worker<H> {
             }
             shared.jobs.wait().await;
         }
-        beats.abort();
-        // Every job task has its report sent; the reporter ends with the last sender.
+        // Every job task has handed its report over; the reporter sends the last of them and
+        // ends with its last sender. Their leases are heartbeated until then.
         drop(shared);
         let _ = reports.await;
+        beats.abort();
         match failure {
             Some(err) => Err(err),
             None => Ok(()),
@@ -305,11 +307,23 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
         // their own: wait a moment for the rest, so requests stay large (a worker of
         // concurrency 64 draining short jobs makes one fetch and one report per 64 jobs;
         // with half, it made twice as many and drained 20 % slower).
-        let gather = tokio::time::Instant::now() + FETCH_GATHER;
-        while permits.len() < lane.concurrency {
-            match tokio::time::timeout_at(gather, slots.clone().acquire_owned()).await {
-                Ok(permit) => permits.push(permit.expect("semaphore open")),
-                Err(_) => break,
+        let missing = lane.concurrency - permits.len();
+        if missing > 0 {
+            // One wait for all of them (one wake-up, not one per finishing job); on timeout
+            // the slots it had gathered go back, and whatever is free is taken.
+            let all = slots.clone().acquire_many_owned(missing as u32);
+            match tokio::time::timeout(FETCH_GATHER, all).await {
+                Ok(mut many) => {
+                    let many = many.as_mut().expect("semaphore open");
+                    while let Some(one) = many.split(1) {
+                        permits.push(one);
+                    }
+                }
+                Err(_) => {
+                    while let Ok(permit) = slots.clone().try_acquire_owned() {
+                        permits.push(permit);
+                    }
+                }
             }
         }
         // Not cancelled mid-request: a job leased by a fetch is always seen, so on
@@ -356,19 +370,16 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
             *shared.lease.lock().expect("lease poisoned") = d;
         }
         for job in response.jobs {
-            let (id, token) = match (job.id.parse::<JobId>(), job.lease_token) {
-                (Ok(id), Some(token)) => (id, token),
-                _ => continue,
+            let Ok(id) = job.id.parse::<JobId>() else {
+                continue;
             };
+            let token = job.lease_token;
             if shared.fetching.is_cancelled() {
                 // It arrived after shutdown began: give it back unstarted.
                 info!(job = %id, "job fetched during shutdown: handing it back unstarted");
                 let reason = Arc::new(Mutex::new(Some(Stop::Shutdown)));
-                let reporter = shared.reporter.clone();
-                shared.jobs.spawn(async move {
-                    let item = Item::HandBack(LeaseToken { job: id, token });
-                    reporter.report(item, reason).await;
-                });
+                let item = Item::HandBack(LeaseToken { job: id, token });
+                shared.reporter.report(item, reason);
                 continue;
             }
             let permit = permits.pop().expect("no more jobs than free slots");
@@ -380,7 +391,7 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
 /// Starts one leased job: it is heartbeated from now until its outcome is reported.
 fn start<H: Handler>(
     shared: &Arc<Shared<H>>,
-    job: JobView,
+    job: LeasedJob,
     id: JobId,
     token: u64,
     permit: OwnedSemaphorePermit,
@@ -414,10 +425,12 @@ fn start<H: Handler>(
         progress.finish().await;
         // The lease stays in the table (and heartbeated) until the report lands.
         let reason_now = *reason.lock().expect("reason poisoned");
-        if let Some(item) = Item::for_run(id, token, ran, reason_now) {
-            shared.reporter.report(item, reason).await;
+        match Item::for_run(id, token, ran, reason_now) {
+            Some(item) => shared.reporter.report(item, reason),
+            None => {
+                shared.table.lock().expect("job table poisoned").remove(&id);
+            }
         }
-        shared.table.lock().expect("job table poisoned").remove(&id);
     });
 }
 

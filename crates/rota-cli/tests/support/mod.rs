@@ -277,13 +277,13 @@ pub fn job(kind: &str, args: serde_json::Value) -> rota::api::NewJobRequest {
 /// Completes every fetched job (no result), with the tokens they were fetched with.
 pub async fn complete_all(
     client: &rota::Client,
-    jobs: &[rota::api::JobView],
+    jobs: &[rota::api::LeasedJob],
 ) -> Result<rota::api::ItemOutcomes, rota::ClientError> {
     let completions = jobs
         .iter()
         .map(|j| rota::api::CompletionRequest {
             job: j.id.parse().unwrap(),
-            token: j.lease_token.unwrap(),
+            token: j.lease_token,
             result: None,
         })
         .collect();

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use rota_api::{
     CompleteRequest, FailRequest, FetchRequest, FetchResponse, HandBackRequest, HeartbeatOutcome,
-    HeartbeatRequest, HeartbeatResponse, ItemOutcomes, Problem,
+    HeartbeatRequest, HeartbeatResponse, ItemOutcomes, LeasedJob, Problem,
 };
 use rota_core::{ErrorReport, JobId};
 use rota_store::*;
@@ -73,7 +73,7 @@ pub async fn fetch(
                 .min()
                 .unwrap_or(state.config.lease);
             return Ok(ApiJson(FetchResponse {
-                jobs: jobs.into_iter().map(Into::into).collect(),
+                jobs: jobs.into_iter().filter_map(LeasedJob::of).collect(),
                 lease: rota_core::format_duration(lease),
             }));
         }
