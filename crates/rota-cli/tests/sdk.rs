@@ -484,3 +484,55 @@ async fn a_cancel_reaches_the_running_handler_within_a_heartbeat(target: Target)
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// The test helper users are told to use: a throwaway embedded server and `drain`, which runs
+/// a real worker until the queue has nothing ready or running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_runs_a_real_worker_until_the_queue_is_empty() {
+    let server = rota::testing::TestServer::start(&[QUEUE]).await;
+    let client = server.client();
+    client
+        .enqueue_many((1..=5).map(|w| Resize {
+            width: w,
+            height: 2,
+        }))
+        .await
+        .unwrap();
+    let discarded = client
+        .enqueue(Resize {
+            width: 0,
+            height: 2,
+        })
+        .await
+        .unwrap();
+    // Arguments that only the real JSON round trip can reject.
+    client
+        .enqueue_json(
+            QUEUE,
+            Resize::KIND,
+            serde_json::json!({"width": -1, "height": 2}),
+        )
+        .await
+        .unwrap();
+    let drained = server
+        .drain(
+            server
+                .worker()
+                .queue(QUEUE, 4)
+                .register::<Resize, _>(resize),
+        )
+        .await;
+    assert_eq!(
+        drained,
+        rota::testing::Drained {
+            completed: 5,
+            dead: 2,
+            cancelled: 0,
+            waiting: 0
+        }
+    );
+    assert!(matches!(
+        discarded.wait().await,
+        Err(WaitError::Dead { .. })
+    ));
+}

@@ -327,6 +327,7 @@ impl WorkerBuilder {
         if let Some(kind) = self.duplicate {
             return invalid("handlers", format!("kind {kind} is registered twice"));
         }
+        self.options.check()?;
         let queues: Vec<&str> = self
             .options
             .lanes
@@ -459,6 +460,20 @@ mod tests {
         assert!(!discard);
         assert_eq!(message, "handler panicked: width must not be zero");
         assert!(backtrace.is_some_and(|b| !b.is_empty()));
+    }
+
+    #[test]
+    fn a_lane_without_slots_is_refused_at_build() {
+        let client = Client::new("http://127.0.0.1:1").unwrap();
+        let err = Worker::builder(client)
+            .queue("media", 0)
+            .register::<Resize, _>(|job: Resize, _| async move { Ok(job.width) })
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid worker option concurrency: must be at least 1"
+        );
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl WorkerOptions {
         self.lanes.iter().map(|l| l.concurrency).sum()
     }
 
-    fn check(&self) -> Result<(), WorkerError> {
+    pub(crate) fn check(&self) -> Result<(), WorkerError> {
         let invalid = |field, message: &str| {
             Err(WorkerError::Invalid {
                 field,
