@@ -1,0 +1,68 @@
+//! The Python client's tests (`clients/python/tests`, pytest) against this build's `rota`:
+//! part of `cargo test --workspace`, so the README's one test command runs them too.
+//!
+//! The Python is `$ROTA_PYTHON` when set; otherwise a virtual environment in
+//! `target/python-venv`, made on first use with the pinned `requirements-test.txt`
+//! (PyPI must be reachable once).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The venv's Python, made if missing.
+fn python() -> String {
+    if let Ok(python) = std::env::var("ROTA_PYTHON") {
+        return python;
+    }
+    let venv = repo().join("target/python-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs (install Python 3.10 or later)");
+        assert!(made.success(), "python3 -m venv {}", venv.display());
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(repo().join("clients/python/requirements-test.txt"))
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "installing the Python test requirements (is PyPI reachable?)"
+        );
+    }
+    python.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_python_client_passes_its_tests_against_a_real_server() {
+    let root = repo();
+    let out = Command::new(python())
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "clients/python/tests",
+        ])
+        .current_dir(&root)
+        .env("ROTA_BIN", env!("CARGO_BIN_EXE_rota"))
+        .env("PYTHONPATH", root.join("clients/python/src"))
+        .env_remove("ROTA_URL")
+        .env_remove("ROTA_TOKEN")
+        .output()
+        .expect("pytest runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pytest failed:\n{text}");
+    assert!(text.contains(" passed"), "{text}");
+}
