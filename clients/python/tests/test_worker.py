@@ -198,3 +198,37 @@ def test_a_mistyped_flag_fails_once_with_a_suggestion() -> None:
     )
     assert run.returncode == 2
     assert "did you mean --concurrency?" in run.stderr
+
+
+def test_the_two_clients_have_the_same_methods() -> None:
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_")} - {"close", "aclose"}
+
+    assert public(rota.Client) == public(rota.AsyncClient)
+    assert public(rota.JobHandle) == public(rota.AsyncJobHandle)
+
+
+def test_a_schedule_carries_the_task_policy_and_errors_name_the_field(server: RotaServer) -> None:
+    client = server.client()
+    created = client.create_schedule("nightly", "0 3 * * *", app_tasks.parse, "x", timezone="Europe/Berlin")
+    assert created["queue"] == "media" and created["timezone"] == "Europe/Berlin"
+    fired = client.trigger_schedule("nightly")["job"]
+    # The task's retry policy travels with scheduled runs too.
+    assert fired["max_attempts"] == 2 and fired["backoff"] == {"intervals": ["1s"]}
+    with pytest.raises(rota.RotaError) as bad:
+        client.create_schedule("broken", "not cron", app_tasks.parse, "x")
+    assert bad.value.code == "invalid_field" and bad.value.field == "cron"
+    with pytest.raises(rota.JobNotFound):
+        client.job("01a23838-9e9d-73be-a1c0-7f965b6312f4").status()
+    with pytest.raises(rota.RotaError) as undeclared:
+        client.enqueue("x", {}, queue="nobody-reads-this")
+    assert undeclared.value.code == "queue_not_declared"
+
+
+def test_drain_runs_a_real_worker_until_the_queues_are_empty(server: RotaServer) -> None:
+    app_tasks.BROKEN["yes"] = False
+    client = server.client()
+    client.enqueue_many(app_tasks.double, [1, 2, 3])
+    client.enqueue("images.resize", {"url": "x"}, queue="media")  # width missing: dead
+    counts = rota.testing.drain(server, app_tasks.registry, queues=["media"])
+    assert counts.get("completed") == 3 and counts.get("dead") == 1

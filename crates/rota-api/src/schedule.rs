@@ -97,7 +97,13 @@ impl ScheduleRequest {
             enabled: self.enabled.unwrap_or(true),
             source,
         };
-        def.validate()?;
+        // The core calls the cron text `expression`; on the wire it is `cron`.
+        def.validate().map_err(|mut e| {
+            if e.field == "expression" {
+                e.field = "cron".into();
+            }
+            e
+        })?;
         Ok(def)
     }
 }

@@ -641,8 +641,9 @@ async fn schedules_are_created_shown_paused_triggered_and_deleted() {
 
     for (bad, field) in [
         (
+            // The request's own field, not the core's name for it.
             json!({"name": "x", "cron": "61 * * * *", "queue": "default", "kind": "k"}),
-            "expression",
+            "cron",
         ),
         (
             json!({"name": "x", "cron": "@daily", "timezone": "Mars/Base", "queue": "default", "kind": "k"}),

@@ -4,10 +4,11 @@ from .client import AsyncClient, AsyncJobHandle, Client, JobHandle, JobStatus
 from .codec import DecodeError
 from .errors import Discard, JobCancelled, JobFailed, JobNotFound, ResultTimeout, Retry, RotaError
 from .task import Registry, Task
+from .transport import Unreachable
 from .worker import Context, Worker, WorkerError
 
 __all__ = [
     "AsyncClient", "AsyncJobHandle", "Client", "Context", "DecodeError", "Discard", "JobCancelled",
     "JobFailed", "JobHandle", "JobNotFound", "JobStatus", "Registry", "ResultTimeout", "Retry",
-    "RotaError", "Task", "Worker", "WorkerError",
+    "RotaError", "Task", "Unreachable", "Worker", "WorkerError",
 ]

@@ -12,6 +12,7 @@ import httpx
 
 from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, RotaError
 from .task import Task
+from .transport import Transport
 from .wire import duration, job_request
 
 R = TypeVar("R")
@@ -39,6 +40,12 @@ def _answer(response: httpx.Response) -> Any:
     if response.is_success:
         return body
     raise RotaError.from_problem(response.status_code, body)
+
+
+def _decoded(status: int, body: Any) -> Any:
+    if 200 <= status < 300:
+        return body
+    raise RotaError.from_problem(status, body)
 
 
 def _path(segment: str) -> str:
@@ -166,11 +173,12 @@ class AsyncJobHandle(Generic[R]):
 
 
 class Client:
-    """A blocking client for one Rota server (``ROTA_URL``, ``ROTA_TOKEN`` by default)."""
+    """A blocking client for one Rota server (``ROTA_URL``, ``ROTA_TOKEN`` by default).
+    Safe to share between threads."""
 
     def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 90.0) -> None:
         self.url, headers = _settings(url, token)
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = Transport(self.url, headers, timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -182,10 +190,10 @@ class Client:
         self.close()
 
     def _get(self, path: str) -> Any:
-        return _answer(self._http.get(path))
+        return _decoded(*self._http.request("GET", path))
 
     def _post(self, path: str, body: Any) -> Any:
-        return _answer(self._http.post(path, json=body))
+        return _decoded(*self._http.request("POST", path, body))
 
     @overload
     def enqueue(self, task: Task[Any, R], args: Any, *, delay: float | None = ..., at: dt.datetime | None = ...,
@@ -217,9 +225,7 @@ class Client:
     def create_schedule(self, name: str, cron: str, task: Task[Any, Any], args: Any, **fields: Any) -> dict[str, Any]:
         """Creates or replaces a schedule that enqueues ``task`` with ``args`` (its policy
         included); ``fields`` are the API's (``timezone``, ``misfire``, ...)."""
-        job = _enqueue_body(task, args, {})
-        body = {"name": name, "cron": cron, **{k: v for k, v in job.items() if k != "delay"}, **fields}
-        return dict(self._post("/v1/schedules", body))
+        return dict(self._post("/v1/schedules", _schedule_body(name, cron, task, args, fields)))
 
     def schedules(self) -> list[dict[str, Any]]:
         return list(self._get("/v1/schedules")["schedules"])
@@ -286,11 +292,32 @@ class AsyncClient:
     def job(self, job_id: str) -> AsyncJobHandle[Any]:
         return AsyncJobHandle(self, job_id, None)
 
+    async def create_schedule(self, name: str, cron: str, task: Task[Any, Any], args: Any, **fields: Any) -> dict[str, Any]:
+        return dict(await self._post("/v1/schedules", _schedule_body(name, cron, task, args, fields)))
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return list((await self._get("/v1/schedules"))["schedules"])
+
+    async def trigger_schedule(self, name: str) -> Any:
+        return await self._post(f"/v1/schedules/{_path(name)}/trigger", {})
+
+    async def dead(self, **query: str) -> list[dict[str, Any]]:
+        q = urllib.parse.urlencode(query)
+        return list((await self._get(f"/v1/dead{'?' + q if q else ''}"))["jobs"])
+
     async def dead_groups(self) -> list[dict[str, Any]]:
         return list((await self._get("/v1/dead/groups"))["groups"])
 
     async def retry_dead(self, *, ids: list[str] | None = None, group: str | None = None, queues: list[str] | None = None) -> Any:
         return await self._post("/v1/dead/retry", _selection(ids, group, queues))
+
+    async def purge_dead(self, *, ids: list[str] | None = None, group: str | None = None, queues: list[str] | None = None) -> int:
+        return int((await self._post("/v1/dead/purge", _selection(ids, group, queues)))["count"])
+
+
+def _schedule_body(name: str, cron: str, task: Task[Any, Any], args: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    job = _enqueue_body(task, args, {})
+    return {"name": name, "cron": cron, **job, **fields}
 
 
 def _selection(ids: list[str] | None, group: str | None, queues: list[str] | None) -> dict[str, Any]:
