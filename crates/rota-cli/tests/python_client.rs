@@ -12,29 +12,38 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The venv's Python, made if missing.
+/// The venv's Python, made if missing (once, for both tests of this binary).
 fn python() -> String {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_venv).clone()
+}
+
+fn make_venv() -> String {
     if let Ok(python) = std::env::var("ROTA_PYTHON") {
         return python;
     }
     let venv = repo().join("target/python-venv");
     let python = venv.join("bin/python");
-    if !python.exists() {
+    let requirements = repo().join("clients/python/requirements-test.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("the pinned requirements");
+    let stamp = venv.join("requirements.stamp");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let made = Command::new("python3")
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--clear"])
             .arg(&venv)
             .status()
             .expect("python3 runs (install Python 3.10 or later)");
         assert!(made.success(), "python3 -m venv {}", venv.display());
         let installed = Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(repo().join("clients/python/requirements-test.txt"))
+            .arg(&requirements)
             .status()
             .expect("pip runs");
         assert!(
             installed.success(),
             "installing the Python test requirements (is PyPI reachable?)"
         );
+        std::fs::write(&stamp, &wanted).expect("writing the venv's stamp");
     }
     python.to_string_lossy().into_owned()
 }
@@ -65,4 +74,26 @@ fn the_python_client_passes_its_tests_against_a_real_server() {
     );
     assert!(out.status.success(), "pytest failed:\n{text}");
     assert!(text.contains(" passed"), "{text}");
+}
+
+/// `mypy --strict` on the package and on a file of the types users get (`enqueue(task,
+/// args)` is a `JobHandle[R]`; arguments of the wrong type are refused).
+#[test]
+fn the_python_client_type_checks_strictly() {
+    let root = repo().join("clients/python");
+    let out = Command::new(python())
+        .args([
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "src/rota",
+            "tests/typing_check.py",
+        ])
+        .current_dir(&root)
+        .env("MYPYPATH", root.join("src"))
+        .output()
+        .expect("mypy runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mypy --strict failed:\n{text}");
 }

@@ -5,7 +5,8 @@ from .codec import DecodeError
 from .errors import Discard, JobCancelled, JobFailed, JobNotFound, ResultTimeout, Retry, RotaError
 from .task import Registry, Task
 from .transport import Unreachable
-from .worker import Context, Worker, WorkerError
+from .context import Context
+from .worker import Worker, WorkerError
 
 __all__ = [
     "AsyncClient", "AsyncJobHandle", "Client", "Context", "DecodeError", "Discard", "JobCancelled",

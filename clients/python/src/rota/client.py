@@ -15,6 +15,7 @@ from .task import Task
 from .transport import Transport
 from .wire import duration, job_request
 
+A = TypeVar("A")
 R = TypeVar("R")
 
 DEFAULT_URL = "http://127.0.0.1:7700"
@@ -196,7 +197,7 @@ class Client:
         return _decoded(*self._http.request("POST", path, body))
 
     @overload
-    def enqueue(self, task: Task[Any, R], args: Any, *, delay: float | None = ..., at: dt.datetime | None = ...,
+    def enqueue(self, task: Task[A, R], args: A, *, delay: float | None = ..., at: dt.datetime | None = ...,
                 priority: int | None = ..., unique_key: str | None = ..., queue: str | None = ...) -> JobHandle[R]: ...
 
     @overload
@@ -212,7 +213,7 @@ class Client:
         answer = self._post("/v1/jobs", body)
         return JobHandle(self, answer["job"]["id"], task if isinstance(task, Task) else None, answer.get("duplicate", False))
 
-    def enqueue_many(self, task: Task[Any, R], args: list[Any], **options: Any) -> list[JobHandle[R]]:
+    def enqueue_many(self, task: Task[A, R], args: list[A], **options: Any) -> list[JobHandle[R]]:
         """Enqueues many jobs of one task in one request, all or none."""
         bodies = [_enqueue_body(task, a, dict(options)) for a in args]
         answer = self._post("/v1/jobs/batch?return=ids", {"jobs": bodies})
@@ -270,7 +271,7 @@ class AsyncClient:
         return _answer(await self._http.post(path, json=body))
 
     @overload
-    async def enqueue(self, task: Task[Any, R], args: Any, *, delay: float | None = ..., at: dt.datetime | None = ...,
+    async def enqueue(self, task: Task[A, R], args: A, *, delay: float | None = ..., at: dt.datetime | None = ...,
                       priority: int | None = ..., unique_key: str | None = ..., queue: str | None = ...) -> AsyncJobHandle[R]: ...
 
     @overload
@@ -284,7 +285,7 @@ class AsyncClient:
         answer = await self._post("/v1/jobs", body)
         return AsyncJobHandle(self, answer["job"]["id"], task if isinstance(task, Task) else None, answer.get("duplicate", False))
 
-    async def enqueue_many(self, task: Task[Any, R], args: list[Any], **options: Any) -> list[AsyncJobHandle[R]]:
+    async def enqueue_many(self, task: Task[A, R], args: list[A], **options: Any) -> list[AsyncJobHandle[R]]:
         bodies = [_enqueue_body(task, a, dict(options)) for a in args]
         answer = await self._post("/v1/jobs/batch?return=ids", {"jobs": bodies})
         return [AsyncJobHandle(self, i, task) for i in answer["ids"]]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, Awaitable, Callable, Generic, TypeVar, Union, overload
+from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar, overload
 
 from .codec import from_json
+from .context import Context
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -56,7 +57,18 @@ class Task(Generic[A, R]):
         return f"Task({self.kind!r}, queue={self.options.queue!r})"
 
 
-Handler = Union[Callable[[A], R], Callable[[A, Any], R]]
+class TaskDecorator(Protocol):
+    """What ``registry.task(...)`` returns: it turns a handler into a ``Task[A, R]`` — ``A``
+    the handler's first parameter, ``R`` what it returns (awaited for an async handler)."""
+
+    @overload
+    def __call__(self, fn: Callable[[A, Context], Awaitable[R]]) -> Task[A, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[A], Awaitable[R]]) -> Task[A, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[A, Context], R]) -> Task[A, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[A], R]) -> Task[A, R]: ...
 
 
 class Registry:
@@ -64,32 +76,6 @@ class Registry:
 
     def __init__(self) -> None:
         self.tasks: dict[str, Task[Any, Any]] = {}
-
-    @overload
-    def task(
-        self,
-        kind: str,
-        *,
-        queue: str = ...,
-        max_attempts: int | None = ...,
-        backoff: list[float] | None = ...,
-        timeout: float | None = ...,
-        retry_on: tuple[type[BaseException], ...] = ...,
-        discard_on: tuple[type[BaseException], ...] = ...,
-    ) -> Callable[[Callable[..., Awaitable[R]]], Task[Any, R]]: ...
-
-    @overload
-    def task(
-        self,
-        kind: str,
-        *,
-        queue: str = ...,
-        max_attempts: int | None = ...,
-        backoff: list[float] | None = ...,
-        timeout: float | None = ...,
-        retry_on: tuple[type[BaseException], ...] = ...,
-        discard_on: tuple[type[BaseException], ...] = ...,
-    ) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
 
     def task(
         self,
@@ -101,7 +87,7 @@ class Registry:
         timeout: float | None = None,
         retry_on: tuple[type[BaseException], ...] = (),
         discard_on: tuple[type[BaseException], ...] = (),
-    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+    ) -> TaskDecorator:
         """Registers the decorated function as the handler of ``kind``."""
         if kind in self.tasks:
             raise ValueError(f"task {kind} is registered twice")
@@ -119,7 +105,7 @@ class Registry:
             self.tasks[kind] = task
             return task
 
-        return register
+        return typing.cast(TaskDecorator, register)
 
     def queues(self) -> list[str]:
         """Every queue a registered task goes to."""
