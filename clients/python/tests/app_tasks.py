@@ -67,3 +67,11 @@ def spin(seconds: float) -> int:
     while time.monotonic() < end:
         n += 1
     return n
+
+
+@registry.task("cpu.whoami", queue="cpu")
+def whoami(rounds: int, ctx: rota.Context) -> int:
+    for i in range(rounds):
+        ctx.progress(int(100 * (i + 1) / rounds), f"round {i + 1}")
+        time.sleep(0.3)
+    return os.getpid()

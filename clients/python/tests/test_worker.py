@@ -232,3 +232,23 @@ def test_drain_runs_a_real_worker_until_the_queues_are_empty(server: RotaServer)
     client.enqueue("images.resize", {"url": "x"}, queue="media")  # width missing: dead
     counts = rota.testing.drain(server, app_tasks.registry, queues=["media"])
     assert counts.get("completed") == 3 and counts.get("dead") == 1
+
+
+def test_sync_handlers_run_in_a_pool_of_long_lived_processes(start_worker) -> None:
+    with RotaServer('[queues.cpu]\nlease = "2s"\n') as server:
+        start_worker(app_tasks.registry, queues=["cpu"], url=server.url, concurrency=4, processes=2)
+        client = server.client()
+        handles = client.enqueue_many(app_tasks.whoami, [4, 1, 1, 1, 1, 1])
+        first = handles[0]
+        deadline = time.monotonic() + 20
+        seen: set[int] = set()
+        while first.status().state != "completed":
+            progress, _ = first.progress()
+            if progress is not None:
+                seen.add(progress)
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pids = {h.result(timeout=20) for h in handles}
+        assert os.getpid() not in pids, "ran in child processes"
+        assert 1 <= len(pids) <= 2, f"at most the pool's two processes, reused: {pids}"
+        assert seen & {25, 50, 75}, f"progress from the child reached the API: {seen}"

@@ -12,7 +12,7 @@ from typing import NoReturn
 from .task import Registry
 from .worker import Worker, WorkerError
 
-FLAGS = ["--queue", "--concurrency", "--url", "--grace", "--name", "--threads", "--help"]
+FLAGS = ["--queue", "--concurrency", "--url", "--grace", "--name", "--threads", "--processes", "--help"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,13 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=10.0, help="seconds running jobs may finish at shutdown (default 10)")
     parser.add_argument("--name", default=None, help="the worker's stable name (default: host name)")
     parser.add_argument("--threads", type=int, default=None, help="threads for sync handlers (default: concurrency)")
+    parser.add_argument("--processes", type=int, default=None, help="run sync handlers in a pool of this many long-lived processes (CPU-bound work)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency: must be at least 1")
     registry = load(args.registry)
     try:
         worker = Worker(registry, queues=args.queue, concurrency=args.concurrency, url=args.url,
-                        grace=args.grace, name=args.name, threads=args.threads)
+                        grace=args.grace, name=args.name, threads=args.threads,
+                        processes=args.processes)
     except ValueError as err:
         parser.error(str(err))
     try:

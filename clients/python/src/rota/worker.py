@@ -29,6 +29,7 @@ from .client import _settings
 from .codec import DecodeError, to_json
 from .errors import Discard, Retry
 from .context import Context, _Running
+from .processes import ChildContext, ProcessPool
 from .task import Registry, Task
 from .wire import duration, parse_duration
 
@@ -70,6 +71,7 @@ class Worker:
         grace: float = 10.0,
         name: str | None = None,
         threads: int | None = None,
+        processes: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency: must be at least 1, got {concurrency}")
@@ -93,6 +95,10 @@ class Worker:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads or concurrency, thread_name_prefix="rota-handler"
         )
+        if processes is not None and processes < 1:
+            raise ValueError(f"processes: must be at least 1, got {processes}")
+        self.processes = processes
+        self._pool: ProcessPool | None = None
         self._running: dict[str, _Running] = {}
         self._lease = 30.0
 
@@ -111,6 +117,14 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
         self._stop = stop
+        if self.processes:
+            def on_progress(job_id: str, percent: int, message: str | None) -> None:
+                def record() -> None:
+                    running = self._running.get(job_id)
+                    if running is not None:
+                        running.progress = (percent, message)
+                loop.call_soon_threadsafe(record)
+            self._pool = ProcessPool(self.processes, on_progress)
         self._free = self.concurrency
         self._slots = asyncio.Condition()
         self._reports: asyncio.Queue[_Report | None] = asyncio.Queue()
@@ -130,6 +144,8 @@ class Worker:
             beats.cancel()
             waker.cancel()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.close()
             if failure:
                 raise failure
 
@@ -275,6 +291,9 @@ class Worker:
         call_args = (args, ctx) if task.takes_context else (args,)
         if task.is_async:
             return await task.fn(*call_args)
+        if self._pool is not None:
+            child = ChildContext(ctx.id, ctx.kind, ctx.queue, ctx.attempt, ctx.max_attempts)
+            return await asyncio.wrap_future(self._pool.call(task, args, child))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, lambda: task.fn(*call_args))
 
