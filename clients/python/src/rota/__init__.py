@@ -6,10 +6,10 @@ from .errors import Discard, JobCancelled, JobFailed, JobNotFound, ResultTimeout
 from .task import Registry, Task
 from .transport import Unreachable
 from .context import Context
-from .worker import Worker, WorkerError
+from .worker import BackgroundWorker, Worker, WorkerError
 
 __all__ = [
-    "AsyncClient", "AsyncJobHandle", "Client", "Context", "DecodeError", "Discard", "JobCancelled",
+    "AsyncClient", "AsyncJobHandle", "BackgroundWorker", "Client", "Context", "DecodeError", "Discard", "JobCancelled",
     "JobFailed", "JobHandle", "JobNotFound", "JobStatus", "Registry", "ResultTimeout", "Retry",
     "RotaError", "Task", "Unreachable", "Worker", "WorkerError",
 ]

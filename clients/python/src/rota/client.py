@@ -223,6 +223,11 @@ class Client:
         """A handle on a job enqueued elsewhere."""
         return JobHandle(self, job_id, None)
 
+    def declare_queue(self, name: str, **config: Any) -> dict[str, Any]:
+        """Declares a queue (or updates it): ``concurrency=``, ``max_attempts=``,
+        ``backoff=[30, 60]``, ``lease=`` seconds and the rest of the API's fields."""
+        return dict(_decoded(*self._http.request("PUT", f"/v1/queues/{_path(name)}", _queue_body(config))))
+
     def create_schedule(self, name: str, cron: str, task: Task[Any, Any], args: Any, **fields: Any) -> dict[str, Any]:
         """Creates or replaces a schedule that enqueues ``task`` with ``args`` (its policy
         included); ``fields`` are the API's (``timezone``, ``misfire``, ...)."""
@@ -293,6 +298,9 @@ class AsyncClient:
     def job(self, job_id: str) -> AsyncJobHandle[Any]:
         return AsyncJobHandle(self, job_id, None)
 
+    async def declare_queue(self, name: str, **config: Any) -> dict[str, Any]:
+        return dict(_answer(await self._http.put(f"/v1/queues/{_path(name)}", json=_queue_body(config))))
+
     async def create_schedule(self, name: str, cron: str, task: Task[Any, Any], args: Any, **fields: Any) -> dict[str, Any]:
         return dict(await self._post("/v1/schedules", _schedule_body(name, cron, task, args, fields)))
 
@@ -319,6 +327,16 @@ class AsyncClient:
 def _schedule_body(name: str, cron: str, task: Task[Any, Any], args: Any, fields: dict[str, Any]) -> dict[str, Any]:
     job = _enqueue_body(task, args, {})
     return {"name": name, "cron": cron, **job, **fields}
+
+
+def _queue_body(config: dict[str, Any]) -> dict[str, Any]:
+    body = dict(config)
+    if "backoff" in body and isinstance(body["backoff"], (list, tuple)):
+        body["backoff"] = {"intervals": [duration(b) for b in body["backoff"]]}
+    for key in ("lease", "timeout"):
+        if isinstance(body.get(key), (int, float)):
+            body[key] = duration(body[key])
+    return body
 
 
 def _selection(ids: list[str] | None, group: str | None, queues: list[str] | None) -> dict[str, Any]:

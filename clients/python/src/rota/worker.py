@@ -429,3 +429,44 @@ class Worker:
 
         if changed:
             await asyncio.gather(*(send(j, r, p) for j, r, p in changed))
+
+
+class BackgroundWorker:
+    """A :class:`Worker` running on its own event loop in a daemon thread, for programs that
+    are not asyncio (scripts, tests, a web app's process): ``stop()`` ends it gracefully."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="rota-worker", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._stop_event = asyncio.Event()
+        self._ready.set()
+        try:
+            self._loop.run_until_complete(self.worker.arun(self._stop_event))
+        except BaseException as err:  # re-raised by stop()
+            self.error = err
+        finally:
+            self._loop.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops fetching, lets running jobs finish within the grace period, hands the rest
+        back, and waits for the thread; re-raises what ended the worker, if anything did."""
+        if self._thread.is_alive() and self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the worker did not stop in time")
+        if self.error is not None:
+            raise self.error
