@@ -1,7 +1,8 @@
 """Testing with the real thing: a throwaway ``rota serve`` and ``drain()``.
 
-The binary is ``$ROTA_BIN``, else ``rota`` on PATH, else the repository's build
-(``target/debug/rota`` or ``target/release/rota`` above this package).
+The binary is ``$ROTA_BIN``, else the one the ``rota-server`` wheel installed beside this
+Python, else ``rota`` on PATH, else the repository's build (``target/debug/rota`` or
+``target/release/rota`` above this package).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +26,10 @@ from .worker import Worker
 
 
 def find_binary() -> str:
-    found = os.environ.get("ROTA_BIN") or shutil.which("rota")
+    """``$ROTA_BIN``; the ``rota`` the rota-server wheel installed next to this Python; ``rota``
+    on PATH; the repository's build."""
+    beside = Path(sysconfig.get_path("scripts")) / "rota"
+    found = os.environ.get("ROTA_BIN") or (str(beside) if beside.exists() else None) or shutil.which("rota")
     if found:
         return found
     here = Path(__file__).resolve()
