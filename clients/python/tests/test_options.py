@@ -56,3 +56,35 @@ def test_retry_on_and_discard_on_decide_what_is_retried(rota_server: rota.testin
         with pytest.raises(rota.JobFailed) as failed:
             handle.result(timeout=20)
         assert failed.value.attempts == 1, f"not retried: {failed.value.message}"
+
+
+@registry.task("orders.slow", queue="opts", max_attempts=1, timeout=1)
+async def slow(n: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(30)
+    return n
+
+
+def test_a_handler_past_its_timeout_fails_with_a_timeout_error(rota_server: rota.testing.RotaServer, start_worker) -> None:
+    start_worker(registry, url=rota_server.url)
+    handle = rota_server.client().enqueue(slow, 1)
+    with pytest.raises(rota.JobFailed) as failed:
+        handle.result(timeout=20)
+    assert failed.value.error_type == "TimeoutError", failed.value.message
+
+
+def test_tokens_from_the_environment_and_problems_for_missing_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    secret = "rota_test_token_produce"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    config = f'[[token]]\nname = "producer"\nscope = "produce"\nhash = "sha256:{digest}"\n'
+    with rota.testing.RotaServer(config, queues=["opts"]) as server:
+        with pytest.raises(rota.RotaError) as refused:
+            rota.Client(server.url, token="").enqueue("k", {}, queue="opts")
+        assert refused.value.status == 401 and refused.value.code == "unauthorized"
+        monkeypatch.setenv("ROTA_URL", server.url)
+        monkeypatch.setenv("ROTA_TOKEN", secret)
+        handle = rota.Client().enqueue("k", {}, queue="opts")
+        assert handle.status().state == "available"
