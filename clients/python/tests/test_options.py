@@ -6,6 +6,7 @@ import pydantic
 import pytest
 
 import rota
+import rota.codec
 import rota.testing
 
 rota_server = rota.testing.rota_server_fixture(["opts"])
@@ -88,3 +89,19 @@ def test_tokens_from_the_environment_and_problems_for_missing_ones(monkeypatch: 
         monkeypatch.setenv("ROTA_TOKEN", secret)
         handle = rota.Client().enqueue("k", {}, queue="opts")
         assert handle.status().state == "available"
+
+
+def test_typeddict_arguments_are_checked_naming_the_field() -> None:
+    from typing import TypedDict
+
+    class Point(TypedDict):
+        x: int
+        y: int
+
+    assert rota.codec.from_json(Point, {"x": 1, "y": 2}) == {"x": 1, "y": 2}
+    with pytest.raises(rota.DecodeError) as missing:
+        rota.codec.from_json(Point, {"x": 1})
+    assert missing.value.field == "y"
+    with pytest.raises(rota.DecodeError) as wrong:
+        rota.codec.from_json(list[Point], [{"x": 1, "y": "2"}])
+    assert wrong.value.field == "[0].y"

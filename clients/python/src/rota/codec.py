@@ -136,7 +136,7 @@ def _typeddict(kind: Any, data: Any, path: str) -> Any:
 
 
 def _is_typeddict(kind: Any) -> bool:
-    return isinstance(kind, type) and issubclass(kind, dict) and hasattr(kind, "__annotations__")
+    return typing.is_typeddict(kind)
 
 
 def _join(path: str, name: str) -> str:
