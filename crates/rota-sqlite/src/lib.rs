@@ -158,10 +158,11 @@ fn open_writer_connection(path: &Path, durability: Durability) -> Result<Connect
         "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;"
     ))
     .map_err(open_err)?;
-    // Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: pages rewritten often (index
-    // roots, the newest leaves) are copied into the database once per checkpoint rather than
-    // ten times, which measured 15 % faster on the lifecycle benchmark. Crash recovery reads
-    // at most this much WAL.
+    // Checkpoint at most every ~40 MiB of WAL instead of SQLite's 4 MiB: pages rewritten often
+    // (index roots, the newest leaves) are copied into the database once per checkpoint
+    // rather than ten times, which measured 15 % faster on the lifecycle benchmark. Crash
+    // recovery reads at most this much WAL. (The writer replaces this automatic checkpoint
+    // with its own, between groups: `writer::Checkpoints`.)
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -37,6 +37,7 @@ type Work = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (Reply, Vec<JobC
 pub struct WriterCounters {
     transactions: AtomicU64,
     requests: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 /// A snapshot of [`WriterCounters`].
@@ -46,6 +47,8 @@ pub struct WriterStats {
     pub transactions: u64,
     /// Write requests served.
     pub requests: u64,
+    /// WAL checkpoints run between groups.
+    pub checkpoints: u64,
 }
 
 /// The handle through which the store sends writes.
@@ -125,6 +128,7 @@ impl Writer {
         WriterStats {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
+            checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
         }
     }
 }
@@ -180,11 +184,12 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn run(
-    conn: Connection,
+    mut conn: Connection,
     mut receiver: mpsc::Receiver<Work>,
     counters: &WriterCounters,
     notifier: &SharedNotifier,
 ) {
+    let checkpoints = Checkpoints::install(&mut conn);
     let mut group: Vec<Work> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
@@ -225,6 +230,58 @@ fn run(
         }
         for reply in replies {
             reply(commit_error.as_ref());
+        }
+        // Only after everyone waiting on this commit has their answer.
+        checkpoints.after_group(&conn, receiver.is_empty(), counters);
+    }
+}
+
+/// WAL pages after which an idle writer checkpoints.
+pub const CHECKPOINT_IDLE_PAGES: i32 = 1_000;
+/// WAL pages after which the writer checkpoints between two groups even while requests wait
+/// (a steady load that never leaves it idle).
+pub const CHECKPOINT_BUSY_PAGES: i32 = crate::WAL_AUTOCHECKPOINT_PAGES as i32;
+
+/// When the WAL is copied back into the database: never inside a commit that callers wait on
+/// (SQLite's automatic checkpoint runs in the commit that crosses its threshold, which put a
+/// 20 ms checkpoint into one enqueue's answer), but after a group's answers are sent — when
+/// the writer is idle and the WAL holds [`CHECKPOINT_IDLE_PAGES`], or at
+/// [`CHECKPOINT_BUSY_PAGES`] whatever the load. A passive checkpoint never waits for readers;
+/// once it has copied everything, the next commit starts the WAL over, so the file stays
+/// small.
+struct Checkpoints {
+    /// Pages in the WAL after the latest commit (SQLite's WAL hook).
+    pages: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Checkpoints {
+    fn install(conn: &mut Connection) -> Self {
+        let pages = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let seen = pages.clone();
+        // Replaces SQLite's automatic checkpoint (`wal_autocheckpoint` is this same hook).
+        let installed = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n| {
+            seen.store(n, Ordering::Relaxed);
+            Ok(())
+        }));
+        if let Err(e) = installed {
+            tracing::warn!(error = %e, "could not take over WAL checkpoints; SQLite checkpoints inside commits");
+        }
+        Self { pages }
+    }
+
+    fn after_group(&self, conn: &Connection, idle: bool, counters: &WriterCounters) {
+        let pages = self.pages.load(Ordering::Relaxed);
+        if pages < CHECKPOINT_BUSY_PAGES && !(idle && pages >= CHECKPOINT_IDLE_PAGES) {
+            return;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.pages.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; trying again after the next commit")
+            }
         }
     }
 }
