@@ -252,3 +252,22 @@ def test_sync_handlers_run_in_a_pool_of_long_lived_processes(start_worker) -> No
         assert os.getpid() not in pids, "ran in child processes"
         assert 1 <= len(pids) <= 2, f"at most the pool's two processes, reused: {pids}"
         assert seen & {25, 50, 75}, f"progress from the child reached the API: {seen}"
+
+
+def test_start_up_mistakes_fail_once_with_a_clear_line() -> None:
+    server = RotaServer()  # no queue declared
+
+    def worker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rota.cli", *args, "--url", server.url],
+            capture_output=True, text=True, cwd=os.path.dirname(__file__), timeout=30,
+        )
+
+    missing = worker("no_such_module:registry")
+    assert missing.returncode == 2 and "cannot import 'no_such_module'" in missing.stderr
+    typo = worker("app_tasks:registry", "--queue", "medai")
+    assert typo.returncode == 2 and "did you mean media?" in typo.stderr
+    # The task's queue exists in code but was never declared on this server.
+    undeclared = worker("app_tasks:registry", "--queue", "cpu")
+    server.stop()
+    assert undeclared.returncode == 2 and "not declared" in undeclared.stderr, undeclared.stderr

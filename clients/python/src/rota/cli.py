@@ -33,12 +33,18 @@ class _Parser(argparse.ArgumentParser):
 def load(target: str) -> Registry:
     module_name, _, attr = target.partition(":")
     if not attr:
-        raise SystemExit(f"rota-worker: give the registry as module:attribute, such as app.tasks:registry (got {target!r})")
+        print(f"rota-worker: give the registry as module:attribute, such as app.tasks:registry (got {target!r})", file=sys.stderr)
+        raise SystemExit(2)
     sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        print(f"rota-worker: cannot import {module_name!r}: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
     registry = getattr(module, attr, None)
     if not isinstance(registry, Registry):
-        raise SystemExit(f"rota-worker: {target} is not a rota.Registry")
+        print(f"rota-worker: {target} is not a rota.Registry", file=sys.stderr)
+        raise SystemExit(2)
     return registry
 
 
