@@ -524,7 +524,7 @@ impl Store for PostgresStore {
 
     async fn dead_groups(&self, p: DeadGroupsParams) -> Result<Vec<ErrorGroup>, StoreError> {
         let rows = self
-            .read(move |db| Box::pin(sql::dead_rows(db, p.since)))
+            .read(move |db| Box::pin(sql::dead_rows(db, p.since, p.latest)))
             .await?;
         Ok(group_dead(rows))
     }

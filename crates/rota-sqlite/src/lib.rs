@@ -404,7 +404,7 @@ impl Store for SqliteStore {
     async fn dead_groups(&self, p: DeadGroupsParams) -> Result<Vec<ErrorGroup>, StoreError> {
         let rows = self
             .readers
-            .read(move |conn| sql::dead_rows(conn, p.since))
+            .read(move |conn| sql::dead_rows(conn, p.since, p.latest))
             .await?;
         Ok(group_dead(rows))
     }

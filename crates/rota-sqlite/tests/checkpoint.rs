@@ -46,7 +46,8 @@ async fn the_wal_stays_small_after_100_000_jobs() {
         insert(&store, b * 100, 100).await;
     }
     let idle_wal = wal_size();
-    assert!(store.writer_stats().checkpoints > 0);
+    let idle_checkpoints = store.writer_stats().checkpoints;
+    assert!(idle_checkpoints > 0);
     assert!(
         idle_wal < 12 * MIB,
         "the WAL grew to {} KiB while idle",
@@ -67,10 +68,12 @@ async fn the_wal_stays_small_after_100_000_jobs() {
     }
     let wal = wal_size();
     let db = std::fs::metadata(&path).unwrap().len();
-    // Without checkpoints the WAL would hold every page written: more than the database.
+    // Without checkpoints the WAL would hold every page written since the idle phase; with
+    // them it stays near the 40 MiB busy threshold.
     assert!(db > 30 * MIB, "the data is in the database: {db} bytes");
+    assert!(store.writer_stats().checkpoints > idle_checkpoints);
     assert!(
-        wal < db && wal < 48 * MIB,
+        wal < 64 * MIB,
         "the WAL grew to {} KiB (database {} KiB)",
         wal / 1024,
         db / 1024

@@ -788,6 +788,9 @@ pub struct WorkerListParams {}
 pub struct DeadGroupsParams {
     /// Only jobs that died at or after this time (all when absent).
     pub since: Option<Timestamp>,
+    /// Only the latest this many of them (all when absent): a bounded read for callers that
+    /// run often, such as the doctor, however many jobs died.
+    pub latest: Option<usize>,
 }
 
 /// List schedules.

@@ -115,7 +115,8 @@ pub(crate) const RUNNING_SELECT: &str = concat!(
 );
 pub(crate) const DEAD_GROUPS_SELECT: &str = "SELECT errors -> -1 ->> 'fingerprint', \
        errors -> -1 ->> 'message', kind, finished_at \
-     FROM rota.job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= $1";
+     FROM rota.job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= $1 \
+     ORDER BY finished_at DESC LIMIT $2";
 
 fn uuids(ids: &[JobId]) -> Vec<uuid::Uuid> {
     ids.iter().map(|id| *id.as_uuid()).collect()
@@ -1062,12 +1063,15 @@ pub(crate) async fn job_list_running(db: &impl Conn, limit: usize) -> Result<Vec
 pub(crate) async fn dead_rows(
     db: &impl Conn,
     since: Option<Timestamp>,
+    latest: Option<usize>,
 ) -> Result<Vec<DeadRow>, StoreError> {
+    // LIMIT NULL is no limit.
+    let limit = latest.map(|n| n as i64);
     let rows = db
         .query(
             "grouping dead jobs",
             DEAD_GROUPS_SELECT,
-            &[&since.map_or(i64::MIN, micros)],
+            &[&since.map_or(i64::MIN, micros), &limit],
         )
         .await?;
     Ok(rows

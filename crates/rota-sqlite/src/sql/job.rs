@@ -73,7 +73,8 @@ pub(crate) const RUNNING_SELECT: &str = concat!(
     " FROM job WHERE state = 'running' ORDER BY lease_expires_at LIMIT ?1"
 );
 pub(crate) const DEAD_GROUPS_SELECT: &str = "SELECT json_extract(errors, '$[#-1].fingerprint'), json_extract(errors, '$[#-1].message'), kind, finished_at \
-             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1";
+             FROM job WHERE state = 'dead' AND finished_at IS NOT NULL AND finished_at >= ?1 \
+             ORDER BY finished_at DESC LIMIT ?2";
 
 /// One job by id.
 pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
@@ -716,11 +717,13 @@ pub(crate) fn job_list_running(conn: &Connection, limit: usize) -> Result<Vec<Jo
 pub(crate) fn dead_rows(
     conn: &Connection,
     since: Option<Timestamp>,
+    latest: Option<usize>,
 ) -> Result<Vec<DeadRow>, StoreError> {
     let err = db_err("grouping dead jobs");
     let mut stmt = conn.prepare_cached(DEAD_GROUPS_SELECT).map_err(&err)?;
+    let limit = latest.map_or(-1, |n| n as i64);
     let rows = stmt
-        .query_map([since.map_or(i64::MIN, micros)], |r| {
+        .query_map([since.map_or(i64::MIN, micros), limit], |r| {
             Ok(DeadRow {
                 fingerprint: r.get(0)?,
                 message: r.get(1)?,

@@ -268,10 +268,52 @@ pub async fn dead_jobs_are_grouped_by_the_cause_of_their_last_error(s: Subject) 
     let none = store
         .dead_groups(DeadGroupsParams {
             since: Some(add_duration(now, secs(1))),
+            latest: None,
         })
         .await
         .unwrap();
     assert!(none.is_empty(), "only deaths since the given time");
+}
+
+/// A bounded read of dead groups (`latest`) groups only the most recent deaths, so a caller
+/// that runs every second costs the same with a million dead jobs as with ten.
+pub async fn dead_groups_can_be_read_from_the_latest_deaths_only(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    for (i, message) in [
+        "old cause",
+        "old cause",
+        "new cause",
+        "new cause",
+        "new cause",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = add_duration(now, secs(i as u64));
+        insert_one(store, new_job("a").max_attempts(1), at).await;
+        let job = claim(store, "w", &["default"], &["a"], 1, at)
+            .await
+            .remove(0);
+        fail(store, lease_of(&job), message, false, at).await;
+    }
+    let latest = store
+        .dead_groups(DeadGroupsParams {
+            since: None,
+            latest: Some(3),
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(
+        (latest[0].message.as_str(), latest[0].count),
+        ("new cause", 3)
+    );
+    let all = store
+        .dead_groups(DeadGroupsParams::default())
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|g| g.count).sum::<u64>(), 5);
 }
 
 /// Retrying a dead job while another live job holds its unique key is refused: two live

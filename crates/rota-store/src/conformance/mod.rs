@@ -133,6 +133,7 @@ macro_rules! conformance_tests {
                 retrying_dead_jobs_by_filter_touches_only_matching_dead_jobs,
                 purging_deletes_only_matching_jobs_in_final_states,
                 dead_jobs_are_grouped_by_the_cause_of_their_last_error,
+                dead_groups_can_be_read_from_the_latest_deaths_only,
                 retrying_a_dead_job_whose_key_another_live_job_holds_is_refused,
                 pruning_a_queue_touches_only_its_jobs,
             }
