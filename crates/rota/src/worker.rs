@@ -162,8 +162,9 @@ pub enum WorkerError {
     },
     /// The server refused the worker's fetch (a problem, not a network error): a queue not
     /// declared, a bad token.
-    #[error("fetching jobs")]
-    Fetch(#[source] ClientError),
+    // The cause is in the message (not `source`), so a plain `{e}` says why.
+    #[error("the server refused the worker's fetch: {0}")]
+    Fetch(ClientError),
 }
 
 /// A worker over one server.
