@@ -38,6 +38,10 @@ pub struct FetchRequest {
     /// Its software and version, such as `rota-worker 0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Also answer each job's whole document (`job`: history, policy, timestamps); by
+    /// default a fetch answers only what running the job needs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
 }
 
 /// Leased jobs; each carries its `lease_token`.
@@ -85,11 +89,20 @@ pub struct LeasedJob {
     /// Flow-control key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// The whole job, when the fetch asked for it (`full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Box<crate::JobView>>,
 }
 
 impl LeasedJob {
     /// The job as leased; `None` for a job without a lease (not one a fetch returns).
     pub fn of(job: rota_core::Job) -> Option<Self> {
+        Self::with(job, false)
+    }
+
+    /// The job as leased, with its whole document when `full`.
+    pub fn with(job: rota_core::Job, full: bool) -> Option<Self> {
+        let whole = full.then(|| Box::new(crate::JobView::from(job.clone())));
         let lease = job.lease?;
         Some(Self {
             id: job.id.to_string(),
@@ -104,6 +117,7 @@ impl LeasedJob {
             checkpoint: job.checkpoint,
             tags: job.tags,
             concurrency_key: job.concurrency_key,
+            job: whole,
         })
     }
 }
@@ -171,6 +185,35 @@ pub struct CompletionRequest {
 pub struct CompleteRequest {
     /// The completions.
     pub completions: Vec<CompletionRequest>,
+}
+
+/// Record successful attempts and lease the next jobs in one request (one transaction
+/// where the backend allows): a worker's steady state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteAndFetchRequest {
+    /// The completions, recorded first (a place they free in a limited queue counts).
+    #[serde(default)]
+    pub completions: Vec<CompletionRequest>,
+    /// The fetch, made after them. With completions the call answers at once, jobs or
+    /// none (their outcomes are not held back by a long poll): `wait` applies only when
+    /// `completions` is empty.
+    pub fetch: FetchRequest,
+}
+
+/// The completions' outcomes and the jobs leased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompleteAndFetchResponse {
+    /// One per completion, in request order.
+    pub results: Vec<crate::ItemOutcome>,
+    /// The jobs leased (possibly none, when `wait` elapsed).
+    pub jobs: Vec<LeasedJob>,
+    /// The lease length granted, such as `30s`.
+    pub lease: String,
+    /// Why no jobs were leased, when the fetch half failed (an undeclared queue); the
+    /// completions in `results` stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<crate::Problem>,
 }
 
 /// One failed attempt.

@@ -48,7 +48,8 @@ struct Report {
     /// W2 through the Rust SDK's `Worker` (typed no-op handler).
     #[serde(skip_serializing_if = "Option::is_none")]
     w2w_jobs_per_s: Option<f64>,
-    /// Worker requests (fetch, heartbeat, complete, fail, hand-back) per job in W2w.
+    /// Worker requests (fetch, heartbeat, complete, complete-and-fetch, fail, hand-back) per
+    /// job in W2w.
     #[serde(skip_serializing_if = "Option::is_none")]
     w2w_requests_per_job: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -429,27 +430,45 @@ async fn drain(
         let bar = bar.cloned().unwrap_or_else(ProgressBar::hidden);
         let batch = args.batch;
         tasks.spawn(async move {
-            let worker = format!("bench-{w}");
+            let fetch = FetchRequest {
+                worker: format!("bench-{w}"),
+                queues: vec![QUEUE.into()],
+                kinds: vec![],
+                max: Some(batch),
+                wait: Some("1s".into()),
+                ..Default::default()
+            };
+            // The steady state is one request per batch: complete it and lease the next.
+            let mut completions = Vec::new();
             while done.load(std::sync::atomic::Ordering::Relaxed) < n {
-                let fetched = client
-                    .fetch(&FetchRequest {
-                        worker: worker.clone(),
-                        queues: vec![QUEUE.into()],
-                        kinds: vec![],
-                        max: Some(batch),
-                        wait: Some("1s".into()),
-                        ..Default::default()
-                    })
-                    .await?;
-                if fetched.jobs.is_empty() {
+                let count = completions.len();
+                let fetched = if completions.is_empty() {
+                    client.fetch(&fetch).await?.jobs
+                } else {
+                    let answer = client
+                        .complete_and_fetch(&CompleteAndFetchRequest {
+                            completions: std::mem::take(&mut completions),
+                            fetch: fetch.clone(),
+                        })
+                        .await?;
+                    if let Some(problem) = answer.fetch_error {
+                        anyhow::bail!("fetch failed: {}", problem.detail);
+                    }
+                    answer.jobs
+                };
+                if count > 0 {
+                    *last.lock().expect("poisoned") = Some(Instant::now());
+                    done.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    bar.inc(count as u64);
+                }
+                if fetched.is_empty() {
                     continue;
                 }
                 first
                     .lock()
                     .expect("poisoned")
                     .get_or_insert_with(Instant::now);
-                let completions = fetched
-                    .jobs
+                completions = fetched
                     .iter()
                     .map(|j| {
                         Ok(CompletionRequest {
@@ -459,11 +478,6 @@ async fn drain(
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let count = completions.len();
-                client.complete(&CompleteRequest { completions }).await?;
-                *last.lock().expect("poisoned") = Some(Instant::now());
-                done.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                bar.inc(count as u64);
             }
             anyhow::Ok(())
         });
@@ -539,6 +553,7 @@ async fn worker_requests(url: &str) -> anyhow::Result<f64> {
                 "/v1/fetch",
                 "/v1/heartbeat",
                 "/v1/complete",
+                "/v1/complete-and-fetch",
                 "/v1/fail",
                 "/v1/hand-back",
             ]

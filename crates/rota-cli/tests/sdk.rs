@@ -536,3 +536,53 @@ async fn drain_runs_a_real_worker_until_the_queue_is_empty() {
         Err(WaitError::Dead { .. })
     ));
 }
+
+/// A worker with jobs to run reports completions with its next fetch: one
+/// `/v1/complete-and-fetch` request per batch, not a complete and a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_reports_with_its_fetches() {
+    let server = support::Server::start(&format!("[queues.{QUEUE}]\n"));
+    let client = server.client();
+    let handles = client
+        .enqueue_many((1..=400).map(|w| Resize {
+            width: w,
+            height: 1,
+        }))
+        .await
+        .unwrap();
+    let (shutdown, running) = spawn(
+        Worker::builder(client.clone())
+            .queue(QUEUE, 8)
+            .register::<Resize, _>(resize),
+    );
+    for (w, handle) in (1..=400u64).zip(&handles) {
+        assert_eq!(handle.wait().await.unwrap().pixels, w);
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let requests = |route: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("rota_http_requests_total{"))
+            .filter(|l| l.contains(&format!("route=\"{route}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (combined, alone) = (requests("/v1/complete-and-fetch"), requests("/v1/complete"));
+    assert!(
+        combined > 0.0 && combined > alone,
+        "completions ride with fetches: {combined} complete-and-fetch, {alone} complete"
+    );
+    let counts = client.queue(QUEUE).await.unwrap();
+    assert_eq!(
+        counts.counts.get("completed"),
+        Some(&400),
+        "each job completed once"
+    );
+}

@@ -155,6 +155,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         "/v1/fetch",
         "/v1/heartbeat",
         "/v1/complete",
+        "/v1/complete-and-fetch",
         "/v1/fail",
         "/v1/hand-back",
     ];

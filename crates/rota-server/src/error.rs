@@ -19,6 +19,19 @@ impl ApiError {
         ))
     }
 
+    /// The same error about a field inside `parent` (`max` becomes `fetch.max`, in the
+    /// field and in the detail that names it).
+    pub fn under(mut self, parent: &str) -> Self {
+        if let Some(field) = self.0.field.take() {
+            let nested = format!("{parent}.{field}");
+            if let Some(rest) = self.0.detail.strip_prefix(&format!("{field}:")) {
+                self.0.detail = format!("{nested}:{rest}");
+            }
+            self.0.field = Some(nested);
+        }
+        self
+    }
+
     /// 404 for something that does not exist.
     pub fn not_found(code: &str, detail: impl Into<String>) -> Self {
         Self(Box::new(Problem::new(404, code, "Not found", detail)))

@@ -58,6 +58,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(work::fetch))
         .routes(routes!(work::heartbeat))
         .routes(routes!(work::complete))
+        .routes(routes!(work::complete_and_fetch))
         .routes(routes!(work::fail))
         .routes(routes!(work::hand_back))
         .routes(routes!(queues::list_queues))

@@ -400,6 +400,7 @@ fn the_openapi_document_is_valid_and_lists_every_route() {
         ("post", "/v1/fetch"),
         ("post", "/v1/heartbeat"),
         ("post", "/v1/complete"),
+        ("post", "/v1/complete-and-fetch"),
         ("post", "/v1/fail"),
         ("post", "/v1/hand-back"),
         ("get", "/v1/queues"),
@@ -1248,4 +1249,98 @@ async fn a_minimal_enqueue_answers_the_ids_in_order() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["field"], "return");
+}
+
+/// One request completes a batch and leases the next: per-item outcomes (a stale token is
+/// refused), the new jobs lean unless `full`, and a fetch that fails after the completions
+/// says so beside their outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_and_fetch_records_the_batch_and_leases_the_next() {
+    let api = Api::new();
+    let enqueue = json!({"jobs": (0..3).map(|i| json!({"queue": "default", "kind": "k", "args": {"i": i}})).collect::<Vec<_>>()});
+    let (status, _) = api.call("POST", "/v1/jobs/batch", Some(enqueue)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["default"], "max": 2})),
+        )
+        .await;
+    let jobs = fetched["jobs"].as_array().unwrap().clone();
+    let lease = |j: &Value| {
+        (
+            j["id"].as_str().unwrap().to_owned(),
+            j["lease_token"].as_u64().unwrap(),
+        )
+    };
+    let (a, ta) = lease(&jobs[0]);
+    let (b, tb) = lease(&jobs[1]);
+    let (status, out) = api
+        .call(
+            "POST",
+            "/v1/complete-and-fetch",
+            Some(json!({
+                "completions": [{"job": a, "token": ta, "result": {"ok": 1}}, {"job": b, "token": tb + 1}],
+                "fetch": {"worker": "w", "queues": ["default"], "max": 10, "full": true},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["results"][0]["state"], "completed", "{out}");
+    assert_eq!(out["results"][1]["error"]["code"], "lease_lost", "{out}");
+    assert_eq!(out["jobs"].as_array().unwrap().len(), 1, "{out}");
+    let next = &out["jobs"][0];
+    assert_eq!(next["args"], json!({"i": 2}));
+    assert_eq!(
+        next["job"]["state"], "running",
+        "full: the whole document: {next}"
+    );
+    assert_eq!(out["lease"], "30s");
+    assert!(out.get("fetch_error").is_none(), "{out}");
+    let (_, done) = api.call("GET", &format!("/v1/jobs/{a}"), None).await;
+    assert_eq!(
+        (done["state"].as_str(), &done["result"]),
+        (Some("completed"), &json!({"ok": 1}))
+    );
+
+    // The fetch half fails (a typo'd queue): the completion stands and the problem is named.
+    let (c, tc) = lease(next);
+    let (status, out) = api
+        .call(
+            "POST",
+            "/v1/complete-and-fetch",
+            Some(json!({
+                "completions": [{"job": c, "token": tc}],
+                "fetch": {"worker": "w", "queues": ["defualt"]},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["results"][0]["state"], "completed", "{out}");
+    assert_eq!(out["fetch_error"]["code"], "queue_not_declared", "{out}");
+    assert_eq!(out["jobs"], json!([]));
+
+    // A bad fetch is refused before anything is recorded, naming the nested field.
+    let (status, problem) = api
+        .call(
+            "POST",
+            "/v1/complete-and-fetch",
+            Some(json!({
+                "completions": [{"job": b, "token": tb}],
+                "fetch": {"worker": "w", "queues": ["default"], "max": 0},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["field"], "fetch.max", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fetch.max:"),
+        "{problem}"
+    );
+    let (_, still) = api.call("GET", &format!("/v1/jobs/{b}"), None).await;
+    assert_eq!(still["state"], "running");
 }

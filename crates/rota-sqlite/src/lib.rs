@@ -238,6 +238,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn job_complete_and_claim(
+        &self,
+        p: JobCompleteAndClaimParams,
+    ) -> Result<CompletedAndClaimed, StoreError> {
+        let memory = self.memory.clone();
+        // One writer request: the completions and the claim share a transaction and its fsync.
+        self.writer
+            .write(move |tx| {
+                let now = p.claim.now;
+                let completions = p
+                    .completions
+                    .into_iter()
+                    .map(|c| {
+                        let (id, event) = Completion::event(c);
+                        sql::job_apply(tx, id, event, now)
+                    })
+                    .collect();
+                let claimed = sql::job_claim_nested(tx, p.claim, &memory)?;
+                Ok(CompletedAndClaimed {
+                    completions,
+                    claimed,
+                })
+            })
+            .await
+    }
+
     async fn job_fail_many(
         &self,
         p: JobFailManyParams,

@@ -132,6 +132,26 @@ pub struct JobCompleteManyParams {
     pub now: Timestamp,
 }
 
+/// Record successful attempts and lease the next jobs, in one call (one transaction where
+/// the backend can): a worker's steady state, one round trip per batch instead of two.
+#[derive(Debug, Clone)]
+pub struct JobCompleteAndClaimParams {
+    /// The completions, applied first (their `now` is the claim's).
+    pub completions: Vec<Completion>,
+    /// The claim, made after them (so a queue's concurrency freed by them is available).
+    pub claim: JobClaimManyParams,
+}
+
+/// What a [`JobCompleteAndClaimParams`] call did.
+#[derive(Debug)]
+pub struct CompletedAndClaimed {
+    /// Per completion, in order: the completed job, or why not (a stale token: `LeaseLost`).
+    pub completions: Vec<Result<Job, crate::StoreError>>,
+    /// The jobs leased, or why the claim failed (an undeclared queue): the completions
+    /// stand either way.
+    pub claimed: Result<Vec<Job>, crate::StoreError>,
+}
+
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {

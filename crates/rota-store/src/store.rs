@@ -55,6 +55,26 @@ pub trait Store: Send + Sync + 'static {
         p: JobCompleteManyParams,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
 
+    /// Records successful attempts, then leases the next jobs: one call for a worker's steady
+    /// state. A failed claim does not undo the completions. Backends that can do it in one transaction override this; the default makes
+    /// the two calls in turn.
+    async fn job_complete_and_claim(
+        &self,
+        p: JobCompleteAndClaimParams,
+    ) -> Result<CompletedAndClaimed, StoreError> {
+        let completions = self
+            .job_complete_many(JobCompleteManyParams {
+                completions: p.completions,
+                now: p.claim.now,
+            })
+            .await?;
+        let claimed = self.job_claim_many(p.claim).await;
+        Ok(CompletedAndClaimed {
+            completions,
+            claimed,
+        })
+    }
+
     /// Records failed attempts in each job's error history, and moves each job to
     /// `retryable` after its backoff or to `dead`.
     async fn job_fail_many(

@@ -299,6 +299,16 @@ impl Client {
         self.post("/v1/complete", request).await
     }
 
+    /// Records successful attempts and leases the next jobs, in one request (one transaction
+    /// on SQLite). A fetch that failed after the completions were recorded is in
+    /// `fetch_error`.
+    pub async fn complete_and_fetch(
+        &self,
+        request: &CompleteAndFetchRequest,
+    ) -> Result<CompleteAndFetchResponse, ClientError> {
+        self.post("/v1/complete-and-fetch", request).await
+    }
+
     /// Records failed attempts (or snoozes).
     pub async fn fail(&self, request: &FailRequest) -> Result<ItemOutcomes, ClientError> {
         self.post("/v1/fail", request).await

@@ -1,6 +1,9 @@
 //! Reporting what became of jobs: one [`Reporter`] per worker gathers the outcomes of every
 //! job that finished since its last request and sends them as one `complete`, one `fail` and
 //! one `hand-back` call (at most [`REPORT_BATCH`] jobs each), while the next batch gathers.
+//! Completions first wait a moment in an outbox: a lane about to fetch takes them along
+//! (`/v1/complete-and-fetch`, one request and one transaction for both), and the reporter
+//! sends what no fetch took within [`RIDE_GRACE`].
 //! A report lost to a restarting server, a busy database or a network blip is sent again
 //! while the lease is held (the job keeps being heartbeated meanwhile), so finished work is
 //! never run a second time for want of a report.
@@ -8,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 
 use rota_api::{
-    CompleteRequest, CompletionRequest, FailRequest, FailureRequest, HandBackRequest, ItemOutcomes,
-    LeaseToken,
+    CompleteRequest, CompletionRequest, FailRequest, FailureRequest, HandBackRequest, ItemOutcome,
+    ItemOutcomes, LeaseToken,
 };
 use rota_core::{format_duration, JobId};
 use tokio::sync::mpsc;
@@ -21,6 +24,12 @@ use crate::{Client, ClientError};
 
 /// Most outcomes sent in one request.
 pub const REPORT_BATCH: usize = 1000;
+
+/// How long a completion waits in the outbox for a fetch to take it along before the
+/// reporter sends it on its own: a little over the fetch loop's gathering wait, so a
+/// worker with jobs to run reports with its fetches, and one that is idle still reports
+/// within a few milliseconds.
+pub const RIDE_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One job's report, in the shape of the request that carries it.
 #[derive(Debug, Clone)]
@@ -97,12 +106,20 @@ impl Item {
 }
 
 /// A report waiting to be sent.
-struct Pending {
+pub(crate) struct Pending {
     item: Item,
     reason: Arc<Mutex<Option<Stop>>>,
 }
 
 impl Pending {
+    /// The completion it carries, if it is one.
+    pub(crate) fn completion(&self) -> Option<CompletionRequest> {
+        match &self.item {
+            Item::Complete(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     fn lease_lost(&self) -> bool {
         *self.reason.lock().expect("reason poisoned") == Some(Stop::LeaseLost)
     }
@@ -112,7 +129,19 @@ impl Pending {
 /// worker's table (and heartbeated) until its report was sent, then the reporter removes it.
 #[derive(Clone)]
 pub(crate) struct Reporter {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::UnboundedSender<Message>,
+    outbox: Outbox,
+    table: Table,
+}
+
+/// Completions waiting for a fetch to take them along.
+type Outbox = Arc<Mutex<Vec<Pending>>>;
+
+enum Message {
+    /// Send this with the next batch.
+    Send(Pending),
+    /// A completion went into the outbox: send it unless a fetch takes it first.
+    Outbox,
 }
 
 impl Reporter {
@@ -120,25 +149,114 @@ impl Reporter {
     /// dropped and the last report is sent).
     pub(crate) fn start(client: Client, table: Table) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, tokio::spawn(report_loop(client, rx, table)))
+        let outbox = Outbox::default();
+        let reporter = Self {
+            tx,
+            outbox: outbox.clone(),
+            table: table.clone(),
+        };
+        (
+            reporter,
+            tokio::spawn(report_loop(client, rx, outbox, table)),
+        )
     }
 
-    /// Sends `item` with the next batch.
+    /// Sends `item` with the next batch (a completion perhaps with the next fetch).
     pub(crate) fn report(&self, item: Item, reason: Arc<Mutex<Option<Stop>>>) {
-        // The loop outlives every sender, so the send cannot fail.
-        let _ = self.tx.send(Pending { item, reason });
+        let pending = Pending { item, reason };
+        // The loop outlives every sender, so the sends cannot fail.
+        if matches!(pending.item, Item::Complete(_)) {
+            self.outbox.lock().expect("outbox poisoned").push(pending);
+            let _ = self.tx.send(Message::Outbox);
+        } else {
+            let _ = self.tx.send(Message::Send(pending));
+        }
+    }
+
+    /// Takes up to [`REPORT_BATCH`] waiting completions, to send with a fetch.
+    pub(crate) fn take_completions(&self) -> Vec<Pending> {
+        let mut outbox = self.outbox.lock().expect("outbox poisoned");
+        let n = outbox.len().min(REPORT_BATCH);
+        outbox.drain(..n).collect()
+    }
+
+    /// The completions a fetch took were answered: log the refused ones and stop
+    /// heartbeating all of them.
+    pub(crate) fn answered(&self, sent: Vec<Pending>, outcomes: Vec<ItemOutcome>) {
+        log_refusals(&sent, outcomes);
+        release(&self.table, sent.iter().map(|p| p.item.lease()));
+    }
+
+    /// The completions a fetch took were not sent (the request failed): send them as usual,
+    /// retrying while their leases are held.
+    pub(crate) fn resend(&self, sent: Vec<Pending>) {
+        for pending in sent {
+            let _ = self.tx.send(Message::Send(pending));
+        }
     }
 }
 
-async fn report_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Pending>, table: Table) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+/// No more heartbeats for these leases. A job fetched again meanwhile has a new token and
+/// stays.
+fn release(table: &Table, leases: impl IntoIterator<Item = LeaseToken>) {
+    let mut running = table.lock().expect("job table poisoned");
+    for lease in leases {
+        if running
+            .get(&lease.job)
+            .is_some_and(|r| r.token == lease.token)
+        {
+            running.remove(&lease.job);
+        }
+    }
+}
+
+/// Warns about each report the server refused.
+fn log_refusals(batch: &[Pending], outcomes: Vec<ItemOutcome>) {
+    for (pending, outcome) in batch.iter().zip(outcomes) {
+        let Some(problem) = outcome.error else {
+            continue;
+        };
+        let job = pending.item.job();
+        if problem.code == "lease_lost" {
+            warn!(job = %job, detail = %problem.detail, "report refused: the lease was lost (the job was rescued after its lease expired); this outcome is dropped");
+        } else {
+            warn!(job = %job, code = %problem.code, detail = %problem.detail, "report refused");
+        }
+    }
+}
+
+async fn report_loop(
+    client: Client,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    outbox: Outbox,
+    table: Table,
+) {
+    while let Some(message) = rx.recv().await {
+        let mut batch = Vec::new();
+        let mut from_outbox = add(message, &mut batch);
         while batch.len() < REPORT_BATCH {
             match rx.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(message) => from_outbox |= add(message, &mut batch),
                 Err(_) => break,
             }
         }
+        if from_outbox {
+            // Give a fetch about to leave the moment to take them along.
+            tokio::time::sleep(RIDE_GRACE).await;
+            batch.append(&mut outbox.lock().expect("outbox poisoned"));
+        }
+        send_all(&client, &table, batch).await;
+    }
+    // Every sender is gone: what is left in the outbox goes now.
+    let rest = std::mem::take(&mut *outbox.lock().expect("outbox poisoned"));
+    send_all(&client, &table, rest).await;
+}
+
+/// Sends reports as one request per kind and [`REPORT_BATCH`], then stops heartbeating
+/// their leases.
+async fn send_all(client: &Client, table: &Table, mut batch: Vec<Pending>) {
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(REPORT_BATCH));
         let (mut completes, mut fails, mut backs) = (vec![], vec![], vec![]);
         for pending in batch {
             match pending.item {
@@ -153,21 +271,24 @@ async fn report_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Pending>, t
             .map(|p| p.item.lease())
             .collect();
         tokio::join!(
-            send(&client, completes),
-            send(&client, fails),
-            send(&client, backs)
+            send(client, completes),
+            send(client, fails),
+            send(client, backs)
         );
-        // Reported (or given up on): no more heartbeats for these leases. A job fetched
-        // again meanwhile has a new token and stays.
-        let mut running = table.lock().expect("job table poisoned");
-        for lease in leases {
-            if running
-                .get(&lease.job)
-                .is_some_and(|r| r.token == lease.token)
-            {
-                running.remove(&lease.job);
-            }
+        // Reported (or given up on).
+        release(table, leases);
+        batch = rest;
+    }
+}
+
+/// Adds a message's report to `batch`; true when it says the outbox has completions.
+fn add(message: Message, batch: &mut Vec<Pending>) -> bool {
+    match message {
+        Message::Send(pending) => {
+            batch.push(pending);
+            false
         }
+        Message::Outbox => true,
     }
 }
 
@@ -177,17 +298,7 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
     while !batch.is_empty() {
         match request(client, &batch).await {
             Ok(outcomes) => {
-                for (pending, outcome) in batch.iter().zip(outcomes.results) {
-                    let Some(problem) = outcome.error else {
-                        continue;
-                    };
-                    let job = pending.item.job();
-                    if problem.code == "lease_lost" {
-                        warn!(job = %job, detail = %problem.detail, "report refused: the lease was lost (the job was rescued after its lease expired); this outcome is dropped");
-                    } else {
-                        warn!(job = %job, code = %problem.code, detail = %problem.detail, "report refused");
-                    }
-                }
+                log_refusals(&batch, outcomes.results);
                 return;
             }
             Err(ClientError::Api(problem)) if problem.code == "payload_too_large" => {

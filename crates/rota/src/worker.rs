@@ -15,7 +15,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rota_api::{FetchRequest, HeartbeatRequest, LeaseToken, LeasedJob};
+use rota_api::{
+    CompleteAndFetchRequest, FetchRequest, FetchResponse, HeartbeatRequest, LeaseToken, LeasedJob,
+};
 use rota_core::{format_duration, parse_duration, JobId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::context::ProgressSender;
-use crate::report::{Item, Reporter};
+use crate::report::{Item, Pending, Reporter};
 use crate::{Client, ClientError, JobContext, Outcome};
 
 /// Longest one fetch waits for a job before asking again (a third of the lease when that is
@@ -330,21 +332,20 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
         // Not cancelled mid-request: a job leased by a fetch is always seen, so on
         // shutdown it can be handed back rather than left to expire.
         let wait = FETCH_WAIT.min(*shared.lease.lock().expect("lease poisoned") / 3);
-        let fetched = shared
-            .client
-            .fetch(&FetchRequest {
-                worker: o.id.clone(),
-                queues: lane.queues.clone(),
-                kinds: o.kinds.clone(),
-                max: Some(permits.len() as u32),
-                wait: Some(format_duration(wait)),
-                name: Some(o.name.clone()),
-                host: Some(host.clone()),
-                pid: Some(std::process::id()),
-                concurrency: Some(o.concurrency() as u32),
-                version: Some(o.version.clone()),
-            })
-            .await;
+        let request = FetchRequest {
+            worker: o.id.clone(),
+            queues: lane.queues.clone(),
+            kinds: o.kinds.clone(),
+            max: Some(permits.len() as u32),
+            wait: Some(format_duration(wait)),
+            name: Some(o.name.clone()),
+            host: Some(host.clone()),
+            pid: Some(std::process::id()),
+            concurrency: Some(o.concurrency() as u32),
+            version: Some(o.version.clone()),
+            full: false,
+        };
+        let fetched = fetch_with_completions(shared, request).await;
         let response = match fetched {
             Ok(response) => {
                 retry.reset();
@@ -389,6 +390,39 @@ async fn fetch_loop<H: Handler>(shared: &Arc<Shared<H>>, lane: &Lane) -> Option<
     }
 }
 
+/// Fetches, taking along the completions waiting to be reported (one request and one
+/// transaction for both); completions whose request failed go back to the reporter.
+async fn fetch_with_completions<H>(
+    shared: &Shared<H>,
+    fetch: FetchRequest,
+) -> Result<FetchResponse, ClientError> {
+    let rides = shared.reporter.take_completions();
+    if rides.is_empty() {
+        return shared.client.fetch(&fetch).await;
+    }
+    let completions = rides.iter().filter_map(Pending::completion).collect();
+    match shared
+        .client
+        .complete_and_fetch(&CompleteAndFetchRequest { completions, fetch })
+        .await
+    {
+        Ok(answer) => {
+            shared.reporter.answered(rides, answer.results);
+            match answer.fetch_error {
+                Some(problem) => Err(ClientError::Api(Box::new(problem))),
+                None => Ok(FetchResponse {
+                    jobs: answer.jobs,
+                    lease: answer.lease,
+                }),
+            }
+        }
+        Err(err) => {
+            shared.reporter.resend(rides);
+            Err(err)
+        }
+    }
+}
+
 /// Starts one leased job: it is heartbeated from now until its outcome is reported.
 fn start<H: Handler>(
     shared: &Arc<Shared<H>>,
@@ -421,8 +455,6 @@ fn start<H: Handler>(
         };
         let kill_grace = shared.options.kill_grace;
         let ran = run_one(&*shared.handler, context, timeout, &reason, kill_grace).await;
-        // The slot is free once the handler is done; the report goes with the next batch.
-        drop(permit);
         progress.finish().await;
         // The lease stays in the table (and heartbeated) until the report lands.
         let reason_now = *reason.lock().expect("reason poisoned");
@@ -432,6 +464,9 @@ fn start<H: Handler>(
                 shared.table.lock().expect("job table poisoned").remove(&id);
             }
         }
+        // The slot is free once the report is queued: the fetch it wakes takes the
+        // completion along.
+        drop(permit);
     });
 }
 

@@ -41,6 +41,9 @@ FETCH_GATHER = 0.002
 CANCEL_CHECK = 1.0
 #: Most outcomes per report request.
 REPORT_BATCH = 1000
+#: How long a completion waits for a fetch to take it along (``/v1/complete-and-fetch``)
+#: before the reporter sends it on its own.
+RIDE_GRACE = 0.005
 VERSION = "rota-python 0.1.0"
 
 
@@ -50,7 +53,7 @@ class WorkerError(Exception):
 
 @dataclass
 class _Report:
-    kind: str  # complete | fail | hand-back
+    kind: str  # complete | fail | hand-back | outbox (a completion waits in the outbox)
     job: str
     token: int
     body: dict[str, Any]
@@ -128,6 +131,7 @@ class Worker:
         self._free = self.concurrency
         self._slots = asyncio.Condition()
         self._reports: asyncio.Queue[_Report | None] = asyncio.Queue()
+        self._outbox: list[_Report] = []
         async with httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=90.0) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_loop())
@@ -174,9 +178,19 @@ class Worker:
                 "wait": duration(min(FETCH_WAIT, self._lease / 3)), "name": self.name,
                 "host": host, "pid": os.getpid(), "concurrency": self.concurrency, "version": VERSION,
             }
+            rides, self._outbox = self._outbox[:REPORT_BATCH], self._outbox[REPORT_BATCH:]
             try:
-                response = await self._http.post("/v1/fetch", json=body)
+                if rides:
+                    combined = {"completions": [r.body for r in rides], "fetch": body}
+                    response = await self._http.post("/v1/complete-and-fetch", json=combined)
+                    if response.is_success:
+                        response = self._answered(rides, response)
+                    else:
+                        self._resend(rides)
+                else:
+                    response = await self._http.post("/v1/fetch", json=body)
             except httpx.HTTPError as err:
+                self._resend(rides)
                 await self._release(taken)
                 print(f"rota-worker: fetch failed ({err!r}); retrying in {pause:.1f}s", flush=True)
                 await self._sleep(pause)
@@ -205,6 +219,23 @@ class Worker:
                 self._running[job["id"]] = running
                 running.task = asyncio.create_task(self._run(job, running))
 
+    def _answered(self, rides: list[_Report], response: httpx.Response) -> httpx.Response:
+        """Settles the completions a fetch took along; answers the fetch half as a response
+        of its own (a failed fetch as its problem)."""
+        answer = response.json()
+        self._log_refusals(rides, answer.get("results", []))
+        for report in rides:
+            self._forget(report.job, report.token)
+        problem = answer.get("fetch_error")
+        if problem:
+            return httpx.Response(problem.get("status", 500), json=problem)
+        return httpx.Response(200, json={"jobs": answer["jobs"], "lease": answer["lease"]})
+
+    def _resend(self, rides: list[_Report]) -> None:
+        """Completions whose combined request failed go to the reporter, which retries."""
+        for report in rides:
+            self._reports.put_nowait(report)
+
     async def _wake_on_stop(self) -> None:
         # The fetch loop may be waiting for a free slot: a stop must wake it.
         await self._stop.wait()
@@ -229,12 +260,16 @@ class Worker:
     async def _run(self, job: dict[str, Any], running: _Running) -> None:
         try:
             report = await self._outcome(job, running)
+            if report is None:
+                self._forget(job["id"], running.token)
+            elif report.kind == "complete":
+                # The fetch this slot wakes takes it along, or the reporter sends it.
+                self._outbox.append(report)
+                self._reports.put_nowait(_Report("outbox", "", 0, {}))
+            else:
+                self._reports.put_nowait(report)
         finally:
             await self._release(1)
-        if report is not None:
-            self._reports.put_nowait(report)
-        else:
-            self._forget(job["id"], running.token)
 
     async def _outcome(self, job: dict[str, Any], running: _Running) -> _Report | None:
         job_id, token = job["id"], running.token
@@ -348,6 +383,16 @@ class Worker:
                     done = True
                     break
                 batch.append(item)
+            if any(r.kind == "outbox" for r in batch):
+                batch = [r for r in batch if r.kind != "outbox"]
+                if not done:
+                    # Give a fetch about to leave the moment to take them along.
+                    await asyncio.sleep(RIDE_GRACE)
+                batch.extend(self._outbox)
+                self._outbox = []
+            if done:
+                batch.extend(self._outbox)
+                self._outbox = []
             groups: dict[str, list[_Report]] = {}
             for report in batch:
                 groups.setdefault(report.kind, []).append(report)
@@ -361,6 +406,10 @@ class Worker:
             "fail": ("/v1/fail", "failures"),
             "hand-back": ("/v1/hand-back", "leases"),
         }[kind]
+        if len(reports) > REPORT_BATCH:
+            for start in range(0, len(reports), REPORT_BATCH):
+                await self._send(kind, reports[start : start + REPORT_BATCH])
+            return
         pause = 0.2
         while reports:
             bodies = [r.body if kind != "hand-back" else {"job": r.job, "token": r.token} for r in reports]
@@ -370,10 +419,7 @@ class Worker:
                 response = None
                 error = repr(err)
             if response is not None and response.is_success:
-                for report, outcome in zip(reports, response.json().get("results", [])):
-                    problem = outcome.get("error")
-                    if problem:
-                        print(f"rota-worker: report for job {report.job} refused: {problem.get('detail')}", flush=True)
+                self._log_refusals(reports, response.json().get("results", []))
                 return
             if response is not None and response.status_code in (400, 401, 403, 404, 413, 422):
                 print(f"rota-worker: reports refused: {response.text[:200]}", flush=True)
@@ -384,6 +430,13 @@ class Worker:
             print(f"rota-worker: could not report {len(reports)} outcome(s) ({error}); retrying", flush=True)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+    @staticmethod
+    def _log_refusals(reports: list[_Report], outcomes: list[dict[str, Any]]) -> None:
+        for report, outcome in zip(reports, outcomes):
+            problem = outcome.get("error")
+            if problem:
+                print(f"rota-worker: report for job {report.job} refused: {problem.get('detail')}", flush=True)
 
     def _lease_lost(self, report: _Report) -> bool:
         running = self._running.get(report.job)

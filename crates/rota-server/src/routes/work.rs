@@ -2,8 +2,9 @@
 
 use axum::extract::State;
 use rota_api::{
-    CompleteRequest, FailRequest, FetchRequest, FetchResponse, HandBackRequest, HeartbeatOutcome,
-    HeartbeatRequest, HeartbeatResponse, ItemOutcomes, LeasedJob, Problem,
+    CompleteAndFetchRequest, CompleteAndFetchResponse, CompleteRequest, CompletionRequest,
+    FailRequest, FetchRequest, FetchResponse, HandBackRequest, HeartbeatOutcome, HeartbeatRequest,
+    HeartbeatResponse, ItemOutcomes, LeasedJob, Problem,
 };
 use rota_core::{ErrorReport, JobId};
 use rota_store::*;
@@ -24,40 +25,141 @@ pub async fn fetch(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<FetchRequest>,
 ) -> Result<ApiJson<FetchResponse>, ApiError> {
-    if request.worker.trim().is_empty() {
-        return Err(ApiError::invalid("worker", "worker: give this worker's id"));
-    }
-    if request.queues.is_empty() {
-        return Err(ApiError::invalid(
-            "queues",
-            "queues: name at least one queue",
-        ));
-    }
-    let max = request.max.unwrap_or(1);
-    if !(1..=FETCH_MAX).contains(&max) {
-        return Err(ApiError::invalid(
-            "max",
-            format!("max: must be between 1 and {FETCH_MAX}, got {max}"),
-        ));
-    }
-    let wait = wait_param("wait", request.wait.as_deref(), WAIT_MAX)?;
+    let plan = FetchPlan::check(&request)?;
     register_once(&state, &request).await?;
+    let (_, fetched) = lease_jobs(&state, &request, plan, Vec::new()).await;
+    Ok(ApiJson(fetched?))
+}
+
+/// Record successful attempts, then lease the next jobs, in one request (one transaction
+/// on SQLite): a worker's steady state. With completions it answers at once (`fetch.wait`
+/// applies only without them), so their outcomes are not held back. A fetch that fails after the completions were
+/// recorded answers their outcomes and the fetch's problem in `fetch_error`.
+#[utoipa::path(post, path = "/v1/complete-and-fetch", tag = "work", request_body = CompleteAndFetchRequest,
+    responses((status = 200, body = CompleteAndFetchResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn complete_and_fetch(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CompleteAndFetchRequest>,
+) -> Result<ApiJson<CompleteAndFetchResponse>, ApiError> {
+    let plan = FetchPlan::check(&request.fetch).map_err(|e| e.under("fetch"))?;
+    register_once(&state, &request.fetch).await?;
+    let ids: Vec<JobId> = request.completions.iter().map(|c| c.job).collect();
+    let (results, fetched) = lease_jobs(
+        &state,
+        &request.fetch,
+        plan,
+        completions(request.completions),
+    )
+    .await;
+    let results = outcomes(&ids, results?).results;
+    Ok(ApiJson(match fetched {
+        Ok(f) => CompleteAndFetchResponse {
+            results,
+            jobs: f.jobs,
+            lease: f.lease,
+            fetch_error: None,
+        },
+        Err(e) => CompleteAndFetchResponse {
+            results,
+            jobs: Vec::new(),
+            lease: rota_core::format_duration(state.config.lease),
+            fetch_error: Some(*e.0),
+        },
+    }))
+}
+
+/// A fetch request's checked limits.
+#[derive(Debug, Clone, Copy)]
+struct FetchPlan {
+    max: u32,
+    wait: std::time::Duration,
+}
+
+impl FetchPlan {
+    fn check(request: &FetchRequest) -> Result<Self, ApiError> {
+        if request.worker.trim().is_empty() {
+            return Err(ApiError::invalid("worker", "worker: give this worker's id"));
+        }
+        if request.queues.is_empty() {
+            return Err(ApiError::invalid(
+                "queues",
+                "queues: name at least one queue",
+            ));
+        }
+        let max = request.max.unwrap_or(1);
+        if !(1..=FETCH_MAX).contains(&max) {
+            return Err(ApiError::invalid(
+                "max",
+                format!("max: must be between 1 and {FETCH_MAX}, got {max}"),
+            ));
+        }
+        let wait = wait_param("wait", request.wait.as_deref(), WAIT_MAX)?;
+        Ok(Self { max, wait })
+    }
+}
+
+/// The completions' outcomes (an error: none were recorded) and the fetch's answer.
+type Leased = (
+    Result<Vec<Result<rota_core::Job, StoreError>>, ApiError>,
+    Result<FetchResponse, ApiError>,
+);
+
+/// Records `completions` (if any) with the first claim, then waits (up to the plan's `wait`)
+/// until a job is ready.
+async fn lease_jobs(
+    state: &AppState,
+    request: &FetchRequest,
+    plan: FetchPlan,
+    completions: Vec<Completion>,
+) -> Leased {
+    let claim = || JobClaimManyParams {
+        worker: request.worker.clone(),
+        queues: request.queues.clone(),
+        kinds: request.kinds.clone(),
+        max: plan.max as usize,
+        lease: state.config.lease,
+        now: state.clock.now(),
+    };
+    // With completions the call answers at once, jobs or none: their outcomes (and the
+    // worker's knowledge that they landed) are not held back by a long poll.
+    let wait = if completions.is_empty() {
+        plan.wait
+    } else {
+        std::time::Duration::ZERO
+    };
     let mut deadline = tokio::time::Instant::now() + wait;
     // Subscribe before claiming: a job enqueued between an empty claim and the wait still
     // wakes this fetch.
     let ready = state.wake.subscribe(&request.queues, &request.kinds);
+    let mut first = Some(completions).filter(|c| !c.is_empty());
+    let mut completed = Vec::new();
     loop {
-        let jobs = state
-            .store
-            .job_claim_many(JobClaimManyParams {
-                worker: request.worker.clone(),
-                queues: request.queues.clone(),
-                kinds: request.kinds.clone(),
-                max: max as usize,
-                lease: state.config.lease,
-                now: state.clock.now(),
-            })
-            .await?;
+        let claimed = match first.take() {
+            Some(completions) => {
+                match state
+                    .store
+                    .job_complete_and_claim(JobCompleteAndClaimParams {
+                        completions,
+                        claim: claim(),
+                    })
+                    .await
+                {
+                    Ok(out) => {
+                        completed = out.completions;
+                        out.claimed
+                    }
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        return (Err(e.clone()), Err(e));
+                    }
+                }
+            }
+            None => state.store.job_claim_many(claim()).await,
+        };
+        let jobs = match claimed {
+            Ok(jobs) => jobs,
+            Err(e) => return (Ok(completed), Err(e.into())),
+        };
         let now = tokio::time::Instant::now();
         if !jobs.is_empty() || now >= deadline {
             // The shortest lease length granted (queues may set their own), so the worker
@@ -72,20 +174,31 @@ pub async fn fetch(
                 })
                 .min()
                 .unwrap_or(state.config.lease);
-            return Ok(ApiJson(FetchResponse {
-                jobs: jobs.into_iter().filter_map(LeasedJob::of).collect(),
-                lease: rota_core::format_duration(lease),
-            }));
+            let full = request.full;
+            return (
+                Ok(completed),
+                Ok(FetchResponse {
+                    jobs: jobs
+                        .into_iter()
+                        .filter_map(|j| LeasedJob::with(j, full))
+                        .collect(),
+                    lease: rota_core::format_duration(lease),
+                }),
+            );
         }
         // Enqueues and state changes on these queues wake this at once; a job that becomes
         // due by time (a delay, a retry backoff) wakes it at its run_at. No polling.
         let clock_now = state.clock.now();
-        let next_due = state
+        let next_due = match state
             .store
             .job_next_due(JobNextDueParams {
                 queues: request.queues.clone(),
             })
-            .await?;
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => return (Ok(completed), Err(e.into())),
+        };
         // A due time past the deadline (however far: up to the end of time) is the deadline.
         let wake_at = match next_due {
             Some(due) => std::time::Duration::try_from(due.duration_since(clock_now))
@@ -194,17 +307,7 @@ pub async fn complete(
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<ApiJson<ItemOutcomes>, ApiError> {
     let ids: Vec<JobId> = request.completions.iter().map(|c| c.job).collect();
-    let completions = request
-        .completions
-        .into_iter()
-        .map(|c| Completion {
-            lease: LeaseRef {
-                job: c.job,
-                token: c.token,
-            },
-            result: c.result,
-        })
-        .collect();
+    let completions = completions(request.completions);
     let results = state
         .store
         .job_complete_many(JobCompleteManyParams {
@@ -213,6 +316,20 @@ pub async fn complete(
         })
         .await?;
     Ok(ApiJson(outcomes(&ids, results)))
+}
+
+/// The store's completions for the wire's.
+fn completions(requests: Vec<CompletionRequest>) -> Vec<Completion> {
+    requests
+        .into_iter()
+        .map(|c| Completion {
+            lease: LeaseRef {
+                job: c.job,
+                token: c.token,
+            },
+            result: c.result,
+        })
+        .collect()
 }
 
 /// Record failed attempts (retried after the job's backoff, or dead); a failure with

@@ -261,6 +261,8 @@ pub(crate) fn job_claim_many(
     memory: &ClaimMemory,
 ) -> Result<Vec<Job>, StoreError> {
     check_claim_queues(&p.queues)?;
+    // The concurrency checks read the counts: include what this request changed before.
+    tx.settle_counts()?;
     let mut open_queues = Vec::with_capacity(p.queues.len());
     for name in &p.queues {
         let queue = queue_required(tx, name)?;
@@ -297,6 +299,31 @@ pub(crate) fn job_claim_many(
         save_job(tx, job, &next, ChangeCause::Fetched, p.now)?;
         claimed.push(next);
     }
+    Ok(claimed)
+}
+
+/// A claim inside a request that has already written (after completions): in a savepoint
+/// of its own, so a claim that fails (an undeclared queue) leaves the earlier writes. The
+/// outer `Result` is the database failing; the inner one the claim's own answer.
+pub(crate) fn job_claim_nested(
+    tx: &Tx<'_>,
+    p: JobClaimManyParams,
+    memory: &ClaimMemory,
+) -> Result<Result<Vec<Job>, StoreError>, StoreError> {
+    let run = |sql: &str| {
+        tx.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(|_| ())
+            .map_err(db_err("a claim's savepoint"))
+    };
+    let mark = tx.mark()?;
+    run("SAVEPOINT claim")?;
+    let claimed = job_claim_many(tx, p, memory);
+    if claimed.is_err() {
+        run("ROLLBACK TO claim")?;
+        tx.rewind(mark);
+    }
+    run("RELEASE claim")?;
     Ok(claimed)
 }
 

@@ -19,6 +19,8 @@ use super::{classify, db_err, json, micros};
 pub(crate) struct Tx<'c> {
     conn: &'c Connection,
     changes: RefCell<Vec<JobChange>>,
+    /// How many of `changes` the `job_count` table already reflects.
+    counted: std::cell::Cell<usize>,
 }
 
 impl Deref for Tx<'_> {
@@ -35,6 +37,7 @@ impl<'c> Tx<'c> {
         Self {
             conn,
             changes: RefCell::default(),
+            counted: std::cell::Cell::new(0),
         }
     }
 
@@ -42,25 +45,48 @@ impl<'c> Tx<'c> {
         self.changes.borrow_mut().push(change);
     }
 
-    /// Applies the job-count changes this request's job changes imply (one statement per
-    /// queue, kind and state touched) and returns the changes for the notifier.
-    pub(crate) fn finish(self) -> Result<Vec<JobChange>, StoreError> {
-        let changes = self.changes.into_inner();
-        let deltas = count_deltas(&changes);
-        if !deltas.is_empty() {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO job_count (queue, kind, state, n) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(db_err("preparing job counts"))?;
-            for ((queue, kind, state), n) in deltas {
-                stmt.execute(params![queue, kind, state.as_str(), n])
-                    .map_err(db_err("updating job counts"))?;
-            }
+    /// Brings the `job_count` table up to date with the job changes made so far (one
+    /// statement per queue, kind and state touched), so a read of the counts later in the
+    /// same request (a claim's concurrency check after completions) sees them.
+    pub(crate) fn settle_counts(&self) -> Result<(), StoreError> {
+        let changes = self.changes.borrow();
+        let deltas = count_deltas(&changes[self.counted.get()..]);
+        self.counted.set(changes.len());
+        if deltas.is_empty() {
+            return Ok(());
         }
-        Ok(changes)
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO job_count (queue, kind, state, n) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + excluded.n",
+            )
+            .map_err(db_err("preparing job counts"))?;
+        for ((queue, kind, state), n) in deltas {
+            stmt.execute(params![queue, kind, state.as_str(), n])
+                .map_err(db_err("updating job counts"))?;
+        }
+        Ok(())
+    }
+
+    /// A mark to [`Tx::rewind`] to: the changes recorded so far, all counted.
+    pub(crate) fn mark(&self) -> Result<usize, StoreError> {
+        self.settle_counts()?;
+        Ok(self.counted.get())
+    }
+
+    /// Forgets the changes recorded after `mark`, when the savepoint that made them was
+    /// rolled back (with their count updates).
+    pub(crate) fn rewind(&self, mark: usize) {
+        self.changes.borrow_mut().truncate(mark);
+        self.counted.set(mark);
+    }
+
+    /// Applies the job-count changes not yet applied and returns the request's changes for
+    /// the notifier.
+    pub(crate) fn finish(self) -> Result<Vec<JobChange>, StoreError> {
+        self.settle_counts()?;
+        Ok(self.changes.into_inner())
     }
 }
 

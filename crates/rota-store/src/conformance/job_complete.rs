@@ -407,3 +407,138 @@ pub async fn a_checkpoint_survives_into_the_next_attempt(s: Subject) {
     assert_eq!(again.attempt, 2);
     assert_eq!(again.checkpoint, Some(serde_json::json!({"done": 40})));
 }
+
+/// One call completes a batch and leases the next: completions first (so the places they
+/// free count), each per item and fenced by its token, a completed job never completed twice,
+/// and the counts follow both halves.
+pub async fn completing_and_claiming_in_one_call_fences_and_counts(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    declare_limited(store, "limited", 2, now).await;
+    let job = || NewJob::new("limited", "a", json!({}));
+    insert(store, (0..4).map(|_| job()).collect(), now).await;
+    let running = claim(store, "w", &["limited"], &[], 10, now).await;
+    assert_eq!(running.len(), 2, "the queue's concurrency holds the rest");
+    let call = |completions: Vec<Completion>| async move {
+        store
+            .job_complete_and_claim(JobCompleteAndClaimParams {
+                completions,
+                claim: JobClaimManyParams {
+                    worker: "w".into(),
+                    queues: vec!["limited".into()],
+                    kinds: vec![],
+                    max: 10,
+                    lease: secs(30),
+                    now: add_duration(now, secs(1)),
+                },
+            })
+            .await
+            .expect("complete-and-claim call")
+    };
+    let claimed = |out: &CompletedAndClaimed| out.claimed.as_ref().expect("claim").clone();
+    let stale = LeaseRef {
+        job: running[1].id,
+        token: lease_of(&running[1]).token + 1,
+    };
+    let out = call(vec![
+        Completion {
+            lease: lease_of(&running[0]),
+            result: Some(json!({"n": 1})),
+        },
+        Completion {
+            lease: stale,
+            result: None,
+        },
+    ])
+    .await;
+    let done = out.completions[0].as_ref().expect("a held lease completes");
+    assert_eq!(
+        (done.state, done.result.clone()),
+        (JobState::Completed, Some(json!({"n": 1})))
+    );
+    assert_eq!(
+        out.completions[1].as_ref().unwrap_err().kind(),
+        ErrorKind::LeaseLost,
+        "a token the job does not hold is refused"
+    );
+    let next = claimed(&out);
+    assert_eq!(
+        next.len(),
+        1,
+        "exactly the place the completion freed is taken"
+    );
+    let next = &next[0];
+    assert_eq!(next.state, JobState::Running);
+    assert!(![running[0].id, running[1].id].contains(&next.id));
+    // The refused completion left its job running under its holder's lease.
+    let other = store
+        .job_get(JobGetParams { id: running[1].id })
+        .await
+        .unwrap();
+    assert_eq!(
+        (other.state, other.lease.map(|l| l.token)),
+        (JobState::Running, Some(lease_of(&running[1]).token))
+    );
+    // The same completion again is refused and changes nothing; nothing is freed to claim.
+    let again = call(vec![Completion {
+        lease: lease_of(&running[0]),
+        result: Some(json!({"n": 2})),
+    }])
+    .await;
+    assert_eq!(
+        again.completions[0].as_ref().unwrap_err().kind(),
+        ErrorKind::LeaseLost
+    );
+    assert!(claimed(&again).is_empty());
+    // A claim that fails (an undeclared queue) leaves the completions it came with.
+    let failing = store
+        .job_complete_and_claim(JobCompleteAndClaimParams {
+            completions: vec![Completion {
+                lease: lease_of(next),
+                result: None,
+            }],
+            claim: JobClaimManyParams {
+                worker: "w".into(),
+                queues: vec!["limitd".into()],
+                kinds: vec![],
+                max: 10,
+                lease: secs(30),
+                now: add_duration(now, secs(2)),
+            },
+        })
+        .await
+        .expect("complete-and-claim call");
+    assert_eq!(
+        failing.completions[0].as_ref().map(|j| j.state).unwrap(),
+        JobState::Completed
+    );
+    assert!(matches!(
+        failing.claimed,
+        Err(StoreError::QueueNotDeclared { .. })
+    ));
+    let first = store
+        .job_get(JobGetParams { id: running[0].id })
+        .await
+        .unwrap();
+    assert_eq!(
+        first.result,
+        Some(json!({"n": 1})),
+        "completed exactly once"
+    );
+    let counts = store.job_counts(JobCountsParams::default()).await.unwrap();
+    let count = |state: JobState| {
+        counts
+            .iter()
+            .filter(|c| c.queue == "limited" && c.state == state)
+            .map(|c| c.count)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (
+            count(JobState::Completed),
+            count(JobState::Running),
+            count(JobState::Available)
+        ),
+        (2, 1, 1)
+    );
+}

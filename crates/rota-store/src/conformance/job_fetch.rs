@@ -206,21 +206,6 @@ pub async fn a_claim_takes_at_most_max_jobs(s: Subject) {
 }
 
 /// Declares queue `name` with a concurrency limit.
-async fn declare_limited(store: &dyn Store, name: &str, limit: u32, now: Timestamp) {
-    store
-        .queue_declare(QueueDeclareParams {
-            merge: false,
-            name: name.into(),
-            config: QueueConfig {
-                concurrency: Some(limit),
-                ..QueueConfig::default()
-            },
-            now,
-        })
-        .await
-        .expect("declare");
-}
-
 /// A queue's `concurrency` caps its running jobs: a claim takes only what is left, a
 /// finished or rescued job frees its place, and another queue is not limited by it.
 pub async fn a_queue_concurrency_caps_its_running_jobs(s: Subject) {

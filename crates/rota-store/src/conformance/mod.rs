@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
                 batch_results_are_per_item,
                 snoozes_are_counted_and_limited,
                 a_checkpoint_survives_into_the_next_attempt,
+                completing_and_claiming_in_one_call_fences_and_counts,
             }
             lease {
                 heartbeats_extend_the_lease_and_carry_cancel_requests,
@@ -235,6 +236,22 @@ pub async fn claim(
         })
         .await
         .expect("claim")
+}
+
+/// Declares queue `name` with a concurrency limit.
+pub async fn declare_limited(store: &dyn Store, name: &str, limit: u32, now: Timestamp) {
+    store
+        .queue_declare(QueueDeclareParams {
+            merge: false,
+            name: name.into(),
+            config: QueueConfig {
+                concurrency: Some(limit),
+                ..QueueConfig::default()
+            },
+            now,
+        })
+        .await
+        .expect("declare");
 }
 
 /// The lease reference of a claimed job.
