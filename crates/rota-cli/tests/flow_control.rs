@@ -522,12 +522,7 @@ async fn what_a_limit_holds_back_is_shown_everywhere() {
         text.contains("queue `keyed`: 2 ready jobs wait (1 key at its key_concurrency 1)"),
         "{text}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("rota_queue_keys_at_limit{queue=\"keyed\"} 1"),
         "{metrics}"

@@ -560,12 +560,7 @@ async fn a_draining_worker_reports_with_its_fetches() {
     }
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let requests = |route: &str| -> f64 {
         metrics
             .lines()

@@ -115,15 +115,7 @@ impl SqliteStore {
         to_event: impl Fn(T) -> (JobId, Event) + Send + 'static,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         self.writer
-            .write(move |tx| {
-                Ok(items
-                    .into_iter()
-                    .map(|item| {
-                        let (id, event) = to_event(item);
-                        sql::job_apply(tx, id, event, now)
-                    })
-                    .collect())
-            })
+            .write(move |tx| Ok(sql::job_apply_each(tx, items, now, to_event)))
             .await
     }
 }
@@ -246,15 +238,8 @@ impl Store for SqliteStore {
         // One writer request: the completions and the claim share a transaction and its fsync.
         self.writer
             .write(move |tx| {
-                let now = p.claim.now;
-                let completions = p
-                    .completions
-                    .into_iter()
-                    .map(|c| {
-                        let (id, event) = Completion::event(c);
-                        sql::job_apply(tx, id, event, now)
-                    })
-                    .collect();
+                let completions =
+                    sql::job_apply_each(tx, p.completions, p.claim.now, Completion::event);
                 let claimed = sql::job_claim_nested(tx, p.claim, &memory)?;
                 Ok(CompletedAndClaimed {
                     completions,

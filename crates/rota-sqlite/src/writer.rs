@@ -16,7 +16,7 @@ use rota_store::{JobChange, NoNotifier, Notifier, StoreError};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::{db_err, Tx};
+use crate::sql::{db_err, exec_cached, Tx};
 
 /// Who hears committed job changes; shared by the store (which sets it) and the writer.
 pub(crate) type SharedNotifier = Arc<RwLock<Arc<dyn Notifier>>>;
@@ -176,11 +176,6 @@ fn in_savepoint<T>(
         return (Err(err(e)), Vec::new());
     }
     (outcome, changes)
-}
-
-/// Runs a statement without parameters through the statement cache (parsed once).
-fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn run(

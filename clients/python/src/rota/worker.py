@@ -383,14 +383,12 @@ class Worker:
                     done = True
                     break
                 batch.append(item)
-            if any(r.kind == "outbox" for r in batch):
-                batch = [r for r in batch if r.kind != "outbox"]
+            riding = any(r.kind == "outbox" for r in batch)
+            batch = [r for r in batch if r.kind != "outbox"]
+            if riding or done:
                 if not done:
                     # Give a fetch about to leave the moment to take them along.
                     await asyncio.sleep(RIDE_GRACE)
-                batch.extend(self._outbox)
-                self._outbox = []
-            if done:
                 batch.extend(self._outbox)
                 self._outbox = []
             groups: dict[str, list[_Report]] = {}

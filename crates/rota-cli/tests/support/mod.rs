@@ -151,6 +151,16 @@ impl Server {
         self.dir.path()
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn client(&self) -> rota::Client {
         rota::Client::new(&self.url).unwrap()
     }

@@ -12,7 +12,7 @@ use super::queue::{queue_get, queue_load, queue_required};
 use super::row::{job_columns, job_from_row};
 use super::worker::touch_worker;
 use super::write::{insert_job, job_promote_due, save_job};
-use super::{classify, db_err, from_micros, json, micros, Tx};
+use super::{classify, db_err, exec_cached, from_micros, json, micros, Tx};
 
 pub(crate) use super::write::{job_delete, job_prune_state};
 
@@ -102,6 +102,23 @@ pub(crate) fn job_apply(
     let next = transition(&job, event, now)?;
     save_job(tx, &job, &next, cause, now)?;
     Ok(next)
+}
+
+/// Applies one event per item, each answered on its own (a stale lease refuses only its
+/// item).
+pub(crate) fn job_apply_each<T>(
+    tx: &Tx<'_>,
+    items: Vec<T>,
+    now: Timestamp,
+    to_event: impl Fn(T) -> (JobId, Event),
+) -> Vec<Result<Job, StoreError>> {
+    items
+        .into_iter()
+        .map(|item| {
+            let (id, event) = to_event(item);
+            job_apply(tx, id, event, now)
+        })
+        .collect()
 }
 
 /// Enqueues a batch (the caller's savepoint makes it all or nothing).
@@ -310,12 +327,7 @@ pub(crate) fn job_claim_nested(
     p: JobClaimManyParams,
     memory: &ClaimMemory,
 ) -> Result<Result<Vec<Job>, StoreError>, StoreError> {
-    let run = |sql: &str| {
-        tx.prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute([]))
-            .map(|_| ())
-            .map_err(db_err("a claim's savepoint"))
-    };
+    let run = |sql: &str| exec_cached(tx, sql).map_err(db_err("a claim's savepoint"));
     let mark = tx.mark()?;
     run("SAVEPOINT claim")?;
     let claimed = job_claim_many(tx, p, memory);

@@ -50,6 +50,11 @@ pub(crate) fn classify(context: &str, err: rusqlite::Error) -> StoreError {
 }
 
 /// A timestamp as stored: microseconds since the epoch.
+/// Runs a statement without parameters through the statement cache (parsed once).
+pub(crate) fn exec_cached(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 pub(crate) fn micros(at: Timestamp) -> i64 {
     at.as_microsecond()
 }

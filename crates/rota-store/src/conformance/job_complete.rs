@@ -419,13 +419,13 @@ pub async fn completing_and_claiming_in_one_call_fences_and_counts(s: Subject) {
     insert(store, (0..4).map(|_| job()).collect(), now).await;
     let running = claim(store, "w", &["limited"], &[], 10, now).await;
     assert_eq!(running.len(), 2, "the queue's concurrency holds the rest");
-    let call = |completions: Vec<Completion>| async move {
+    let call = |queue: &'static str, completions: Vec<Completion>| async move {
         store
             .job_complete_and_claim(JobCompleteAndClaimParams {
                 completions,
                 claim: JobClaimManyParams {
                     worker: "w".into(),
-                    queues: vec!["limited".into()],
+                    queues: vec![queue.into()],
                     kinds: vec![],
                     max: 10,
                     lease: secs(30),
@@ -440,16 +440,19 @@ pub async fn completing_and_claiming_in_one_call_fences_and_counts(s: Subject) {
         job: running[1].id,
         token: lease_of(&running[1]).token + 1,
     };
-    let out = call(vec![
-        Completion {
-            lease: lease_of(&running[0]),
-            result: Some(json!({"n": 1})),
-        },
-        Completion {
-            lease: stale,
-            result: None,
-        },
-    ])
+    let out = call(
+        "limited",
+        vec![
+            Completion {
+                lease: lease_of(&running[0]),
+                result: Some(json!({"n": 1})),
+            },
+            Completion {
+                lease: stale,
+                result: None,
+            },
+        ],
+    )
     .await;
     let done = out.completions[0].as_ref().expect("a held lease completes");
     assert_eq!(
@@ -480,10 +483,13 @@ pub async fn completing_and_claiming_in_one_call_fences_and_counts(s: Subject) {
         (JobState::Running, Some(lease_of(&running[1]).token))
     );
     // The same completion again is refused and changes nothing; nothing is freed to claim.
-    let again = call(vec![Completion {
-        lease: lease_of(&running[0]),
-        result: Some(json!({"n": 2})),
-    }])
+    let again = call(
+        "limited",
+        vec![Completion {
+            lease: lease_of(&running[0]),
+            result: Some(json!({"n": 2})),
+        }],
+    )
     .await;
     assert_eq!(
         again.completions[0].as_ref().unwrap_err().kind(),
@@ -491,23 +497,14 @@ pub async fn completing_and_claiming_in_one_call_fences_and_counts(s: Subject) {
     );
     assert!(claimed(&again).is_empty());
     // A claim that fails (an undeclared queue) leaves the completions it came with.
-    let failing = store
-        .job_complete_and_claim(JobCompleteAndClaimParams {
-            completions: vec![Completion {
-                lease: lease_of(next),
-                result: None,
-            }],
-            claim: JobClaimManyParams {
-                worker: "w".into(),
-                queues: vec!["limitd".into()],
-                kinds: vec![],
-                max: 10,
-                lease: secs(30),
-                now: add_duration(now, secs(2)),
-            },
-        })
-        .await
-        .expect("complete-and-claim call");
+    let failing = call(
+        "limitd",
+        vec![Completion {
+            lease: lease_of(next),
+            result: None,
+        }],
+    )
+    .await;
     assert_eq!(
         failing.completions[0].as_ref().map(|j| j.state).unwrap(),
         JobState::Completed
