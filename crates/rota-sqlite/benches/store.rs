@@ -6,6 +6,9 @@
 //! - `lifecycle`: enqueue a batch, claim it, complete it (one store call each), per batch
 //!   size, FULL and NORMAL durability.
 //! - `lifecycle_full_4_clients`: four such clients at batch 100 at once.
+//! - `drain_combined`: a worker's steady state with `job_complete_and_claim` — per batch,
+//!   one enqueue call and one call that completes the last batch and claims the next (two
+//!   transactions per batch instead of three).
 //! - `concurrent_single_inserts`: 64 tasks each enqueueing one job per call (group commit).
 
 use std::sync::{Arc, LazyLock};
@@ -37,7 +40,7 @@ fn open(durability: Durability) -> (tempfile::TempDir, Arc<SqliteStore>) {
     (dir, Arc::new(SqliteStore::open_migrated(options).unwrap()))
 }
 
-async fn lifecycle_once(store: &SqliteStore, batch: usize) {
+async fn enqueue(store: &SqliteStore, batch: usize) {
     let jobs = (0..batch)
         .map(|i| NewJob::new("default", "bench.noop", json!({ "i": i })))
         .collect();
@@ -49,19 +52,21 @@ async fn lifecycle_once(store: &SqliteStore, batch: usize) {
         })
         .await
         .unwrap();
-    let claimed = store
-        .job_claim_many(JobClaimManyParams {
-            worker: "bench".into(),
-            queues: vec!["default".into()],
-            kinds: vec![],
-            max: batch,
-            lease: std::time::Duration::from_secs(30),
-            now: SystemClock.now(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), batch);
-    let completions = claimed
+}
+
+fn claim(batch: usize) -> JobClaimManyParams {
+    JobClaimManyParams {
+        worker: "bench".into(),
+        queues: vec!["default".into()],
+        kinds: vec![],
+        max: batch,
+        lease: std::time::Duration::from_secs(30),
+        now: SystemClock.now(),
+    }
+}
+
+fn completions_of(claimed: &[rota_core::Job]) -> Vec<Completion> {
+    claimed
         .iter()
         .map(|j| Completion {
             lease: LeaseRef {
@@ -70,7 +75,14 @@ async fn lifecycle_once(store: &SqliteStore, batch: usize) {
             },
             result: None,
         })
-        .collect();
+        .collect()
+}
+
+async fn lifecycle_once(store: &SqliteStore, batch: usize) {
+    enqueue(store, batch).await;
+    let claimed = store.job_claim_many(claim(batch)).await.unwrap();
+    assert_eq!(claimed.len(), batch);
+    let completions = completions_of(&claimed);
     for outcome in store
         .job_complete_many(JobCompleteManyParams {
             completions,
@@ -120,6 +132,45 @@ fn lifecycle_full_4_clients(bencher: Bencher<'_, '_>) {
             }
         })
     });
+}
+
+/// A draining worker's steady state at batch 100: each iteration enqueues a batch, then
+/// completes the batch claimed last time and claims this one in one
+/// `job_complete_and_claim` call — two transactions per 100 jobs.
+fn drain_combined(bencher: Bencher<'_, '_>, durability: Durability) {
+    const BATCH: usize = 100;
+    let (_dir, store) = open(durability);
+    let mut held: Vec<rota_core::Job> = Vec::new();
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
+        RUNTIME.block_on(async {
+            enqueue(&store, BATCH).await;
+            let done = store
+                .job_complete_and_claim(JobCompleteAndClaimParams {
+                    completions: completions_of(&held),
+                    claim: claim(BATCH),
+                })
+                .await
+                .unwrap();
+            for outcome in done.completions {
+                outcome.unwrap();
+            }
+            held = done.claimed.unwrap();
+            assert_eq!(held.len(), BATCH);
+        })
+    });
+}
+
+/// The draining worker's steady state, `synchronous=FULL`.
+#[divan::bench]
+fn drain_combined_full(bencher: Bencher<'_, '_>) {
+    drain_combined(bencher, Durability::Full);
+}
+
+/// The draining worker's steady state, `synchronous=NORMAL` (no fsync: Rota's and
+/// SQLite's own work).
+#[divan::bench]
+fn drain_combined_normal(bencher: Bencher<'_, '_>) {
+    drain_combined(bencher, Durability::Normal);
 }
 
 const TASKS: usize = 64;

@@ -7,6 +7,7 @@
 //! writer turns those records into job-count updates (in the same savepoint) and, after the
 //! commit, into notifications. Rules (validation, planning, policy) come from `rota-store`.
 
+mod backoff;
 mod count;
 mod job;
 mod leader;

@@ -121,7 +121,7 @@ fn optional_text<'r>(row: &'r Row<'_>, idx: usize) -> rusqlite::Result<Option<&'
 }
 
 /// Parses a stored backoff, remembering recent ones: jobs share a handful of policies, and
-/// reading one back is otherwise a JSON parse plus a duration parse per row.
+/// reading one back is otherwise a few duration parses per row.
 fn backoff_from_text(raw: &str) -> rusqlite::Result<rota_core::Backoff> {
     use std::cell::RefCell;
     const REMEMBERED: usize = 64;
@@ -132,7 +132,13 @@ fn backoff_from_text(raw: &str) -> rusqlite::Result<rota_core::Backoff> {
         if let Some(backoff) = seen.borrow().get(raw) {
             return Ok(backoff.clone());
         }
-        let backoff: rota_core::Backoff = from_json(8, raw)?;
+        let backoff = super::backoff::backoff_from_stored(raw).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Text,
+                format!("not a stored backoff: {raw:?}").into(),
+            )
+        })?;
         let mut seen = seen.borrow_mut();
         if seen.len() >= REMEMBERED {
             seen.clear();

@@ -105,7 +105,7 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
         job.state.as_str(),
         job.attempt,
         job.max_attempts,
-        json(&job.backoff),
+        super::backoff::backoff_to_text(&job.backoff),
         job.timeout.map(|d| d.as_millis() as i64),
         job.unique_key,
         json(&job.tags),
