@@ -174,10 +174,17 @@ impl WakeHub {
 impl Notifier for WakeHub {
     fn notify(&self, changes: &[JobChange]) {
         // Newly ready jobs per queue and kind, so that a batch of 100 wakes up to 100
-        // fetches in one pass; a job due later wakes one fetch to re-plan its timer.
+        // fetches in one pass; a job due later wakes one fetch to re-plan its timer. A job
+        // made ready and leased in the same commit (a parked claim took it) is not ready.
+        let leased: std::collections::HashSet<JobId> = changes
+            .iter()
+            .filter(|c| c.from == Some(JobState::Available) && c.to == Some(JobState::Running))
+            .map(|c| c.id)
+            .collect();
         let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
         for c in changes {
             match c.to {
+                Some(JobState::Available) if leased.contains(&c.id) => {}
                 Some(JobState::Available) => {
                     *ready.entry((&c.queue, &c.kind)).or_default() += 1;
                 }
@@ -260,6 +267,20 @@ mod tests {
             woken += usize::from(woke(sub).await);
         }
         assert_eq!(woken, 3, "three ready jobs wake three fetches");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_leased_in_the_commit_that_made_it_ready_wakes_no_one() {
+        let hub = WakeHub::new();
+        let idle = hub.subscribe(&["q"], &[]);
+        let (made, other) = (ready("q", "k"), ready("q", "k"));
+        let mut leased = made.clone();
+        leased.from = Some(JobState::Available);
+        leased.to = Some(JobState::Running);
+        hub.notify(&[made.clone(), leased.clone()]);
+        assert!(!woke(&idle).await, "a parked claim took it");
+        hub.notify(&[made, other, leased]);
+        assert!(woke(&idle).await, "the other job is still ready");
     }
 
     #[tokio::test(start_paused = true)]

@@ -95,6 +95,7 @@ pub struct Metrics {
     doctor_warnings: Family<CheckLabels, Gauge>,
     store_transactions: Gauge,
     store_requests: Gauge,
+    store_parked_claims: Gauge,
     scrape: tokio::sync::Mutex<()>,
 }
 
@@ -137,6 +138,7 @@ impl Metrics {
             workers: Gauge::default(),
             doctor_warnings: Family::default(),
             store_transactions: Gauge::default(),
+            store_parked_claims: Gauge::default(),
             store_requests: Gauge::default(),
             scrape: tokio::sync::Mutex::new(()),
             registry: Registry::default(),
@@ -237,6 +239,11 @@ impl Metrics {
             "store_transactions",
             "Write transactions committed (group commit: many requests each)",
             m.store_transactions.clone(),
+        );
+        registry.register(
+            "store_parked_claims",
+            "Idle fetches' claims run inside the commit that made their jobs ready",
+            m.store_parked_claims.clone(),
         );
         registry.register(
             "store_write_requests",
@@ -394,6 +401,7 @@ impl Metrics {
         if let Some(stats) = write_stats {
             self.store_transactions.set(stats.transactions as i64);
             self.store_requests.set(stats.requests as i64);
+            self.store_parked_claims.set(stats.parked_claims as i64);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry)

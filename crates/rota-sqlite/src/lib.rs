@@ -10,6 +10,7 @@
 
 pub mod bound;
 pub mod migrate;
+mod park;
 mod reader;
 mod sql;
 mod writer;
@@ -71,6 +72,7 @@ pub struct SqliteStore {
     readers: reader::Readers,
     path: PathBuf,
     memory: Arc<ClaimMemory>,
+    parking: Arc<park::Parking>,
 }
 
 impl SqliteStore {
@@ -89,11 +91,14 @@ impl SqliteStore {
     }
 
     fn start(conn: Connection, options: SqliteOptions) -> Self {
+        let memory: Arc<ClaimMemory> = Arc::default();
+        let parking = Arc::new(park::Parking::new(memory.clone()));
         Self {
-            writer: writer::Writer::start(conn),
+            writer: writer::Writer::start(conn, parking.clone()),
             readers: reader::Readers::new(options.path.clone(), options.readers),
             path: options.path,
-            memory: Arc::default(),
+            memory,
+            parking,
         }
     }
 
@@ -187,6 +192,7 @@ impl Store for SqliteStore {
         Some(WriteStats {
             transactions: stats.transactions,
             requests: stats.requests,
+            parked_claims: stats.parked_claims,
         })
     }
 
@@ -211,6 +217,16 @@ impl Store for SqliteStore {
         self.writer
             .write(move |tx| sql::job_claim_many(tx, p, &memory))
             .await
+    }
+
+    fn job_claim_park(
+        &self,
+        p: JobClaimManyParams,
+        clock: Arc<dyn rota_core::Clock>,
+    ) -> Option<ParkedClaim> {
+        let (ticket, parked) = ClaimTicket::new(p, clock);
+        self.parking.park(ticket);
+        Some(parked)
     }
 
     async fn lease_extend_many(

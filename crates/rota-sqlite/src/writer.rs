@@ -16,6 +16,7 @@ use rota_store::{JobChange, NoNotifier, Notifier, StoreError};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::park::Parking;
 use crate::sql::{db_err, exec_cached, Tx};
 
 /// Who hears committed job changes; shared by the store (which sets it) and the writer.
@@ -38,6 +39,7 @@ pub struct WriterCounters {
     transactions: AtomicU64,
     requests: AtomicU64,
     checkpoints: AtomicU64,
+    parked_claims: AtomicU64,
 }
 
 /// A snapshot of [`WriterCounters`].
@@ -49,6 +51,8 @@ pub struct WriterStats {
     pub requests: u64,
     /// WAL checkpoints run between groups.
     pub checkpoints: u64,
+    /// Parked claims run inside the transaction that made their jobs ready.
+    pub parked_claims: u64,
 }
 
 /// The handle through which the store sends writes.
@@ -68,15 +72,15 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> Self {
+    /// Starts the writer thread on `conn`; it serves `parking`'s claims after each group.
+    pub(crate) fn start(conn: Connection, parking: Arc<Parking>) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let counters = Arc::new(WriterCounters::default());
         let notifier: SharedNotifier = Arc::new(RwLock::new(Arc::new(NoNotifier)));
         let (thread_counters, thread_notifier) = (counters.clone(), notifier.clone());
         let thread = std::thread::Builder::new()
             .name("rota-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &thread_counters, &thread_notifier))
+            .spawn(move || run(conn, receiver, &thread_counters, &thread_notifier, &parking))
             .expect("spawning the writer thread");
         Self {
             sender: Some(sender),
@@ -129,6 +133,7 @@ impl Writer {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+            parked_claims: self.counters.parked_claims.load(Ordering::Relaxed),
         }
     }
 }
@@ -145,7 +150,7 @@ impl Drop for Writer {
 
 /// Runs `op` in its own savepoint; on success also applies the job-count changes its job
 /// changes imply, inside the same savepoint, and returns those changes.
-fn in_savepoint<T>(
+pub(crate) fn in_savepoint<T>(
     conn: &Connection,
     op: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, Vec<JobChange>) {
@@ -183,6 +188,7 @@ fn run(
     mut receiver: mpsc::Receiver<Work>,
     counters: &WriterCounters,
     notifier: &SharedNotifier,
+    parking: &Parking,
 ) {
     let checkpoints = Checkpoints::install(&mut conn);
     let mut group: Vec<Work> = Vec::with_capacity(MAX_GROUP);
@@ -212,6 +218,11 @@ fn run(
             replies.push(reply);
             changes.append(&mut made);
         }
+        // Claims parked by idle fetches take what this group made ready, in this commit.
+        let served = parking.serve(&conn, &mut changes);
+        counters
+            .parked_claims
+            .fetch_add(served.len() as u64, Ordering::Relaxed);
         let commit_error = exec_cached(&conn, "COMMIT")
             .err()
             .map(|e| crate::sql::classify("committing", e));
@@ -225,6 +236,12 @@ fn run(
         }
         for reply in replies {
             reply(commit_error.as_ref());
+        }
+        for (ticket, answer) in served {
+            ticket.answer(match &commit_error {
+                Some(err) => Err(err.clone()),
+                None => answer,
+            });
         }
         // Only after everyone waiting on this commit has their answer.
         checkpoints.after_group(&conn, receiver.is_empty(), counters);

@@ -21,6 +21,7 @@ mod enqueue;
 mod error;
 mod flow;
 mod params;
+mod park;
 mod rule;
 mod store;
 
@@ -42,6 +43,7 @@ pub use flow::{
     Running, LIMIT_POLL, NO_KEY, RETRY_AFTER_DEFAULT,
 };
 pub use params::*;
+pub use park::{ClaimAnswer, ClaimTicket, ParkedClaim};
 pub use rule::{
     check_checkpoint, check_claim_queues, check_minimum, check_page_limit, check_progress,
     check_queue_config, check_schedule, claim_allowance, lease_for, purgeable_states,

@@ -883,6 +883,9 @@ pub struct WriteStats {
     pub transactions: u64,
     /// Write requests served (their ratio to `transactions` is the commit batch size).
     pub requests: u64,
+    /// Parked claims run inside the transaction that made their jobs ready (see
+    /// [`Store::job_claim_park`](crate::Store::job_claim_park)).
+    pub parked_claims: u64,
 }
 
 /// Try to become (or stay) the leader of `name`.

@@ -42,6 +42,19 @@ pub trait Store: Send + Sync + 'static {
     /// receive the same job.
     async fn job_claim_many(&self, p: JobClaimManyParams) -> Result<Vec<Job>, StoreError>;
 
+    /// Parks a claim that found nothing: a backend that can runs it inside the transaction
+    /// that next makes a job of its queues ready, and answers it after that commit (see
+    /// [`ClaimTicket`]). `None`: this backend cannot; wait for the notifier's wake-up and
+    /// claim again. A parked claim must be withdrawn when its fetch stops waiting.
+    fn job_claim_park(
+        &self,
+        p: JobClaimManyParams,
+        clock: Arc<dyn rota_core::Clock>,
+    ) -> Option<ParkedClaim> {
+        let _ = (p, clock);
+        None
+    }
+
     /// Extends leases; each answer carries the job's cancel request. Stale tokens get
     /// `LeaseLost`.
     async fn lease_extend_many(

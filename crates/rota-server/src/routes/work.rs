@@ -133,9 +133,12 @@ async fn lease_jobs(
     let ready = state.wake.subscribe(&request.queues, &request.kinds);
     let mut first = Some(completions).filter(|c| !c.is_empty());
     let mut completed = Vec::new();
+    // What a parked claim was answered, when the store ran it for this fetch.
+    let mut handed: Option<Result<Vec<rota_core::Job>, StoreError>> = None;
     loop {
-        let claimed = match first.take() {
-            Some(completions) => {
+        let claimed = match (handed.take(), first.take()) {
+            (Some(answer), _) => answer,
+            (None, Some(completions)) => {
                 match state
                     .store
                     .job_complete_and_claim(JobCompleteAndClaimParams {
@@ -154,7 +157,7 @@ async fn lease_jobs(
                     }
                 }
             }
-            None => state.store.job_claim_many(claim()).await,
+            (None, None) => state.store.job_claim_many(claim()).await,
         };
         let jobs = match claimed {
             Ok(jobs) => jobs,
@@ -207,10 +210,29 @@ async fn lease_jobs(
                 .map_or(deadline, |at| at.min(deadline)),
             None => deadline,
         };
-        tokio::select! {
-            _ = ready.notified() => {}
-            _ = tokio::time::sleep_until(state.look_again_by(deadline.min(wake_at))) => {}
-            _ = state.shutdown.cancelled() => deadline = now,
+        // Parked, the claim runs inside the transaction that makes a job ready (one commit
+        // from enqueue to lease, on stores that can); the subscription still wakes this for
+        // anything the parked claim does not cover (a due time, a resumed queue).
+        let mut parked = state.store.job_claim_park(claim(), state.clock.clone());
+        {
+            let answered = async {
+                match parked.as_mut() {
+                    Some(p) => p.answered().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = answered => handed = Some(answer),
+                _ = ready.notified() => {}
+                _ = tokio::time::sleep_until(state.look_again_by(deadline.min(wake_at))) => {}
+                _ = state.shutdown.cancelled() => deadline = now,
+            }
+        }
+        if handed.is_none() {
+            if let Some(p) = parked {
+                // Taken just before the withdrawal: its jobs are this fetch's.
+                handed = p.withdraw().await;
+            }
         }
     }
 }
