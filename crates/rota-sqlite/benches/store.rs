@@ -9,6 +9,7 @@
 //! - `drain_combined`: a worker's steady state with `job_complete_and_claim` — per batch,
 //!   one enqueue call and one call that completes the last batch and claims the next (two
 //!   transactions per batch instead of three).
+//! - `single_insert_full`: one job per call, awaited (W1 without HTTP).
 //! - `concurrent_single_inserts`: 64 tasks each enqueueing one job per call (group commit).
 
 use std::sync::{Arc, LazyLock};
@@ -171,6 +172,21 @@ fn drain_combined_full(bencher: Bencher<'_, '_>) {
 #[divan::bench]
 fn drain_combined_normal(bencher: Bencher<'_, '_>) {
     drain_combined(bencher, Durability::Normal);
+}
+
+/// One job per call, each awaited, `synchronous=FULL`: W1's store share (the writer hop,
+/// the insert and the commit's fsync), without HTTP.
+#[divan::bench]
+fn single_insert_full(bencher: Bencher<'_, '_>) {
+    let (_dir, store) = open(Durability::Full);
+    bencher.bench_local(|| RUNTIME.block_on(enqueue(&store, 1)));
+}
+
+/// One job per call, `synchronous=NORMAL`: the same without the fsync.
+#[divan::bench]
+fn single_insert_normal(bencher: Bencher<'_, '_>) {
+    let (_dir, store) = open(Durability::Normal);
+    bencher.bench_local(|| RUNTIME.block_on(enqueue(&store, 1)));
 }
 
 const TASKS: usize = 64;

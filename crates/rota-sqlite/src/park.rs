@@ -39,6 +39,9 @@ impl Parking {
     /// left: one ready job takes one parked claim, not all of them. Their job changes join
     /// `changes`.
     pub(crate) fn serve(&self, conn: &Connection, changes: &mut Vec<JobChange>) -> Served {
+        if self.tickets.lock().expect("parking poisoned").is_empty() {
+            return Vec::new();
+        }
         // Jobs made ready, per queue and kind.
         let mut ready: HashMap<(String, String), usize> = HashMap::new();
         for c in changes.iter().filter(|c| c.to == Some(JobState::Available)) {
