@@ -1347,3 +1347,37 @@ async fn complete_and_fetch_records_the_batch_and_leases_the_next() {
     let (_, still) = api.call("GET", &format!("/v1/jobs/{b}"), None).await;
     assert_eq!(still["state"], "running");
 }
+
+/// A worker that goes away mid-poll (its connection closes, so the fetch is dropped) has
+/// nothing leased for it afterwards: its parked claim is withdrawn with it, and the next
+/// job stays available for the workers that are still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_dropped_mid_poll_has_nothing_leased_for_it() {
+    let api = Api::new();
+    let router = app(api.state.clone());
+    let polling = tokio::spawn(async move { router.oneshot(fetch_request("gone", "10s")).await });
+    let subscribed = async {
+        while api.state.wake.subscribers("default") < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Past its empty claim, to its park.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(5), subscribed)
+        .await
+        .expect("the fetch waits");
+    polling.abort();
+    let _ = polling.await;
+    let (status, job) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "default", "kind": "k"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let id = job["job"]["id"].as_str().unwrap();
+    let (_, stored) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(stored["state"], "available", "{stored}");
+    assert_eq!(api.state.store.write_stats().unwrap().parked_claims, 0);
+}

@@ -121,3 +121,12 @@ async fn a_parked_claim_waits_for_a_kind_it_takes() {
     let jobs = answer(&mut parked).await;
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![image]);
 }
+
+#[tokio::test]
+async fn a_dropped_claim_leases_nothing() {
+    let (_dir, store) = open();
+    drop(park(&store, "gone", &[]));
+    let id = enqueue(&store, "mail").await;
+    assert_eq!(get(&store, id).await.state, JobState::Available);
+    assert_eq!(store.writer_stats().parked_claims, 0);
+}

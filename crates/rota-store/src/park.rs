@@ -98,7 +98,8 @@ impl ClaimTicket {
     }
 }
 
-/// The fetch's side of a parked claim.
+/// The fetch's side of a parked claim. Dropping it withdraws it (a fetch whose client went
+/// away must not have jobs leased for it while their leases run out).
 #[derive(Debug)]
 pub struct ParkedClaim {
     state: Arc<AtomicU8>,
@@ -116,14 +117,24 @@ impl ParkedClaim {
     /// Withdraws the claim. `None`: withdrawn before the backend took it, nothing was
     /// leased for it. `Some`: the backend had taken it; this is its answer (it waits for
     /// the commit), and its jobs are this fetch's.
-    pub async fn withdraw(self) -> Option<ClaimAnswer> {
-        let withdrawn =
-            self.state
-                .compare_exchange(ARMED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire);
-        match withdrawn {
-            Ok(_) => None,
-            Err(_) => Some(self.answer.await.unwrap_or_else(|_| Err(backend_gone()))),
+    pub async fn withdraw(mut self) -> Option<ClaimAnswer> {
+        if self.withdrawn() {
+            return None;
         }
+        Some(self.answered().await)
+    }
+
+    /// Withdraws it if it is still armed; says whether it was.
+    fn withdrawn(&self) -> bool {
+        self.state
+            .compare_exchange(ARMED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl Drop for ParkedClaim {
+    fn drop(&mut self) {
+        self.withdrawn();
     }
 }
 
@@ -156,6 +167,16 @@ mod tests {
         assert!(parked.withdraw().await.is_none());
         assert!(!ticket.is_armed());
         assert!(ticket.take().is_none());
+    }
+
+    #[test]
+    fn a_dropped_claim_is_withdrawn() {
+        let (ticket, parked) = ticket();
+        drop(parked);
+        assert!(
+            ticket.take().is_none(),
+            "nothing is leased for a fetch that is gone"
+        );
     }
 
     #[tokio::test]
