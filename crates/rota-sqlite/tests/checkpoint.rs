@@ -79,3 +79,44 @@ async fn the_wal_stays_small_after_100_000_jobs() {
         db / 1024
     );
 }
+
+/// An idle worker's fetches write nothing: an empty claim within a second of the worker's
+/// last refresh changes no page, so its commit appends nothing to the WAL (and costs no
+/// fsync).
+#[tokio::test]
+async fn empty_claims_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rota.db");
+    let store = SqliteStore::open_migrated(SqliteOptions::new(&path)).unwrap();
+    let now = SystemClock.now();
+    let claim = |at| rota_store::JobClaimManyParams {
+        worker: "idle".into(),
+        queues: vec!["default".into()],
+        kinds: vec![],
+        max: 10,
+        lease: std::time::Duration::from_secs(30),
+        now: at,
+    };
+    store
+        .worker_register(rota_store::WorkerRegisterParams {
+            worker: rota_store::WorkerInfo {
+                id: "idle".into(),
+                ..Default::default()
+            },
+            now,
+        })
+        .await
+        .unwrap();
+    assert!(store.job_claim_many(claim(now)).await.unwrap().is_empty());
+    let wal = || {
+        std::fs::metadata(dir.path().join("rota.db-wal"))
+            .unwrap()
+            .len()
+    };
+    let before = wal();
+    for i in 0..50 {
+        let at = rota_core::add_duration(now, std::time::Duration::from_millis(i * 10));
+        assert!(store.job_claim_many(claim(at)).await.unwrap().is_empty());
+    }
+    assert_eq!(wal(), before, "50 empty claims wrote to the WAL");
+}

@@ -62,6 +62,10 @@ pub fn retention_for(queue: &QueueConfig, server: &Retention) -> Retention {
     }
 }
 
+/// How fresh a worker's last-seen time is kept: a fetch or heartbeat within this of the last
+/// refresh leaves it, so an idle worker's empty claim writes nothing (and costs no fsync).
+pub const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// Shortest lease: a lease shorter than this would expire before a worker could heartbeat.
 pub const LEASE_MIN: Duration = Duration::from_secs(1);
 /// Shortest per-attempt timeout.

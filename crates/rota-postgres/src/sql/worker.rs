@@ -15,8 +15,12 @@ pub(crate) async fn touch_worker(
 ) -> Result<(), StoreError> {
     tx.defer(
         format!("refreshing worker {worker:?}"),
-        "UPDATE rota.worker SET last_seen = $2 WHERE id = $1",
-        vec![Box::new(worker.to_owned()), Box::new(micros(now))],
+        "UPDATE rota.worker SET last_seen = $2 WHERE id = $1 AND last_seen <= $3",
+        vec![
+            Box::new(worker.to_owned()),
+            Box::new(micros(now)),
+            Box::new(micros(rota_core::sub_duration(now, LAST_SEEN_RESOLUTION))),
+        ],
     )
     .await
 }

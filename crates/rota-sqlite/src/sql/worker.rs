@@ -13,8 +13,9 @@ pub(crate) fn touch_worker(
     worker: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE worker SET last_seen = ?2 WHERE id = ?1")
-        .and_then(|mut stmt| stmt.execute(params![worker, micros(now)]))
+    let stale = rota_core::sub_duration(now, LAST_SEEN_RESOLUTION);
+    conn.prepare_cached("UPDATE worker SET last_seen = ?2 WHERE id = ?1 AND last_seen <= ?3")
+        .and_then(|mut stmt| stmt.execute(params![worker, micros(now), micros(stale)]))
         .map_err(|e| classify(&format!("refreshing worker {worker:?}"), e))?;
     Ok(())
 }

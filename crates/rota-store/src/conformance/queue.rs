@@ -144,6 +144,20 @@ pub async fn workers_are_registered_and_seen_on_fetch(s: Subject) {
         (workers[0].started_at, workers[0].last_seen),
         (now, add_duration(now, secs(10)))
     );
+    // Refreshed at most once per LAST_SEEN_RESOLUTION: an idle worker's empty claims write
+    // nothing in between.
+    let last_seen = |at: Timestamp| async move {
+        claim(store, "host:1:abc", &["default"], &["a"], 1, at).await;
+        store
+            .worker_list(WorkerListParams::default())
+            .await
+            .unwrap()[0]
+            .last_seen
+    };
+    let soon = add_duration(now, secs(10) + LAST_SEEN_RESOLUTION / 2);
+    assert_eq!(last_seen(soon).await, add_duration(now, secs(10)));
+    let later = add_duration(now, secs(10) + LAST_SEEN_RESOLUTION);
+    assert_eq!(last_seen(later).await, later);
 }
 
 /// Counts per queue, kind and state follow every change, deletions included.
