@@ -361,7 +361,7 @@ async fn workload_checks(
         }
         if !pollers
             .iter()
-            .any(|w| w.info.kinds.is_empty() || w.info.kinds.contains(&kind))
+            .any(|w| rota_store::takes_kind(&w.info.kinds, &kind))
         {
             kinds_ok = false;
             let handled: BTreeSet<String> = pollers

@@ -28,7 +28,7 @@ struct Waiter {
 
 impl Waiter {
     fn takes(&self, kind: &str) -> bool {
-        self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
+        rota_store::takes_kind(&self.kinds, kind)
     }
 
     /// Wakes it unless it is already woken; says whether this woke it.

@@ -39,7 +39,12 @@ impl Parking {
     /// left: one ready job takes one parked claim, not all of them. Their job changes join
     /// `changes`.
     pub(crate) fn serve(&self, conn: &Connection, changes: &mut Vec<JobChange>) -> Served {
-        if self.tickets.lock().expect("parking poisoned").is_empty() {
+        let waiting: Vec<Arc<ClaimTicket>> = {
+            let mut tickets = self.tickets.lock().expect("parking poisoned");
+            tickets.retain(|t| t.is_armed());
+            tickets.clone()
+        };
+        if waiting.is_empty() {
             return Vec::new();
         }
         // Jobs made ready, per queue and kind.
@@ -50,11 +55,6 @@ impl Parking {
         if ready.is_empty() {
             return Vec::new();
         }
-        let waiting: Vec<Arc<ClaimTicket>> = {
-            let mut tickets = self.tickets.lock().expect("parking poisoned");
-            tickets.retain(|t| t.is_armed());
-            tickets.clone()
-        };
         let mut served = Vec::new();
         let mut made = Vec::new();
         for ticket in waiting {

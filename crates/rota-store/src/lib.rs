@@ -47,7 +47,8 @@ pub use park::{ClaimAnswer, ClaimTicket, ParkedClaim};
 pub use rule::{
     check_checkpoint, check_claim_queues, check_minimum, check_page_limit, check_progress,
     check_queue_config, check_schedule, claim_allowance, lease_for, purgeable_states,
-    queue_config_merged, retention_for, schedule_last_slot, selector_filter, CHECKPOINT_MAX_BYTES,
-    LAST_SEEN_RESOLUTION, LEASE_MIN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, TIMEOUT_MIN,
+    queue_config_merged, retention_for, schedule_last_slot, selector_filter, takes_kind,
+    CHECKPOINT_MAX_BYTES, LAST_SEEN_RESOLUTION, LEASE_MIN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+    TIMEOUT_MIN,
 };
 pub use store::Store;

@@ -69,7 +69,7 @@ impl ClaimTicket {
 
     /// Whether it takes jobs of `kind` (it names no kinds, or this one).
     pub fn takes_kind(&self, kind: &str) -> bool {
-        self.claim.kinds.is_empty() || self.claim.kinds.iter().any(|k| k == kind)
+        crate::takes_kind(&self.claim.kinds, kind)
     }
 
     /// Still waiting: neither taken nor withdrawn (a backend drops the others).

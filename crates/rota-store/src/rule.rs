@@ -62,6 +62,11 @@ pub fn retention_for(queue: &QueueConfig, server: &Retention) -> Retention {
     }
 }
 
+/// Whether a fetch (or worker) naming `kinds` takes jobs of `kind`: naming none takes any.
+pub fn takes_kind(kinds: &[String], kind: &str) -> bool {
+    kinds.is_empty() || kinds.iter().any(|k| k == kind)
+}
+
 /// How fresh a worker's last-seen time is kept: a fetch or heartbeat within this of the last
 /// refresh leaves it, so an idle worker's empty claim writes nothing (and costs no fsync).
 pub const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(1);

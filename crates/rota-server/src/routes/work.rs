@@ -134,7 +134,7 @@ async fn lease_jobs(
     let mut first = Some(completions).filter(|c| !c.is_empty());
     let mut completed = Vec::new();
     // What a parked claim was answered, when the store ran it for this fetch.
-    let mut handed: Option<Result<Vec<rota_core::Job>, StoreError>> = None;
+    let mut handed: Option<rota_store::ClaimAnswer> = None;
     loop {
         let claimed = match (handed.take(), first.take()) {
             (Some(answer), _) => answer,

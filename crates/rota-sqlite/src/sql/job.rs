@@ -385,7 +385,7 @@ fn plan_queue_claim(
         }
         found.push((key, head));
     }
-    let due = |j: &Job| j.run_at <= p.now && (p.kinds.is_empty() || p.kinds.contains(&j.kind));
+    let due = |j: &Job| j.run_at <= p.now && takes_kind(&p.kinds, &j.kind);
     let mut stmt = tx
         .prepare_cached(CLAIM_SELECT)
         .map_err(db_err("preparing claim"))?;
