@@ -117,6 +117,10 @@ async fn produce(client: &rota::Client, n: usize, ledger: &Path) -> Vec<String> 
 /// A job as the database file has it.
 struct Stored {
     state: String,
+    attempt: u32,
+    /// The current lease's worker and fencing token, while leased.
+    lease: Option<(String, u64)>,
+    result: Option<serde_json::Value>,
     /// When each "lease expired" failure was recorded (the rescue), ns since the epoch.
     rescued_ns: Vec<u128>,
 }
@@ -126,7 +130,9 @@ fn stored_jobs(db: &Path) -> HashMap<String, Stored> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
-    let mut stmt = conn.prepare("SELECT id, state, errors FROM job").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, state, errors, attempt, lease_worker, lease_token, result FROM job")
+        .unwrap();
     stmt.query_map([], |r| {
         let bytes: [u8; 16] = r.get(0)?;
         let errors: serde_json::Value = serde_json::from_str(&r.get::<_, String>(2)?).unwrap();
@@ -144,6 +150,13 @@ fn stored_jobs(db: &Path) -> HashMap<String, Stored> {
             rota_core::JobId::from_bytes(bytes).to_string(),
             Stored {
                 state: r.get(1)?,
+                attempt: r.get(3)?,
+                lease: r
+                    .get::<_, Option<String>>(4)?
+                    .map(|w| (w, r.get::<_, i64>(5).unwrap() as u64)),
+                result: r
+                    .get::<_, Option<String>>(6)?
+                    .map(|t| serde_json::from_str(&t).unwrap()),
                 rescued_ns,
             },
         ))
@@ -318,4 +331,205 @@ async fn r1_killing_workers_loses_no_job() {
 #[ignore = "long run: cargo test -p rota-cli --release --test chaos -- --ignored --nocapture"]
 async fn r1_full_killing_workers_loses_no_job() {
     kill_workers_under_load(100_000, 200, Duration::from_millis(500)).await;
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// R4: a worker frozen (SIGSTOP) past its leases while running `per_round` jobs; a second
+/// worker takes them over after the rescue and completes them; the frozen worker's tokens
+/// are then presented to complete, fail and heartbeat (as a zombie would), and the worker is
+/// thawed (SIGCONT) to report on its own. Every stale call is refused, and every job keeps
+/// the second worker's result.
+async fn frozen_workers_are_fenced_off(rounds: usize, per_round: usize) {
+    let started = Instant::now();
+    let server = Server::start(&format!(
+        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
+    ));
+    let client = server.client();
+    let db = server.path().join("rota.db");
+    let exec = "sleep 1; echo \"{\\\"by\\\": $PPID}\"";
+    let concurrency = per_round.to_string();
+    let args = [
+        "--queue",
+        "chaos",
+        "--concurrency",
+        &concurrency,
+        "--exec",
+        exec,
+    ];
+    let (mut refused, mut accepted) = (0usize, 0usize);
+    for round in 0..rounds {
+        let kind = format!("zombie-{round}");
+        let jobs = (0..per_round)
+            .map(|i| NewJobRequest {
+                queue: "chaos".into(),
+                kind: kind.clone(),
+                args: serde_json::json!({ "i": i }),
+                ..Default::default()
+            })
+            .collect();
+        let ids = client
+            .enqueue_many_ids(&EnqueueManyRequest { jobs })
+            .await
+            .unwrap()
+            .ids;
+        let mut frozen = Worker::start(&server, &args);
+        let frozen_id = format!(":{}", frozen.pid());
+        // Every job leased to the frozen-to-be worker: its fencing tokens.
+        let tokens: Vec<(String, u64)> = eventually(
+            Duration::from_secs(30),
+            "the first worker to lease every job",
+            async || {
+                let stored = stored_jobs(&db);
+                ids.iter()
+                    .map(|id| {
+                        let job = &stored[id];
+                        match &job.lease {
+                            Some((worker, token))
+                                if job.state == "running" && worker.ends_with(&frozen_id) =>
+                            {
+                                Some((id.clone(), *token))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            },
+        )
+        .await;
+        signal(frozen.pid(), "-STOP");
+        let second = Worker::start(&server, &args);
+        let by_second = serde_json::json!({ "by": second.pid() });
+        let all_by_second = |stored: &HashMap<String, Stored>| {
+            ids.iter().all(|id| {
+                let job = &stored[id];
+                job.state == "completed" && job.result.as_ref() == Some(&by_second)
+            })
+        };
+        eventually(
+            Duration::from_secs(60),
+            "the second worker to complete every job",
+            async || all_by_second(&stored_jobs(&db)).then_some(()),
+        )
+        .await;
+
+        // The frozen worker's tokens, presented again.
+        let leases: Vec<LeaseToken> = tokens
+            .iter()
+            .map(|(id, token)| LeaseToken {
+                job: id.parse().unwrap(),
+                token: *token,
+            })
+            .collect();
+        let completions = leases
+            .iter()
+            .map(|l| CompletionRequest {
+                job: l.job,
+                token: l.token,
+                result: Some(serde_json::json!({ "by": "zombie" })),
+            })
+            .collect();
+        let failures = leases
+            .iter()
+            .map(|l| FailureRequest {
+                job: l.job,
+                token: l.token,
+                message: "zombie".into(),
+                backtrace: None,
+                discard: true,
+                snooze: None,
+            })
+            .collect();
+        let outcomes = client
+            .complete(&CompleteRequest { completions })
+            .await
+            .unwrap()
+            .results
+            .into_iter()
+            .chain(
+                client
+                    .fail(&FailRequest { failures })
+                    .await
+                    .unwrap()
+                    .results,
+            );
+        for outcome in outcomes {
+            match outcome.error {
+                Some(problem) if problem.code == "lease_lost" => refused += 1,
+                _ => accepted += 1,
+            }
+        }
+        let beats = client
+            .heartbeat(&HeartbeatRequest {
+                worker: format!("zombie{frozen_id}"),
+                leases,
+            })
+            .await
+            .unwrap()
+            .results;
+        for beat in beats {
+            if beat.held {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+
+        // Thawed, the worker reports its outcomes and heartbeats on its own.
+        signal(frozen.pid(), "-CONT");
+        eventually(
+            Duration::from_secs(20),
+            "the thawed worker to hear its leases are lost",
+            async || {
+                let log = std::fs::read_to_string(&frozen.log).unwrap_or_default();
+                (log.contains("lease lost") || log.contains("lease was lost")).then_some(())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stored = stored_jobs(&db);
+        assert!(
+            all_by_second(&stored),
+            "a stale worker changed a job: {:?}",
+            ids.iter()
+                .map(|id| (&stored[id].state, &stored[id].result))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            ids.iter().all(|id| stored[id].attempt == 2),
+            "every job ran twice: the rescued attempt and the second worker's"
+        );
+        frozen.kill9();
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R4",
+            "trials": rounds * per_round,
+            "stale_calls_refused": refused,
+            "stale_calls_accepted": accepted,
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    assert_eq!(accepted, 0, "stale complete, fail or heartbeat accepted");
+    assert_eq!(refused, 3 * rounds * per_round);
+}
+
+/// R4 at CI size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r4_a_frozen_worker_cannot_finish_what_was_taken_over() {
+    frozen_workers_are_fenced_off(1, 20).await;
+}
+
+/// R4 as the issue states it: 1,000 trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long run: cargo test -p rota-cli --release --test chaos -- --ignored --nocapture"]
+async fn r4_full_a_frozen_worker_cannot_finish_what_was_taken_over() {
+    frozen_workers_are_fenced_off(10, 100).await;
 }

@@ -599,6 +599,7 @@ async fn heartbeat_loop(client: Client, worker: String, table: Table, lease: Arc
             Ok(response) => {
                 for (lease, outcome) in leases.iter().zip(response.results) {
                     if !outcome.held {
+                        warn!(job = %lease.job, "lease lost: the job was rescued after its lease expired (this worker did not heartbeat in time); stopping it, and its outcome will not be reported");
                         stop(&table, &lease.job, Stop::LeaseLost);
                     } else if outcome.cancel_requested {
                         stop(&table, &lease.job, Stop::Cancelled);
