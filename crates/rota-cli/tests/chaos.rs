@@ -27,6 +27,10 @@ const LEASE: &str = "2s";
 /// The rescuer's sweep (`rota_engine::RESCUER_INTERVAL_DEFAULT`).
 const SWEEP: Duration = Duration::from_secs(5);
 
+/// The battery's tests run one at a time: each loads both cores, and a worker that cannot
+/// heartbeat in time is one of the things they check.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One handler run, from the side-effect log.
 #[derive(Debug, Clone)]
 struct Run {
@@ -166,6 +170,18 @@ fn stored_jobs(db: &Path) -> HashMap<String, Stored> {
     .collect()
 }
 
+/// The server's peak resident memory so far (VmHWM), MiB.
+fn server_peak_mib(server: &Server) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -176,6 +192,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// R1: `jobs` short jobs, four worker processes; `kills` times, `kill -9` a random worker
 /// and start it again.
 async fn kill_workers_under_load(jobs: usize, kills: usize, every: Duration) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     // The default lease is also the longest, which the rescuer's start-up grace waits for.
     let server = Server::start(&format!(
@@ -294,6 +311,7 @@ async fn kill_workers_under_load(jobs: usize, kills: usize, every: Duration) {
             "rescue_p50_s": percentile(&rescue_s, 0.5),
             "rescue_p99_s": percentile(&rescue_s, 0.99),
             "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
         })
     );
     assert_eq!(lost, 0, "acknowledged jobs without a final state");
@@ -347,6 +365,7 @@ fn signal(pid: u32, signal: &str) {
 /// thawed (SIGCONT) to report on its own. Every stale call is refused, and every job keeps
 /// the second worker's result.
 async fn frozen_workers_are_fenced_off(rounds: usize, per_round: usize) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let server = Server::start(&format!(
         "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
@@ -515,6 +534,7 @@ async fn frozen_workers_are_fenced_off(rounds: usize, per_round: usize) {
             "stale_calls_refused": refused,
             "stale_calls_accepted": accepted,
             "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
         })
     );
     assert_eq!(accepted, 0, "stale complete, fail or heartbeat accepted");
@@ -532,4 +552,309 @@ async fn r4_a_frozen_worker_cannot_finish_what_was_taken_over() {
 #[ignore = "long run: cargo test -p rota-cli --release --test chaos -- --ignored --nocapture"]
 async fn r4_full_a_frozen_worker_cannot_finish_what_was_taken_over() {
     frozen_workers_are_fenced_off(10, 100).await;
+}
+
+/// R5: `rounds` SIGTERMs to a worker running 8 jobs that outlive its grace: each time the
+/// leases come back (available, attempt given back) within a second of the grace, and
+/// nothing is left running.
+async fn sigterm_hands_back_within_the_grace(rounds: usize) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let grace = Duration::from_millis(500);
+    let server = Server::start("lease = \"60s\"\n[queues.chaos]\n");
+    let client = server.client();
+    let db = server.path().join("rota.db");
+    let jobs = (0..8)
+        .map(|i| NewJobRequest {
+            queue: "chaos".into(),
+            kind: "long".into(),
+            args: serde_json::json!({ "i": i }),
+            ..Default::default()
+        })
+        .collect();
+    let ids = client
+        .enqueue_many_ids(&EnqueueManyRequest { jobs })
+        .await
+        .unwrap()
+        .ids;
+    let args = [
+        "--queue",
+        "chaos",
+        "--concurrency",
+        "8",
+        "--grace",
+        "500ms",
+        "--kill-grace",
+        "1s",
+        "--exec",
+        "sleep 60",
+    ];
+    let mut back_after: Vec<f64> = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut worker = Worker::start(&server, &args);
+        let id = format!(":{}", worker.pid());
+        eventually(Duration::from_secs(30), "8 jobs running", async || {
+            let stored = stored_jobs(&db);
+            ids.iter()
+                .all(|j| {
+                    stored[j].state == "running"
+                        && stored[j]
+                            .lease
+                            .as_ref()
+                            .is_some_and(|(w, _)| w.ends_with(&id))
+                })
+                .then_some(())
+        })
+        .await;
+        let term = Instant::now();
+        signal(worker.pid(), "-TERM");
+        eventually(Duration::from_secs(10), "8 jobs handed back", async || {
+            let stored = stored_jobs(&db);
+            ids.iter()
+                .all(|j| stored[j].state == "available" && stored[j].attempt == 0)
+                .then_some(())
+        })
+        .await;
+        back_after.push(term.elapsed().as_secs_f64());
+        let status = worker.terminate(Duration::from_secs(10));
+        assert!(status.success(), "the worker exited with {status:?}");
+    }
+    let stored = stored_jobs(&db);
+    let running = stored.values().filter(|j| j.state == "running").count();
+    back_after.sort_by(f64::total_cmp);
+    let worst = back_after.last().copied().unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R5",
+            "sigterms": rounds,
+            "jobs_each": 8,
+            "grace_s": grace.as_secs_f64(),
+            "handed_back_p50_s": percentile(&back_after, 0.5),
+            "handed_back_max_s": worst,
+            "attempts_consumed": stored.values().map(|j| j.attempt).sum::<u32>(),
+            "left_running": running,
+            "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
+        })
+    );
+    assert_eq!(running, 0);
+    assert!(
+        worst <= (grace + Duration::from_secs(1)).as_secs_f64(),
+        "leases came back {worst:.2} s after SIGTERM, over grace + 1 s"
+    );
+}
+
+/// R5 at CI size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r5_sigterm_gives_leases_back_within_the_grace() {
+    sigterm_hands_back_within_the_grace(5).await;
+}
+
+/// R5 as the issue states it: 100 SIGTERMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long run: cargo test -p rota-cli --release --test chaos -- --ignored --nocapture"]
+async fn r5_full_sigterm_gives_leases_back_within_the_grace() {
+    sigterm_hands_back_within_the_grace(100).await;
+}
+
+/// R6: a job that kills its worker process every time it runs (`kill -9` of the handler's
+/// parent), with `max_attempts = 5`, among ordinary jobs; a supervisor (the test) restarts
+/// the worker whenever it dies. The poison job ends dead after exactly 5 attempts, each
+/// failed as a lost worker, and every ordinary job completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_a_job_that_kills_its_worker_ends_dead_and_the_rest_flows() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let server = Server::start(&format!(
+        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\nmax_attempts = 5\n"
+    ));
+    let client = server.client();
+    let db = server.path().join("rota.db");
+    let exec = "case \"$ROTA_KIND\" in poison) kill -9 $PPID; sleep 5;; *) true;; esac";
+    let args = ["--queue", "chaos", "--concurrency", "4", "--exec", exec];
+    let poison = client
+        .enqueue_request(&NewJobRequest {
+            queue: "chaos".into(),
+            kind: "poison".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let mut worker = Worker::start(&server, &args);
+    let mut restarts = 0;
+    let mut ordinary: Vec<String> = Vec::new();
+    let dead = loop {
+        // Ordinary jobs keep arriving while the poison job is retried.
+        let jobs = (0..20)
+            .map(|i| NewJobRequest {
+                queue: "chaos".into(),
+                kind: "ordinary".into(),
+                args: serde_json::json!({ "i": ordinary.len() + i }),
+                ..Default::default()
+            })
+            .collect();
+        ordinary.extend(
+            client
+                .enqueue_many_ids(&EnqueueManyRequest { jobs })
+                .await
+                .unwrap()
+                .ids,
+        );
+        if !worker.is_running() {
+            restarts += 1;
+            worker = Worker::start(&server, &args);
+        }
+        let stored = stored_jobs(&db);
+        if stored[&poison].state == "dead" {
+            break stored;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the poison job is not dead after 2 minutes: {}",
+            stored[&poison].state
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let poison_job = client.job(&poison).await.unwrap();
+    if !worker.is_running() {
+        restarts += 1;
+        worker = Worker::start(&server, &args);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all_ordinary_done = loop {
+        let stored = stored_jobs(&db);
+        let unfinished: Vec<&String> = ordinary
+            .iter()
+            .filter(|id| stored[*id].state != "completed")
+            .collect();
+        if unfinished.is_empty() {
+            break stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ordinary jobs not completed: {:?}",
+            unfinished
+                .iter()
+                .map(|id| (&stored[*id].state, stored[*id].attempt))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(worker.is_running());
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R6",
+            "poison_attempts": poison_job.attempt,
+            "poison_errors": poison_job.errors.len(),
+            "worker_restarts": restarts,
+            "ordinary_jobs": ordinary.len(),
+            "ordinary_completed": ordinary.iter().filter(|id| all_ordinary_done[*id].state == "completed").count(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
+        })
+    );
+    assert_eq!(dead[&poison].attempt, 5);
+    assert_eq!(poison_job.errors.len(), 5);
+    assert!(
+        poison_job
+            .errors
+            .iter()
+            .all(|e| e.message.starts_with("lease expired: worker")),
+        "{:?}",
+        poison_job.errors
+    );
+    assert!(restarts >= 5, "the worker died {restarts} times");
+}
+
+/// R10: 10,000 jobs leased by one worker that then vanishes (it stops heartbeating, as a
+/// `kill -9` leaves it); four fresh workers. The rescue offers them again spread out, not in
+/// one instant: no second takes more than a quarter of them, and all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_a_lost_workers_jobs_come_back_without_a_herd() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let n = 10_000;
+    let server = Server::start(&format!(
+        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
+    ));
+    let client = server.client();
+    let db = server.path().join("rota.db");
+    let ids = produce(&client, n, &server.path().join("ledger")).await;
+    let mut leased = 0;
+    while leased < n {
+        leased += client
+            .fetch(&FetchRequest {
+                worker: "doomed:1".into(),
+                queues: vec!["chaos".into()],
+                max: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .jobs
+            .len();
+    }
+    // Rescued: each job's offer time (run_at) is set; read them before any worker runs.
+    let offers: Vec<i64> = eventually(Duration::from_secs(30), "every job rescued", async || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
+        let run_at: Vec<i64> = conn
+            .prepare("SELECT run_at FROM job WHERE state = 'retryable'")
+            .ok()?
+            .query_map([], |r| r.get(0))
+            .ok()?
+            .map(Result::unwrap)
+            .collect();
+        (run_at.len() == n).then_some(run_at)
+    })
+    .await;
+    let first = *offers.iter().min().unwrap();
+    let mut per_second: HashMap<i64, usize> = HashMap::new();
+    for at in &offers {
+        *per_second.entry((at - first) / 1_000_000).or_default() += 1;
+    }
+    let busiest = per_second.values().copied().max().unwrap();
+
+    let log = server.path().join("side-effects.log");
+    let exec = handler(&log);
+    let _workers: Vec<Worker> = (0..4)
+        .map(|_| {
+            Worker::start(
+                &server,
+                &["--queue", "chaos", "--concurrency", "8", "--exec", &exec],
+            )
+        })
+        .collect();
+    let want: HashSet<&String> = ids.iter().collect();
+    eventually(
+        Duration::from_secs(180),
+        "every rescued job completed",
+        async || {
+            let stored = stored_jobs(&db);
+            want.iter()
+                .all(|id| stored[*id].state == "completed")
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R10",
+            "jobs": n,
+            "offer_window_s": per_second.len(),
+            "busiest_second_share": busiest as f64 / n as f64,
+            "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
+        })
+    );
+    assert!(
+        busiest * 4 <= n,
+        "{busiest} of {n} rescued jobs offered within one second: {per_second:?}"
+    );
 }

@@ -32,8 +32,9 @@ pub use job::{
 pub use lease::Lease;
 pub use rate::{Rate, RateParseError};
 pub use retry::{
-    Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT, BACKOFF_INITIAL_DEFAULT,
-    BACKOFF_JITTER_DEFAULT, BACKOFF_MAX_DEFAULT, MAX_ATTEMPTS_DEFAULT,
+    rescue_spread, Backoff, RetryOverride, RetryPolicy, BACKOFF_FACTOR_DEFAULT,
+    BACKOFF_INITIAL_DEFAULT, BACKOFF_JITTER_DEFAULT, BACKOFF_MAX_DEFAULT, MAX_ATTEMPTS_DEFAULT,
+    RESCUE_SPREAD,
 };
 pub use state::{JobState, UnknownState};
 pub use transition::{transition, Event, TransitionError};

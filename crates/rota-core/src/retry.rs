@@ -212,6 +212,22 @@ impl Backoff {
     }
 }
 
+/// Over how long the jobs of one rescue are spread, on top of their backoff.
+pub const RESCUE_SPREAD: Duration = Duration::from_secs(5);
+
+/// How much later than its backoff a rescued job (its worker stopped heartbeating) is offered
+/// again: a share of [`RESCUE_SPREAD`] drawn from the job's seed and attempt. A lost worker
+/// usually leaves many jobs at once; without the spread, the rescue would offer them all in
+/// the same instant (a thundering herd onto the remaining workers), and jobs that shared a
+/// worker with a job that kills it would be fetched with it again and again, dying beside
+/// it (issue 15's R6 found three innocent jobs dead after five crashes).
+pub fn rescue_spread(seed: u64, attempt: u32) -> Duration {
+    // Decorrelated from the backoff's own jitter (which uses `seed ^ attempt`).
+    let unit =
+        (splitmix64(splitmix64(seed) ^ u64::from(attempt)) >> 11) as f64 / (1u64 << 53) as f64;
+    RESCUE_SPREAD.mul_f64(unit)
+}
+
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -302,6 +302,12 @@ pub fn transition(job: &Job, event: Event, now: Timestamp) -> Result<Job, Transi
                     backtrace: None,
                 };
                 record_failure(&mut next, error, lease.worker.clone(), false, now);
+                if next.state == JobState::Retryable {
+                    next.run_at = crate::add_duration(
+                        next.run_at,
+                        crate::rescue_spread(job.id.seed(), next.attempt),
+                    );
+                }
             }
             Some(lease) if job.state == JobState::Running => {
                 return Err(TransitionError::LeaseActive {
@@ -626,6 +632,54 @@ mod tests {
         assert!(j.cancel_requested);
         let j = transition(&j, Event::HandedBack { token: 1 }, t0()).unwrap();
         assert_eq!(j.state, JobState::Cancelled);
+    }
+
+    /// A rescued job comes back after its backoff plus a share of the rescue spread, so the
+    /// jobs of one lost worker are not offered again in one instant.
+    #[test]
+    fn rescued_jobs_are_spread_over_the_rescue_window() {
+        let expired = add_duration(t0(), secs(31));
+        let mut per_second = [0usize; 6];
+        let n = 10_000;
+        let mut again = Vec::new();
+        for _ in 0..n {
+            let j = fetch(&job(3), t0());
+            let rescued = transition(&j, Event::LeaseExpired, expired).unwrap();
+            assert_eq!(rescued.state, JobState::Retryable);
+            let after_backoff = rescued
+                .run_at
+                .duration_since(add_duration(expired, secs(30)))
+                .as_secs_f64();
+            assert!(
+                (0.0..crate::RESCUE_SPREAD.as_secs_f64()).contains(&after_backoff),
+                "{after_backoff}"
+            );
+            per_second[after_backoff as usize] += 1;
+            again.push(rescued);
+        }
+        // No second of the window takes more than a quarter of the jobs (issue 15's R10).
+        assert!(
+            per_second.iter().all(|&c| c <= n / 4),
+            "jobs per second: {per_second:?}"
+        );
+        // The same job lands elsewhere in the window at its next rescue.
+        let moved = again
+            .iter()
+            .filter(|j| {
+                let due = transition(j, Event::Due, j.run_at).unwrap();
+                let j2 = fetch(&due, j.run_at);
+                let lease_end = j2.lease.as_ref().unwrap().expires_at;
+                let twice = transition(&j2, Event::LeaseExpired, lease_end).unwrap();
+                let first = crate::rescue_spread(j.id.seed(), 1);
+                let second = crate::rescue_spread(j.id.seed(), 2);
+                assert_eq!(
+                    twice.run_at,
+                    add_duration(add_duration(lease_end, secs(60)), second)
+                );
+                first.abs_diff(second) > Duration::from_millis(500)
+            })
+            .count();
+        assert!(moved > n / 2, "only {moved} of {n} moved");
     }
 
     #[test]
