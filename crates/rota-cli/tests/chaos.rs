@@ -858,3 +858,54 @@ async fn r10_a_lost_workers_jobs_come_back_without_a_herd() {
         "{busiest} of {n} rescued jobs offered within one second: {per_second:?}"
     );
 }
+
+/// R9: the database file deleted under a running server. `/readyz` answers 503 naming the
+/// reason, enqueues are refused with 503 (not acknowledged into a file that is gone), the
+/// log says why once, and the server keeps running. (Made read-only instead: as root, which
+/// these tests run as, file modes do not stop writes, so that half is not tested here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_a_deleted_database_is_reported_and_takes_no_writes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut server = Server::start("[queues.chaos]\n");
+    let client = server.client();
+    let new_job = || NewJobRequest {
+        queue: "chaos".into(),
+        kind: "k".into(),
+        ..Default::default()
+    };
+    client.enqueue_request(&new_job()).await.unwrap();
+    std::fs::remove_file(server.path().join("rota.db")).unwrap();
+    let report = eventually(Duration::from_secs(10), "readyz to fail", async || {
+        let (ready, report) = client.ready().await.ok()?;
+        (!ready).then_some(report)
+    })
+    .await;
+    let store = report.checks.iter().find(|c| c.name == "store").unwrap();
+    assert!(
+        !store.ok && store.detail.contains("no longer exists"),
+        "{report:?}"
+    );
+    match client.enqueue_request(&new_job()).await {
+        Err(rota::ClientError::Api(problem)) => {
+            // The reason (with the file's path) is for the log and /readyz, not for clients.
+            assert_eq!(
+                (problem.status, problem.code.as_str()),
+                (503, "unavailable")
+            );
+        }
+        other => panic!("an enqueue into a deleted database answered {other:?}"),
+    }
+    assert!(client.healthz().await.is_ok(), "the server stopped");
+    let logs = server.logs();
+    // Said once by the store, however many requests it then refuses.
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("rota_sqlite::writer")
+                && l.contains("was deleted while Rota was running"))
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+    server.kill9();
+}

@@ -94,7 +94,7 @@ impl SqliteStore {
         let memory: Arc<ClaimMemory> = Arc::default();
         let parking = Arc::new(park::Parking::new(memory.clone()));
         Self {
-            writer: writer::Writer::start(conn, parking.clone()),
+            writer: writer::Writer::start(conn, &options.path, parking.clone()),
             readers: reader::Readers::new(options.path.clone(), options.readers),
             path: options.path,
             memory,

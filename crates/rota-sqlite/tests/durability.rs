@@ -174,3 +174,32 @@ async fn concurrent_single_inserts_share_commits_and_all_are_durable() {
             .unwrap();
     }
 }
+
+/// A database file deleted or replaced under the running store: the open connection would
+/// keep taking writes into a file nothing opens again, so writes are refused as unavailable
+/// (naming the file) instead of acknowledged and lost at the next start.
+#[tokio::test]
+async fn writes_are_refused_once_the_database_file_is_deleted_or_replaced() {
+    for replace in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let store = SqliteStore::open_migrated(SqliteOptions::new(&path)).unwrap();
+        let insert = || JobInsertManyParams {
+            jobs: vec![NewJob::new("default", "k", json!({}))],
+            defaults: Arc::default(),
+            now: SystemClock.now(),
+        };
+        store.job_insert_many(insert()).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        if replace {
+            std::fs::write(&path, b"").unwrap();
+        }
+        let err = store.job_insert_many(insert()).await.unwrap_err();
+        assert_eq!(err.kind(), rota_store::ErrorKind::Unavailable, "{err}");
+        let word = if replace { "replaced" } else { "deleted" };
+        assert!(
+            err.to_string().contains(word) && err.to_string().contains("rota.db"),
+            "{err}"
+        );
+    }
+}
