@@ -217,8 +217,10 @@ async fn kill_workers_under_load(jobs: usize, kills: usize, every: Duration) {
         seed ^= seed << 17;
         let victim = (seed % workers.len() as u64) as usize;
         let pid = workers[victim].pid();
-        workers[victim].kill9();
+        // Taken before the signal: a handler orphaned by it may log its start before
+        // `kill9` returns.
         killed.push((now_ns(), pid));
+        workers[victim].kill9();
         workers[victim] = Worker::start(&server, &worker_args);
     }
 
