@@ -27,6 +27,21 @@ const LEASE: &str = "2s";
 /// The rescuer's sweep (`rota_engine::RESCUER_INTERVAL_DEFAULT`).
 const SWEEP: Duration = Duration::from_secs(5);
 
+/// A `rota.toml` with the short lease as the default (and so the longest, which the rescuer's
+/// start-up grace waits for) and the `chaos` queue retrying after 1 s; `queue_extra` adds
+/// lines to the queue's table.
+fn short_lease_config(queue_extra: &str) -> String {
+    format!("lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n{queue_extra}")
+}
+
+/// A job on the `chaos` queue.
+fn chaos_job(kind: &str, i: usize) -> NewJobRequest {
+    NewJobRequest {
+        queue: "chaos".into(),
+        ..job(kind, serde_json::json!({ "i": i }))
+    }
+}
+
 /// The battery's tests run one at a time: each loads both cores, and a worker that cannot
 /// heartbeat in time is one of the things they check.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -97,12 +112,7 @@ async fn produce(client: &rota::Client, n: usize, ledger: &Path) -> Vec<String> 
     while ids.len() < n {
         let take = size.min(n - ids.len());
         let jobs = (0..take)
-            .map(|i| NewJobRequest {
-                queue: "chaos".into(),
-                kind: "noop".into(),
-                args: serde_json::json!({ "i": ids.len() + i }),
-                ..Default::default()
-            })
+            .map(|i| chaos_job("noop", ids.len() + i))
             .collect();
         let answer = client
             .enqueue_many_ids(&EnqueueManyRequest { jobs })
@@ -194,10 +204,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn kill_workers_under_load(jobs: usize, kills: usize, every: Duration) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    // The default lease is also the longest, which the rescuer's start-up grace waits for.
-    let server = Server::start(&format!(
-        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
-    ));
+    let server = Server::start(&short_lease_config(""));
     let client = server.client();
     let log = server.path().join("side-effects.log");
     let exec = handler(&log);
@@ -370,9 +377,7 @@ fn signal(pid: u32, signal: &str) {
 async fn frozen_workers_are_fenced_off(rounds: usize, per_round: usize) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let server = Server::start(&format!(
-        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
-    ));
+    let server = Server::start(&short_lease_config(""));
     let client = server.client();
     let db = server.path().join("rota.db");
     let exec = "sleep 1; echo \"{\\\"by\\\": $PPID}\"";
@@ -388,14 +393,7 @@ async fn frozen_workers_are_fenced_off(rounds: usize, per_round: usize) {
     let (mut refused, mut accepted) = (0usize, 0usize);
     for round in 0..rounds {
         let kind = format!("zombie-{round}");
-        let jobs = (0..per_round)
-            .map(|i| NewJobRequest {
-                queue: "chaos".into(),
-                kind: kind.clone(),
-                args: serde_json::json!({ "i": i }),
-                ..Default::default()
-            })
-            .collect();
+        let jobs = (0..per_round).map(|i| chaos_job(&kind, i)).collect();
         let ids = client
             .enqueue_many_ids(&EnqueueManyRequest { jobs })
             .await
@@ -567,14 +565,7 @@ async fn sigterm_hands_back_within_the_grace(rounds: usize) {
     let server = Server::start("lease = \"60s\"\n[queues.chaos]\n");
     let client = server.client();
     let db = server.path().join("rota.db");
-    let jobs = (0..8)
-        .map(|i| NewJobRequest {
-            queue: "chaos".into(),
-            kind: "long".into(),
-            args: serde_json::json!({ "i": i }),
-            ..Default::default()
-        })
-        .collect();
+    let jobs = (0..8).map(|i| chaos_job("long", i)).collect();
     let ids = client
         .enqueue_many_ids(&EnqueueManyRequest { jobs })
         .await
@@ -669,19 +660,13 @@ async fn r5_full_sigterm_gives_leases_back_within_the_grace() {
 async fn r6_a_job_that_kills_its_worker_ends_dead_and_the_rest_flows() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let server = Server::start(&format!(
-        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\nmax_attempts = 5\n"
-    ));
+    let server = Server::start(&short_lease_config("max_attempts = 5\n"));
     let client = server.client();
     let db = server.path().join("rota.db");
     let exec = "case \"$ROTA_KIND\" in poison) kill -9 $PPID; sleep 5;; *) true;; esac";
     let args = ["--queue", "chaos", "--concurrency", "4", "--exec", exec];
     let poison = client
-        .enqueue_request(&NewJobRequest {
-            queue: "chaos".into(),
-            kind: "poison".into(),
-            ..Default::default()
-        })
+        .enqueue_request(&chaos_job("poison", 0))
         .await
         .unwrap()
         .job
@@ -692,12 +677,7 @@ async fn r6_a_job_that_kills_its_worker_ends_dead_and_the_rest_flows() {
     let dead = loop {
         // Ordinary jobs keep arriving while the poison job is retried.
         let jobs = (0..20)
-            .map(|i| NewJobRequest {
-                queue: "chaos".into(),
-                kind: "ordinary".into(),
-                args: serde_json::json!({ "i": ordinary.len() + i }),
-                ..Default::default()
-            })
+            .map(|i| chaos_job("ordinary", ordinary.len() + i))
             .collect();
         ordinary.extend(
             client
@@ -781,9 +761,7 @@ async fn r10_a_lost_workers_jobs_come_back_without_a_herd() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let n = 10_000;
-    let server = Server::start(&format!(
-        "lease = \"{LEASE}\"\n[queues.chaos]\nbackoff = [\"1s\"]\n"
-    ));
+    let server = Server::start(&short_lease_config(""));
     let client = server.client();
     let db = server.path().join("rota.db");
     let ids = produce(&client, n, &server.path().join("ledger")).await;
@@ -871,11 +849,7 @@ async fn r9_a_deleted_database_is_reported_and_takes_no_writes() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = Server::start("[queues.chaos]\n");
     let client = server.client();
-    let new_job = || NewJobRequest {
-        queue: "chaos".into(),
-        kind: "k".into(),
-        ..Default::default()
-    };
+    let new_job = || chaos_job("k", 0);
     client.enqueue_request(&new_job()).await.unwrap();
     std::fs::remove_file(server.path().join("rota.db")).unwrap();
     let report = eventually(Duration::from_secs(10), "readyz to fail", async || {
@@ -945,11 +919,8 @@ async fn kill_the_server_under_batches(kills: usize) {
                 for (tag, size) in batches {
                     let jobs = (0..size)
                         .map(|i| NewJobRequest {
-                            queue: "chaos".into(),
-                            kind: "batch".into(),
-                            args: serde_json::json!({ "i": i }),
                             tags: vec![tag.clone()],
-                            ..Default::default()
+                            ..chaos_job("batch", i)
                         })
                         .collect();
                     if client
