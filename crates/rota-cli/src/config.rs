@@ -52,6 +52,8 @@ pub struct TokenFile {
     name: String,
     scope: String,
     hash: String,
+    /// Most requests it may make, such as `"50/1s burst 100"` (none: no limit).
+    rate: Option<String>,
 }
 
 /// A retry layer in the file.
@@ -127,7 +129,7 @@ const SCHEDULE_KEYS: &[&str] = &[
     "backfill",
     "enabled",
 ];
-const TOKEN_KEYS: &[&str] = &["name", "scope", "hash"];
+const TOKEN_KEYS: &[&str] = &["name", "scope", "hash", "rate"];
 const QUEUE_KEYS: &[&str] = &[
     "max_attempts",
     "backoff",
@@ -368,10 +370,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .map_err(|e| anyhow::anyhow!("token[{i}] ({}).scope: {e}", t.name))?;
         let hash = rota_server::TokenEntry::parse_hash(&t.hash)
             .map_err(|e| anyhow::anyhow!("token[{i}] ({}).hash: {e}", t.name))?;
+        let rate = rate(&format!("token[{i}] ({}).rate", t.name), &t.rate)?;
         tokens.push(rota_server::TokenEntry {
             name: t.name,
             scope,
             hash,
+            rate,
         });
     }
     let mut schedules = Vec::new();
@@ -585,6 +589,10 @@ mod tests {
                 "body_limit = 0\n",
                 "body_limit: must be at least 1024 bytes",
             ),
+            (
+                "[[token]]\nname = \"ci\"\nscope = \"produce\"\nhash = \"sha256:097b473aa27f476865ab4e82b88252cebd04d684dbe363e3eef4b56044bea696\"\nrate = \"0/1s\"\n",
+                "token[0] (ci).rate: the count must be at least 1",
+            ),
         ] {
             let (_dir, path) = write(text);
             let err = format!("{:#}", resolve(&serve_args(path)).unwrap_err());
@@ -619,6 +627,10 @@ mod readme {
         let config = resolve(&args).unwrap();
         assert_eq!(config.schedules.len(), 1);
         assert_eq!(config.auth.tokens.len(), 1);
+        assert_eq!(
+            config.auth.tokens[0].rate.map(|r| r.to_string()).as_deref(),
+            Some("200/1s burst 400")
+        );
         assert!(config.queues.contains_key("emails"));
     }
 }

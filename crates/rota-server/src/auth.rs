@@ -5,15 +5,23 @@
 //! token. A token's scope decides what it may do: `produce` enqueues and reads, `work` runs
 //! jobs (fetch, heartbeat, complete, fail, hand back, progress) and reads, `admin` does
 //! everything. With no tokens configured, auth is off and the server only binds loopback.
+//!
+//! A token may carry a request rate (`rate = "50/1s burst 100"` in its `[[token]]`): past it
+//! the token's requests are answered 429 `rate_limited` with `Retry-After`, so one client
+//! flooding a shared server cannot starve the others. Each node counts on its own.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
 use rota_api::Problem;
+use rota_core::Rate;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -71,6 +79,8 @@ pub struct TokenEntry {
     pub scope: Scope,
     /// SHA-256 of the token.
     pub hash: [u8; 32],
+    /// Most requests it may make (none: no limit).
+    pub rate: Option<Rate>,
 }
 
 impl TokenEntry {
@@ -110,6 +120,33 @@ impl Auth {
             }
         }
         found
+    }
+}
+
+/// Each rate-limited token's bucket, as the instant its next request is theoretically due
+/// (see [`Rate::admit`]), by token name.
+#[derive(Debug, Default)]
+pub struct TokenBuckets(Mutex<HashMap<String, Timestamp>>);
+
+impl TokenBuckets {
+    /// Admits one request of `entry` at `now`, or says how many whole seconds to wait.
+    pub fn admit(&self, entry: &TokenEntry, now: Timestamp) -> Result<(), u64> {
+        let Some(rate) = entry.rate else {
+            return Ok(());
+        };
+        let mut buckets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tat = buckets.get(&entry.name).copied();
+        match rate.admit(tat, now) {
+            Some(next) => {
+                buckets.insert(entry.name.clone(), next);
+                Ok(())
+            }
+            None => {
+                let due = rate.next_admission(tat.unwrap_or(now));
+                let wait = due.duration_since(now).as_secs_f64().max(0.0);
+                Err((wait.ceil() as u64).max(1))
+            }
+        }
     }
 }
 
@@ -213,6 +250,22 @@ pub async fn require_token(
     let Some(entry) = auth.find(presented.trim()) else {
         return unauthorized("the bearer token is not one this server accepts");
     };
+    if let Err(seconds) = state.token_buckets.admit(entry, state.clock.now()) {
+        let rate = entry.rate.map(|r| r.to_string()).unwrap_or_default();
+        return ApiError::from(
+            Problem::new(
+                429,
+                "rate_limited",
+                "Too many requests",
+                format!(
+                    "token {:?} is limited to {rate} requests (its rate in rota.toml); try again in {seconds} s",
+                    entry.name
+                ),
+            )
+            .with_retry_after(seconds),
+        )
+        .into_response();
+    }
     if let Some(needed) = required_scope(request.method(), request.uri().path()) {
         if entry.scope != needed && entry.scope != Scope::Admin {
             return ApiError::from(Problem::new(
@@ -249,12 +302,52 @@ mod tests {
                 name: "t".into(),
                 scope: Scope::Work,
                 hash: TokenEntry::parse_hash(&hash).unwrap(),
+                rate: None,
             }],
         };
         assert_eq!(auth.find(&token).map(|e| e.scope), Some(Scope::Work));
         assert!(auth.find("rota_00").is_none());
         let (other, _) = generate_token().unwrap();
         assert_ne!(token, other);
+    }
+
+    /// A token with `10/1s burst 3`: three at once, then one every 100 ms, each refusal
+    /// saying how long to wait; a token without a rate is never limited. The clock is
+    /// moved by hand.
+    #[test]
+    fn a_rate_limited_token_gets_its_burst_then_its_rate() {
+        let entry = |name: &str, rate: Option<&str>| TokenEntry {
+            name: name.into(),
+            scope: Scope::Produce,
+            hash: [0; 32],
+            rate: rate.map(|r| r.parse().unwrap()),
+        };
+        let limited = entry("flood", Some("10/1s burst 3"));
+        let free = entry("calm", None);
+        let buckets = TokenBuckets::default();
+        let start = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |ms: i64| start + jiff::SignedDuration::from_millis(ms);
+        for _ in 0..3 {
+            assert_eq!(buckets.admit(&limited, at(0)), Ok(()));
+        }
+        assert_eq!(buckets.admit(&limited, at(0)), Err(1), "the burst is spent");
+        assert_eq!(buckets.admit(&limited, at(99)), Err(1));
+        assert_eq!(
+            buckets.admit(&limited, at(100)),
+            Ok(()),
+            "one more per 100 ms"
+        );
+        assert_eq!(buckets.admit(&limited, at(150)), Err(1));
+        for _ in 0..1000 {
+            assert_eq!(buckets.admit(&free, at(150)), Ok(()));
+        }
+        let slow = entry("slow", Some("1/1m"));
+        assert_eq!(buckets.admit(&slow, at(0)), Ok(()));
+        assert_eq!(
+            buckets.admit(&slow, at(1_500)),
+            Err(59),
+            "whole seconds, rounded up"
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The engine services started for this server (see `maintenance::spawn`).
     pub services: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Rate-limited tokens' buckets.
+    pub token_buckets: Arc<crate::auth::TokenBuckets>,
 }
 
 /// How often a long poll looks again on a store that other nodes write to (notifications
@@ -115,6 +117,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             schedules_changed: Arc::new(tokio::sync::Notify::new()),
             services: Arc::default(),
+            token_buckets: Arc::default(),
             metrics,
         }
     }

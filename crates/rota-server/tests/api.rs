@@ -458,6 +458,7 @@ async fn tokens_are_required_and_checked_by_scope() {
             name: scope.to_string(),
             scope,
             hash: TokenEntry::parse_hash(&hash).unwrap(),
+            rate: None,
         });
         tokens.push(token);
     }
