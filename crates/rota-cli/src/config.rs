@@ -29,6 +29,7 @@ pub struct FileConfig {
     durability: Option<String>,
     body_limit: Option<usize>,
     lease: Option<String>,
+    header_timeout: Option<String>,
     completed_retention: Option<String>,
     cancelled_retention: Option<String>,
     dead_retention: Option<String>,
@@ -104,6 +105,7 @@ const TOP_KEYS: &[&str] = &[
     "durability",
     "body_limit",
     "lease",
+    "header_timeout",
     "completed_retention",
     "cancelled_retention",
     "dead_retention",
@@ -167,6 +169,8 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Default lease.
     pub lease: Duration,
+    /// How long a connection has to send a request's headers (and may sit idle).
+    pub header_timeout: Duration,
     /// How long finished jobs are kept.
     pub retention: rota_store::Retention,
     /// Most snoozes a job may have.
@@ -293,6 +297,15 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         None => rota_server::LEASE_DEFAULT,
     };
     rota_store::check_minimum("lease", Some(lease), rota_store::LEASE_MIN)?;
+    let header_timeout = match file.header_timeout {
+        Some(raw) => duration("header_timeout", &raw)?,
+        None => rota_server::HEADER_TIMEOUT_DEFAULT,
+    };
+    rota_store::check_minimum(
+        "header_timeout",
+        Some(header_timeout),
+        Duration::from_secs(1),
+    )?;
     let retry = file
         .retry
         .map(|r| RetryOverride {
@@ -419,6 +432,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         pool_size: args.pool_size,
         body_limit,
         lease,
+        header_timeout,
         retention,
         max_snoozes: file.max_snoozes.unwrap_or(rota_store::MAX_SNOOZES_DEFAULT),
         retry,

@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.bind
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.bind).await.map_err(|e| {
+    let listener = rota_server::listen(config.bind).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!("cannot listen on {}: the address is in use (another rota?); choose another with --bind", config.bind)
         } else {
@@ -62,6 +62,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServerConfig {
             body_limit: config.body_limit,
             lease: config.lease,
+            header_timeout: config.header_timeout,
             defaults: Arc::new(defaults),
             auth: config.auth.clone(),
             retention: config.retention,

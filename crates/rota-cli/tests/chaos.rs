@@ -767,17 +767,7 @@ async fn r10_a_lost_workers_jobs_come_back_without_a_herd() {
     let ids = produce(&client, n, &server.path().join("ledger")).await;
     let mut leased = 0;
     while leased < n {
-        leased += client
-            .fetch(&FetchRequest {
-                worker: "doomed:1".into(),
-                queues: vec!["chaos".into()],
-                max: Some(1000),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .jobs
-            .len();
+        leased += fetch_chaos(&client, "doomed:1", None).await.len();
     }
     // Rescued: each job's offer time (run_at) is set; read them before any worker runs.
     let offers: Vec<i64> = eventually(Duration::from_secs(30), "every job rescued", async || {
@@ -1007,4 +997,435 @@ async fn r2_killing_the_server_loses_no_acknowledged_batch() {
 #[ignore = "long run: cargo test -p rota-cli --release --test chaos -- --ignored --nocapture"]
 async fn r2_full_killing_the_server_loses_no_acknowledged_batch() {
     kill_the_server_under_batches(50).await;
+}
+
+/// Up to 1,000 jobs of the chaos queue for `worker`, waiting up to `wait` for the first.
+async fn fetch_chaos(client: &rota::Client, worker: &str, wait: Option<&str>) -> Vec<LeasedJob> {
+    client
+        .fetch(&FetchRequest {
+            worker: worker.into(),
+            queues: vec!["chaos".into()],
+            max: Some(1000),
+            wait: wait.map(Into::into),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+}
+
+/// Fetches everything ready on the chaos queue, 1,000 at a time, and hands each batch to
+/// `settle` until `n` jobs have been fetched; returns every (job, attempt) fetched.
+async fn fetch_all(
+    client: &rota::Client,
+    n: usize,
+    mut settle: impl AsyncFnMut(&[LeasedJob]),
+) -> Vec<(String, u32)> {
+    let mut fetched = Vec::with_capacity(n);
+    while fetched.len() < n {
+        let jobs = fetch_chaos(client, "redrive:1", Some("1s")).await;
+        settle(&jobs).await;
+        fetched.extend(jobs.iter().map(|j| (j.id.clone(), j.attempt)));
+    }
+    fetched
+}
+
+/// R11: `n` jobs dead-lettered (two causes); the dead count is exact wherever it is shown
+/// (the queue's counts, the error groups, `/metrics`), and one bulk redrive by queue brings
+/// every one back exactly once: 0 lost, 0 duplicated.
+async fn dead_letter_and_redrive(n: usize) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let server = Server::start("[queues.chaos]\nmax_attempts = 1\n");
+    let client = server.client();
+    let ids = produce(&client, n, &server.path().join("ledger")).await;
+    let mut failed = 0;
+    let first = fetch_all(&client, n, async |jobs| {
+        let failures = jobs
+            .iter()
+            .map(|j| FailureRequest {
+                job: j.id.parse().unwrap(),
+                token: j.lease_token,
+                message: if failed % 2 == 0 {
+                    "upstream answered 503".into()
+                } else {
+                    "card declined".into()
+                },
+                backtrace: None,
+                discard: false,
+                snooze: None,
+            })
+            .collect();
+        failed += 1;
+        let outcomes = client.fail(&FailRequest { failures }).await.unwrap();
+        assert!(outcomes
+            .results
+            .iter()
+            .all(|o| o.state == Some(JobState::Dead)));
+    })
+    .await;
+    let dead_letter_s = started.elapsed().as_secs_f64();
+
+    let queue = client.queue("chaos").await.unwrap();
+    assert_eq!(queue.counts.get("dead"), Some(&(n as u64)), "{queue:?}");
+    let groups = client.dead_groups().await.unwrap().groups;
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), n as u64);
+    eventually(
+        Duration::from_secs(10),
+        "/metrics to count them",
+        async || {
+            let line = format!("rota_jobs{{queue=\"chaos\",state=\"dead\"}} {n}");
+            server.metrics().await.contains(&line).then_some(())
+        },
+    )
+    .await;
+
+    let redrive_started = Instant::now();
+    let outcomes = client
+        .retry_dead(&JobSelection {
+            queues: vec!["chaos".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .results;
+    let redrive_s = redrive_started.elapsed().as_secs_f64();
+    assert_eq!(outcomes.len(), n, "every dead job answered");
+    assert!(outcomes.iter().all(|o| o.error.is_none()));
+    let queue = client.queue("chaos").await.unwrap();
+    assert_eq!(
+        queue.counts.get("dead").copied().unwrap_or(0),
+        0,
+        "{queue:?}"
+    );
+
+    let second = fetch_all(&client, n, async |jobs| {
+        complete_all(&client, jobs).await.unwrap();
+    })
+    .await;
+    // Nothing more is offered: every job came back exactly once.
+    let extra = fetch_chaos(&client, "redrive:1", None).await;
+    let stored = stored_jobs(&server.path().join("rota.db"));
+    let lost = ids
+        .iter()
+        .filter(|id| stored[*id].state != "completed")
+        .count();
+    let fetched_twice = second.len()
+        - second
+            .iter()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len();
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R11",
+            "jobs": n,
+            "dead_letter_s": dead_letter_s,
+            "redrive_s": redrive_s,
+            "lost": lost,
+            "duplicated": fetched_twice + extra.len(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "server_peak_mib": server_peak_mib(&server),
+        })
+    );
+    assert_eq!(first.len(), n);
+    assert_eq!((lost, fetched_twice, extra.len()), (0, 0, 0));
+    assert!(
+        second.iter().all(|(_, attempt)| *attempt == 2),
+        "a redriven job runs its second attempt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_a_bulk_redrive_of_dead_jobs_loses_and_doubles_nothing() {
+    dead_letter_and_redrive(20_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full R11 (200,000 dead jobs): cargo test -p rota-cli --release --test chaos -- --ignored"]
+async fn r11_full_a_bulk_redrive_of_dead_jobs_loses_and_doubles_nothing() {
+    dead_letter_and_redrive(200_000).await;
+}
+
+/// A small tmpfs of the test's own, unmounted when dropped; `None` where mounting is not
+/// permitted (not root).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills all but `leave` bytes with a file; returns it (delete it to give the space
+    /// back).
+    fn fill(&self, leave: u64) -> std::path::PathBuf {
+        let ballast = self.path().join("ballast");
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(leave)).unwrap();
+        ballast
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Whether `/readyz` says ready, and its store check.
+async fn store_readiness(client: &rota::Client) -> (bool, CheckView) {
+    let (ready, report) = client.ready().await.unwrap();
+    let store = report.checks.into_iter().find(|c| c.name == "store");
+    (ready, store.expect("a store check"))
+}
+
+/// The answer to one enqueue of a batch: acknowledged ids, or the problem's status and code.
+async fn try_batch(
+    client: &rota::Client,
+    n: usize,
+    from: usize,
+) -> Result<Vec<String>, (u16, String)> {
+    let jobs = (0..n).map(|i| chaos_job("fill", from + i)).collect();
+    match client.enqueue_many_ids(&EnqueueManyRequest { jobs }).await {
+        Ok(answer) => Ok(answer.ids),
+        Err(rota::ClientError::Api(problem)) => Err((problem.status, problem.code)),
+        Err(other) => panic!("an enqueue failed without an answer: {other}"),
+    }
+}
+
+/// R8: the disk holding the database fills while a producer runs. Every refused enqueue is
+/// answered 507 `storage_full` (never 500), `/readyz` says why, the log says it once; when
+/// space returns the service resumes by itself; nothing acknowledged is lost, across a
+/// restart too, and the file passes `PRAGMA integrity_check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r8_a_full_disk_refuses_writes_clearly_and_recovers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(disk) = Tmpfs::mount("16m") else {
+        eprintln!("R8 skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let db = disk.path().join("rota.db");
+    let mut server = Server::start(&format!(
+        "database = \"{}\"\n[queues.chaos]\n",
+        db.display()
+    ));
+    let client = server.client();
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut refused: HashMap<(u16, String), usize> = HashMap::new();
+    // Most of the space taken by something else; the producer's batches fill the last 2 MiB.
+    let ballast = disk.fill(2 << 20);
+    let mut sent = 0;
+    while refused.values().sum::<usize>() < 50 && sent < 1_000_000 {
+        match try_batch(&client, 50, sent).await {
+            Ok(ids) => acknowledged.extend(ids),
+            Err(answer) => *refused.entry(answer).or_default() += 1,
+        }
+        sent += 50;
+    }
+    let (ready, store_check) = store_readiness(&client).await;
+    std::fs::remove_file(&ballast).unwrap();
+    let resumed = eventually(
+        Duration::from_secs(10),
+        "enqueues to succeed again",
+        async || try_batch(&client, 50, sent).await.ok(),
+    )
+    .await;
+    acknowledged.extend(resumed);
+    let (ready_after, _) = eventually(Duration::from_secs(10), "/readyz to recover", async || {
+        client.ready().await.ok().filter(|(ready, _)| *ready)
+    })
+    .await;
+    server.kill9();
+    server.restart();
+    let stored = stored_jobs(&db);
+    let lost = acknowledged
+        .iter()
+        .filter(|id| !stored.contains_key(*id))
+        .count();
+    let integrity: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let logs = server.logs();
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R8",
+            "acknowledged": acknowledged.len(),
+            "refused": refused.iter().map(|((s, c), n)| format!("{s} {c} x{n}")).collect::<Vec<_>>(),
+            "readyz_while_full": [ready, store_check.detail.clone()],
+            "lost": lost,
+            "integrity": integrity,
+        })
+    );
+    assert!(
+        refused
+            .keys()
+            .all(|(status, code)| *status == 507 && code == "storage_full"),
+        "{refused:?}"
+    );
+    assert!(!refused.is_empty(), "the disk never filled");
+    assert!(
+        !ready && store_check.detail.contains("full"),
+        "{store_check:?}"
+    );
+    assert!(ready_after);
+    assert_eq!((lost, integrity.as_str()), (0, "ok"));
+    assert_eq!(
+        logs.matches("writes are failing").count(),
+        1,
+        "one line when writes start failing: {logs}"
+    );
+    assert!(logs.contains("writes succeed again"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// A small ext4 file system on a loop device (`errors=remount-ro`), unmounted when dropped;
+/// `None` where that is not permitted (not root, no loop devices, no mkfs.ext4).
+struct Ext4 {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl Ext4 {
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let made = run("mkfs.ext4", &["-q".as_ref(), image.as_os_str()])
+            && run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop,errors=remount-ro".as_ref(),
+                    image.as_os_str(),
+                    mnt.as_os_str(),
+                ],
+            );
+        if !made {
+            return None;
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let device = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|d| d.strip_prefix("/dev/"))
+            .unwrap()
+            .to_owned();
+        Some(Self { dir, device })
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// What ext4 does on a metadata error with `errors=remount-ro`: the file system goes
+    /// read-only at once, under every open file.
+    fn fail(&self) {
+        std::fs::write(
+            format!("/sys/fs/ext4/{}/trigger_fs_error", self.device),
+            "rota R9",
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+/// R9, read-only: the file system holding the database turns read-only under a running
+/// server (ext4 with `errors=remount-ro` after an error; file modes do not stop root, which
+/// these tests run as). Writes are refused with 503, `/readyz` says why, the log says it
+/// once, the server keeps answering and does not panic; what was acknowledged before is
+/// still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_a_read_only_database_is_reported_and_takes_no_writes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(disk) = Ext4::mount() else {
+        eprintln!("R9 (read-only) skipped: mounting an ext4 loop device needs root");
+        return;
+    };
+    let db = disk.path().join("rota.db");
+    let server = Server::start(&format!(
+        "database = \"{}\"\n[queues.chaos]\n",
+        db.display()
+    ));
+    let client = server.client();
+    let before = try_batch(&client, 10, 0).await.unwrap();
+    disk.fail();
+    let mut answers: HashMap<(u16, String), usize> = HashMap::new();
+    for i in 0..20 {
+        let answer = try_batch(&client, 10, 100 + i * 10).await;
+        assert!(
+            answer.is_err(),
+            "a write was acknowledged on a read-only file system"
+        );
+        *answers.entry(answer.unwrap_err()).or_default() += 1;
+    }
+    let (ready, store_check) = store_readiness(&client).await;
+    assert!(client.healthz().await.is_ok(), "the server stopped");
+    let listed = client.jobs(&[("queue", "chaos".into())]).await;
+    let logs = server.logs();
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R9-read-only",
+            "refused": answers.iter().map(|((s, c), n)| format!("{s} {c} x{n}")).collect::<Vec<_>>(),
+            "readyz_while_read_only": [ready, store_check.detail.clone()],
+        })
+    );
+    assert!(
+        answers
+            .keys()
+            .all(|(status, code)| *status == 503 && code == "unavailable"),
+        "{answers:?}"
+    );
+    assert!(
+        !ready && store_check.detail.contains("read"),
+        "{store_check:?}"
+    );
+    assert_eq!(logs.matches("writes are failing").count(), 1, "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    let listed = listed.expect("reads go on");
+    assert!(before
+        .iter()
+        .all(|id| listed.jobs.iter().any(|j| &j.id == id)));
 }

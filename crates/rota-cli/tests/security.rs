@@ -319,3 +319,326 @@ async fn a_flooding_token_gets_429_with_retry_after_and_the_others_go_on() {
         })
     );
 }
+
+/// What the server did with one raw request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A response with this status.
+    Status(u16),
+    /// The connection closed without a response.
+    Closed,
+}
+
+/// Sends `head` then `body` on a fresh connection and reads the status line (at most
+/// `within`).
+fn send_raw(port: u16, head: &str, body: &[u8], within: std::time::Duration) -> Answer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(within)).unwrap();
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                if response.windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let line = String::from_utf8_lossy(&response);
+    match line.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+        Some(status) if line.starts_with("HTTP/1.") => Answer::Status(status),
+        _ => Answer::Closed,
+    }
+}
+
+/// A POST of `body` to `path` with a JSON content type.
+fn post(port: u16, path: &str, extra_headers: &str, body: &[u8]) -> Answer {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+        body.len()
+    );
+    send_raw(port, &head, body, std::time::Duration::from_secs(10))
+}
+
+fn get(port: u16, path: &str, extra_headers: &str) -> Answer {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra_headers}\r\n"
+    );
+    send_raw(port, &head, b"", std::time::Duration::from_secs(10))
+}
+
+/// The header deadline the S2 server runs with (`header_timeout` in rota.toml).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Slowloris (200 connections sending a header line every 500 ms), then 10,000
+/// connections that send nothing: the server closes every one within the header deadline
+/// plus a margin of its opening. Returns how many of each it closed.
+fn slowloris_and_idle_connections(port: u16, wrong: &mut Vec<String>) -> (usize, usize) {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let margin = Duration::from_secs(3);
+    let opened = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            s
+        })
+        .collect();
+    let mut slowloris_closed = 0;
+    while !slow.is_empty() && opened.elapsed() < HEADER_TIMEOUT + margin {
+        std::thread::sleep(Duration::from_millis(500));
+        slow.retain_mut(|s| {
+            // Closed: the drip fails, or a read sees the end (or a 408).
+            let closed = s.write_all(b"X-Drip: 1\r\n").is_err() || s.read(&mut [0u8; 64]).is_ok();
+            slowloris_closed += usize::from(closed);
+            !closed
+        });
+    }
+
+    // Opened from 8 threads; each connection is then read until the server closes it.
+    let idle_closed: usize = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mine: Vec<(Instant, std::net::TcpStream)> = (0..1250)
+                        .map(|_| {
+                            let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                            (Instant::now(), s)
+                        })
+                        .collect();
+                    let mut closed = 0;
+                    for (at, mut s) in mine {
+                        let left = (at + HEADER_TIMEOUT + margin)
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(1));
+                        s.set_read_timeout(Some(left)).unwrap();
+                        let gone = match s.read(&mut [0u8; 256]) {
+                            Ok(_) => true,
+                            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                        };
+                        closed += usize::from(gone);
+                    }
+                    closed
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    if slowloris_closed < 200 {
+        wrong.push(format!(
+            "slowloris: {slowloris_closed} of 200 connections closed within {:?}",
+            HEADER_TIMEOUT + margin
+        ));
+    }
+    if idle_closed < 10_000 {
+        wrong.push(format!(
+            "idle: {idle_closed} of 10,000 connections closed within {:?} of opening",
+            HEADER_TIMEOUT + margin
+        ));
+    }
+    (slowloris_closed, idle_closed)
+}
+
+/// Peak resident memory of a process (VmHWM), MiB.
+fn peak_mib(pid: u32) -> f64 {
+    memory_mib(pid, "VmHWM:")
+}
+
+/// Resident memory of a process, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    memory_mib(pid, "VmRSS:")
+}
+
+fn memory_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// gzip of `n` zero bytes, made by the system's `gzip`.
+fn gzip_zeros(n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .args(["-c", "-9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..n / zeros.len() {
+            stdin.write_all(&zeros).unwrap();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout
+}
+
+/// S2: malformed and oversized requests against a real server. Each gets its documented
+/// answer (docs/RELIABILITY.md lists them) or a closed connection; none a 5xx; the server's
+/// memory grows less than 64 MiB; a well-behaved client is served throughout.
+#[test]
+fn malformed_and_oversized_requests_get_their_4xx_and_hurt_no_one() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let server = Server::start(&format!(
+        "header_timeout = \"{}s\"\n",
+        HEADER_TIMEOUT.as_secs()
+    ));
+    let port = server.port;
+    let pid = server.pid().unwrap();
+    let job = br#"{"queue":"default","kind":"k"}"#;
+    assert_eq!(post(port, "/v1/jobs", "", job), Answer::Status(200));
+    let rss_before = rss_mib(pid);
+
+    // A calm client enqueues all along; every one of its requests must succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = post(
+                    port,
+                    "/v1/jobs",
+                    "",
+                    br#"{"queue":"default","kind":"calm"}"#,
+                );
+                assert_eq!(answer, Answer::Status(200), "the calm client was refused");
+                served += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            served
+        })
+    };
+
+    let over_cap = {
+        let filler = "x".repeat(1024 * 1024);
+        format!(r#"{{"queue":"default","kind":"k","args":{{"s":"{filler}"}}}}"#).into_bytes()
+    };
+    let deep = {
+        let n = 100_000;
+        let mut body = br#"{"queue":"default","kind":"k","args":"#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', n));
+        body.extend(std::iter::repeat_n(b']', n));
+        body.push(b'}');
+        body
+    };
+    let huge_batch = {
+        let jobs = vec![r#"{"queue":"default","kind":"k"}"#; 40_000].join(",");
+        format!(r#"{{"jobs":[{jobs}]}}"#).into_bytes()
+    };
+    let bomb = gzip_zeros(256 << 20);
+    let long_header = format!("X-Filler: {}\r\n", "a".repeat(1024 * 1024));
+    let many_headers: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_path = format!("/v1/jobs/{}", "a".repeat(100 * 1024));
+
+    use Answer::*;
+    let cases: Vec<(&str, Answer, Answer)> = vec![
+        ("body over the 1 MiB cap", post(port, "/v1/jobs", "", &over_cap), Status(413)),
+        ("Content-Length of 1 GiB, little sent", send_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n", b"{", std::time::Duration::from_secs(10)), Status(413)),
+        ("gzip bomb (256 MiB of zeros)", post(port, "/v1/jobs", "Content-Encoding: gzip\r\n", &bomb), Status(415)),
+        ("JSON nested 100,000 deep", post(port, "/v1/jobs", "", &deep), Status(400)),
+        ("invalid UTF-8 in the body", post(port, "/v1/jobs", "", b"{\"queue\":\"default\",\"kind\":\"\xff\xfe\"}"), Status(400)),
+        ("lone surrogate escape", post(port, "/v1/jobs", "", br#"{"queue":"default","kind":"\ud800"}"#), Status(400)),
+        ("NUL in the kind", post(port, "/v1/jobs", "", br#"{"queue":"default","kind":"a\u0000b"}"#), Status(422)),
+        ("batch of 40,000 jobs (over the cap)", post(port, "/v1/jobs/batch", "", &huge_batch), Status(413)),
+        ("empty body", post(port, "/v1/jobs", "", b""), Status(400)),
+        ("JSON array instead of an object", post(port, "/v1/jobs", "", b"[1,2]"), Status(422)),
+        ("JSON null", post(port, "/v1/jobs", "", b"null"), Status(422)),
+        ("truncated JSON", post(port, "/v1/jobs", "", br#"{"queue":"def"#), Status(400)),
+        ("unknown field", post(port, "/v1/jobs", "", br#"{"queue":"default","kind":"k","bogus":1}"#), Status(422)),
+        ("priority beyond i64", post(port, "/v1/jobs", "", br#"{"queue":"default","kind":"k","priority":99999999999999999999}"#), Status(422)),
+        ("priority 1e400", post(port, "/v1/jobs", "", br#"{"queue":"default","kind":"k","priority":1e400}"#), Status(400)),
+        ("a 100,000-character kind", post(port, "/v1/jobs", "", format!(r#"{{"queue":"default","kind":"{}"}}"#, "k".repeat(100_000)).as_bytes()), Status(422)),
+        ("text/plain content type", send_raw(port, &format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", job.len()), job, std::time::Duration::from_secs(10)), Status(415)),
+        ("no content type", send_raw(port, &format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", job.len()), job, std::time::Duration::from_secs(10)), Status(415)),
+        ("Content-Length and Transfer-Encoding both", send_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"", std::time::Duration::from_secs(10)), Status(400)),
+        ("two different Content-Lengths", send_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n", b"{}", std::time::Duration::from_secs(10)), Status(400)),
+        ("broken chunk size", send_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", b"", std::time::Duration::from_secs(10)), Status(400)),
+        ("garbage request line", send_raw(port, "HELLO THERE\r\n\r\n", b"", std::time::Duration::from_secs(10)), Status(400)),
+        ("a 1 MiB header", get(port, "/v1/queues", &long_header), Status(431)),
+        ("500 headers", get(port, "/v1/queues", &many_headers), Status(431)),
+        ("a 100 KiB path", get(port, &long_path, ""), Status(414)),
+        ("invalid UTF-8 in the path", get(port, "/v1/queues/%FF%FE", ""), Status(400)),
+        ("a job id that is not one", get(port, "/v1/jobs/not-an-id", ""), Status(422)),
+        ("limit=-1", get(port, "/v1/jobs?limit=-1", ""), Status(400)),
+        ("limit=abc", get(port, "/v1/jobs?limit=abc", ""), Status(400)),
+        ("limit=10^12", get(port, "/v1/jobs?limit=1000000000000", ""), Status(422)),
+        ("fetch wait of 10,000 hours", post(port, "/v1/fetch", "", br#"{"worker":"w","queues":["default"],"wait":"10000h","max":1}"#), Status(422)),
+        ("fetch max of 10^9", post(port, "/v1/fetch", "", br#"{"worker":"w","queues":["default"],"max":1000000000}"#), Status(422)),
+        ("PATCH on /v1/jobs", send_raw(port, "PATCH /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", b"", std::time::Duration::from_secs(10)), Status(405)),
+        ("HTTP/1.0 without Host", send_raw(port, "GET /healthz HTTP/1.0\r\n\r\n", b"", std::time::Duration::from_secs(10)), Status(200)),
+        ("Content-Length larger than the body, then silence", send_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n", b"{\"queue\"", std::time::Duration::from_secs(3)), Closed),
+    ];
+    let mut wrong = Vec::new();
+    for (what, got, expected) in &cases {
+        if got != expected {
+            wrong.push(format!("{what}: expected {expected:?}, got {got:?}"));
+        }
+    }
+
+    // Chunked upload that never ends: the server must stop it near the cap, not read 1 GiB.
+    let chunked_sent = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+        let mut sent = 0usize;
+        while sent < 1 << 30 && stream.write_all(chunk.as_bytes()).is_ok() {
+            sent += 64 * 1024;
+        }
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        let _ = stream.read(&mut head);
+        let status = String::from_utf8_lossy(&head).into_owned();
+        if sent >= 1 << 30 && !status.contains("413") {
+            wrong.push(format!("chunked 1 GiB: all of it was read ({status:?})"));
+        }
+        sent
+    };
+
+    let (slowloris_closed, idle_held) = slowloris_and_idle_connections(port, &mut wrong);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = calm.join().expect("the calm client was refused");
+    let rss_after = peak_mib(pid);
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "S2", "cases": cases.len() + 1, "wrong": wrong.len(),
+            "chunked_mib_sent_before_refused": sent_mib(chunked_sent),
+            "calm_requests_served": served,
+            "slowloris_closed": slowloris_closed, "idle_connections_closed": idle_held,
+            "server_rss_mib_before": rss_before, "server_peak_mib_after": rss_after,
+        })
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        rss_after - rss_before < 64.0,
+        "the server grew from {rss_before:.0} to {rss_after:.0} MiB"
+    );
+    assert_eq!(get(port, "/healthz", ""), Answer::Status(200));
+}
+
+fn sent_mib(bytes: usize) -> f64 {
+    (bytes as f64 / (1 << 20) as f64).round()
+}

@@ -87,6 +87,16 @@ pub fn store_problem(err: &StoreError) -> Problem {
         (ErrorKind::Busy, _) => {
             Problem::new(503, "busy", "Busy", "the database is busy; retry shortly")
         }
+        (ErrorKind::StorageFull, _) => {
+            tracing::error!(error = %err, "storage full");
+            Problem::new(
+                507,
+                "storage_full",
+                "Insufficient storage",
+                "the disk holding the database is full, so this was not written (nothing already acknowledged is lost); retry once space is freed",
+            )
+            .with_retry_after(STORAGE_FULL_RETRY_AFTER_SECS)
+        }
         (ErrorKind::Unavailable | ErrorKind::SchemaMismatch, _) => {
             tracing::error!(error = %err, "store unavailable");
             Problem::new(
@@ -102,6 +112,9 @@ pub fn store_problem(err: &StoreError) -> Problem {
         }
     }
 }
+
+/// What a client told "storage full" waits before trying again.
+const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {

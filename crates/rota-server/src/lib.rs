@@ -10,6 +10,7 @@
 //! queries are read through extractors ([`extract`]) whose rejections are problems too.
 
 mod auth;
+mod connections;
 pub mod diagnostics;
 mod error;
 mod extract;
@@ -29,10 +30,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{generate_token, Auth, Scope, TokenEntry};
+pub use connections::listen;
 pub use diagnostics::doctor_report_of;
 pub use error::ApiError;
 pub use server::{Server, StartError, Startup};
-pub use state::{node_id, AppState, ServerConfig, BODY_LIMIT_DEFAULT, LEASE_DEFAULT, WAIT_MAX};
+pub use state::{
+    node_id, AppState, ServerConfig, BODY_LIMIT_DEFAULT, HEADER_TIMEOUT_DEFAULT, LEASE_DEFAULT,
+    WAIT_MAX,
+};
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -157,6 +162,9 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             count_request,
         ))
+        // A declared length over the limit is refused before any of the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(refuse_encoded_bodies))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             explain_body_limit,
@@ -219,6 +227,34 @@ async fn count_request(
     response
 }
 
+/// A compressed request body is refused (415) rather than read as JSON: the server does not
+/// inflate bodies, so a gzip bomb costs it nothing, and a client that compresses learns why
+/// its request failed.
+async fn refuse_encoded_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let encoding = request
+        .headers()
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
+    match encoding {
+        Some(encoding) if !encoding.eq_ignore_ascii_case("identity") => {
+            ApiError::from(rota_api::Problem::new(
+                415,
+                "unsupported_encoding",
+                "Unsupported content encoding",
+                format!(
+                    "request bodies are read as sent; Content-Encoding {encoding:?} is not supported: send the JSON uncompressed"
+                ),
+            ))
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// A body over the limit gets a problem that names the limit and the setting raising it.
 async fn explain_body_limit(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -250,10 +286,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = state.shutdown.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-        })
-        .await
+    let header_timeout = state.config.header_timeout;
+    connections::serve(listener, app(state), header_timeout, async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await
 }

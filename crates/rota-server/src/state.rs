@@ -14,6 +14,9 @@ use crate::diagnostics::Diagnostics;
 pub const BODY_LIMIT_DEFAULT: usize = 1024 * 1024;
 /// Lease length for fetched jobs unless their queue sets one.
 pub const LEASE_DEFAULT: Duration = Duration::from_secs(30);
+/// How long a connection has to deliver a request's headers (and longest a keep-alive
+/// connection may sit idle) unless configured otherwise.
+pub const HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Longest a fetch or a job wait may hold a request open.
 pub const WAIT_MAX: Duration = Duration::from_secs(60);
 
@@ -24,6 +27,9 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Default lease length.
     pub lease: Duration,
+    /// How long a connection has to deliver a request's headers, and longest it may sit
+    /// idle between requests; then it is closed.
+    pub header_timeout: Duration,
     /// Retry-policy layers and payload limits.
     pub defaults: Arc<PolicyDefaults>,
     /// Accepted bearer tokens (none: auth off, loopback only).
@@ -52,6 +58,7 @@ impl Default for ServerConfig {
         Self {
             body_limit: BODY_LIMIT_DEFAULT,
             lease: LEASE_DEFAULT,
+            header_timeout: HEADER_TIMEOUT_DEFAULT,
             defaults: Arc::default(),
             auth: crate::auth::Auth::default(),
             node: node_id(),

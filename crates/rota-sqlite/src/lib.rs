@@ -414,6 +414,10 @@ impl Store for SqliteStore {
                 self.path.display()
             )));
         }
+        // Reads can go on where writes cannot (a full disk, a read-only file system).
+        if let Some(err) = self.writer.failing() {
+            return Err(err);
+        }
         let version = self.readers.read(migrate::version).await?;
         Ok(StoreHealth {
             schema_version: version,

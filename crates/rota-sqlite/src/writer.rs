@@ -10,11 +10,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rota_store::{JobChange, NoNotifier, Notifier, StoreError};
+use rota_store::{ErrorKind, JobChange, NoNotifier, Notifier, StoreError};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,6 +63,7 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
     counters: Arc<WriterCounters>,
     notifier: SharedNotifier,
+    health: Arc<WriteHealth>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -99,6 +100,7 @@ impl Writer {
             thread: Some(thread),
             counters,
             notifier,
+            health: Arc::new(WriteHealth::of(path)),
         }
     }
 
@@ -115,6 +117,7 @@ impl Writer {
         F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let health = self.health.clone();
         let work: Work = Box::new(move |conn| {
             let (outcome, changes) = match conn {
                 Ok(conn) => in_savepoint(conn, op),
@@ -125,6 +128,7 @@ impl Writer {
                     Some(err) => Err(err.clone()),
                     None => outcome,
                 };
+                health.record(answer.as_ref().err());
                 let _ = tx.send(answer);
             });
             (reply, changes)
@@ -137,6 +141,12 @@ impl Writer {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Why writes are failing, while they are: the database file is gone, the disk is full,
+    /// the file system is read-only.
+    pub(crate) fn failing(&self) -> Option<StoreError> {
+        self.health.failing()
     }
 
     /// Counters so far.
@@ -270,12 +280,11 @@ fn run(
 /// keeps taking writes through the open connection — into an inode nothing will open again,
 /// so every write acknowledged after that would be lost at the next start. The writer checks
 /// before each group (one `stat`, about a microsecond beside a commit's fsync) and refuses
-/// the group as unavailable instead, saying why once in the log.
+/// the group as unavailable instead ([`WriteHealth`] says so in the log, once).
 struct DatabaseFile {
     path: PathBuf,
     /// Device and inode at open; `None` when they could not be read (no check then).
     identity: Option<(u64, u64)>,
-    reported: std::sync::atomic::AtomicBool,
 }
 
 impl DatabaseFile {
@@ -283,7 +292,6 @@ impl DatabaseFile {
         Self {
             path: path.to_path_buf(),
             identity: Self::identity(path),
-            reported: Default::default(),
         }
     }
 
@@ -301,15 +309,86 @@ impl DatabaseFile {
             return Ok(());
         }
         let what = if now.is_none() { "deleted" } else { "replaced" };
-        let message = format!(
+        Err(StoreError::Unavailable(format!(
             "database file {} was {what} while Rota was running; writes are refused (they \
              would be lost); restore the file or restart Rota",
             self.path.display()
-        );
-        if !self.reported.swap(true, Ordering::Relaxed) {
-            tracing::error!("{message}");
+        )))
+    }
+}
+
+/// Whether writes are failing because the database cannot take them (its file deleted or
+/// replaced, the disk full, the file system read-only): the last such failure, until a write
+/// succeeds again. `/readyz` reports it; the log hears each change once, not every refused
+/// request.
+#[derive(Debug)]
+struct WriteHealth {
+    path: PathBuf,
+    failing: Mutex<Option<StoreError>>,
+}
+
+impl WriteHealth {
+    fn of(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            failing: Mutex::default(),
         }
-        Err(StoreError::Unavailable(message))
+    }
+
+    /// The failure, said plainly: which file's disk is full; and where SQLite only says
+    /// "disk I/O error", whether it is because the file system
+    /// gone read-only (ext4 remounts itself so after an error) is found by opening the file
+    /// for writing, which changes nothing.
+    fn explain(&self, err: &StoreError) -> StoreError {
+        if err.kind() == ErrorKind::StorageFull {
+            return StoreError::StorageFull(format!(
+                "the disk holding database file {} is full; writes are refused until space is \
+                 freed, reads go on ({err})",
+                self.path.display()
+            ));
+        }
+        let read_only = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem);
+        if read_only {
+            StoreError::Unavailable(format!(
+                "the file system holding database file {} is read-only (remounted after a disk \
+                 error?); writes are refused, reads go on ({err})",
+                self.path.display()
+            ))
+        } else {
+            err.clone()
+        }
+    }
+
+    /// One write's outcome: an error that says the database cannot take writes marks the
+    /// store failing; a success clears it. Other errors (invalid input, conflicts) say
+    /// nothing about the database.
+    fn record(&self, error: Option<&StoreError>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(err) if matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::StorageFull) => {
+                if failing.is_none() {
+                    let explained = self.explain(err);
+                    tracing::error!("writes are failing: {explained}");
+                    *failing = Some(explained);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if failing.take().is_some() {
+                    tracing::info!("writes succeed again");
+                }
+            }
+        }
+    }
+
+    fn failing(&self) -> Option<StoreError> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -71,6 +71,9 @@ pub enum StoreError {
     /// The database cannot be reached, or the backend has shut down.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the database is full: nothing was written.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// Anything else the backend reports, with what was being done.
     #[error("{context}: {message}")]
     Backend {
@@ -97,6 +100,8 @@ pub enum ErrorKind {
     Busy,
     /// The store cannot serve requests.
     Unavailable,
+    /// The disk holding the database is full: writes fail until space is freed.
+    StorageFull,
     /// The database schema does not match this binary.
     SchemaMismatch,
     /// A queue refuses more work for now (backpressure): retry after a while.
@@ -119,6 +124,7 @@ impl StoreError {
             StoreError::Busy(_) => ErrorKind::Busy,
             StoreError::QueueFull { .. } => ErrorKind::Overloaded,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::StorageFull(_) => ErrorKind::StorageFull,
             StoreError::Backend { .. } => ErrorKind::Other,
         }
     }

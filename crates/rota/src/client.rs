@@ -87,7 +87,7 @@ impl ErrorCode {
             "queue_full" => ErrorCode::QueueFull,
             "lease_lost" => ErrorCode::LeaseLost,
             "conflict" => ErrorCode::Conflict,
-            "busy" | "unavailable" => ErrorCode::Unavailable,
+            "busy" | "unavailable" | "storage_full" => ErrorCode::Unavailable,
             "unauthorized" | "forbidden" => ErrorCode::Unauthorized,
             "payload_too_large" => ErrorCode::PayloadTooLarge,
             code if code.ends_with("not_found") => ErrorCode::NotFound,
@@ -129,6 +129,9 @@ impl Client {
         let http = reqwest::Client::builder()
             // Long polls hold a request for up to 60 s.
             .timeout(Duration::from_secs(90))
+            // Let go of idle connections before the server does (its `header_timeout`,
+            // 30 s by default), so a request never races the server closing one.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base.clone(),

@@ -94,7 +94,7 @@ impl EmbeddedBuilder {
         )
         .await
         .map_err(EmbeddedError::Start)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = rota_server::listen(([127, 0, 0, 1], 0).into())
             .await
             .map_err(EmbeddedError::Io)?;
         let addr = listener.local_addr().map_err(EmbeddedError::Io)?;

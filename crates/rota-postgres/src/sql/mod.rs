@@ -145,6 +145,9 @@ pub(crate) fn classify(context: &str, err: tokio_postgres::Error) -> StoreError 
     {
         return StoreError::Busy(format!("{context}: {}", db.message()));
     }
+    if *code == SqlState::DISK_FULL {
+        return StoreError::StorageFull(format!("{context}: {}", db.message()));
+    }
     if code.code().starts_with("08")
         || code.code().starts_with("57P")
         || *code == SqlState::TOO_MANY_CONNECTIONS

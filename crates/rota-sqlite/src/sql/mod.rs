@@ -39,11 +39,11 @@ pub(crate) fn classify(context: &str, err: rusqlite::Error) -> StoreError {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             StoreError::Busy(format!("{context}: {err}"))
         }
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::StorageFull(format!("{context}: {err}")),
         Some(
             rusqlite::ErrorCode::CannotOpen
             | rusqlite::ErrorCode::NotADatabase
             | rusqlite::ErrorCode::ReadOnly
-            | rusqlite::ErrorCode::DiskFull
             | rusqlite::ErrorCode::SystemIoFailure,
         ) => StoreError::Unavailable(format!("{context}: {err}")),
         _ => StoreError::backend(context, err),
