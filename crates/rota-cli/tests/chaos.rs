@@ -1429,3 +1429,234 @@ async fn r9_a_read_only_database_is_reported_and_takes_no_writes() {
         .iter()
         .all(|id| listed.jobs.iter().any(|j| &j.id == id)));
 }
+
+/// libfaketime (Debian's `faketime`), which R7 uses to skew a server's clock.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Where R7's three schedulers keep their schedules.
+enum Shared {
+    Sqlite(std::path::PathBuf),
+    Postgres(rota_testkit::TempPostgresDb),
+}
+
+impl Shared {
+    fn database(&self) -> String {
+        match self {
+            Shared::Sqlite(path) => path.display().to_string(),
+            Shared::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// How many jobs each (schedule, slot) has.
+    fn slots(&self) -> HashMap<(String, i64), u32> {
+        let sql = "SELECT schedule, slot, count(*) FROM {job} WHERE schedule IS NOT NULL GROUP BY schedule, slot";
+        match self {
+            Shared::Sqlite(path) => {
+                let Ok(conn) = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                ) else {
+                    return HashMap::new();
+                };
+                // Before the first node has migrated there is no table yet.
+                let Ok(mut stmt) = conn.prepare(&sql.replace("{job}", "job")) else {
+                    return HashMap::new();
+                };
+                stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            Shared::Postgres(db) => db
+                .psql(&sql.replace("{job}", "rota.job"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split('|');
+                    let (name, slot, n) = (f.next()?, f.next()?, f.next()?);
+                    Some(((name.to_owned(), slot.parse().ok()?), n.parse().ok()?))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// R7: three schedulers on one database, clocks skewed by -2 s, 0 and +2 s (libfaketime),
+/// `schedules` schedules firing every second with `misfire = "all"`; a node is killed with
+/// SIGKILL (and restarted), each in turn, every `kill_every` slots until `target` have fired,
+/// while a worker completes the jobs (so a slot's unique key frees up again and only the
+/// schedule's own bookkeeping stops a second firing). Every schedule's slots run from its
+/// first to its last without a gap, and none fires twice.
+async fn schedulers_with_skewed_clocks(
+    shared: Shared,
+    schedules: usize,
+    target: usize,
+    kill_every: usize,
+) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    if !Path::new(FAKETIME).exists() {
+        panic!("R7 needs libfaketime: apt-get install faketime (.ci/run installs it)");
+    }
+    let started = Instant::now();
+    let mut config = String::from("lease = \"2s\"\n");
+    for i in 0..schedules {
+        config += &format!(
+            "[[schedule]]\nname = \"s{i:02}\"\ncron = \"@every 1s\"\nqueue = \"default\"\nkind = \"tick\"\nmisfire = \"all\"\nbackfill = \"10m\"\n"
+        );
+    }
+    let database = shared.database();
+    let mut nodes: Vec<Server> = ["-2s", "+0s", "+2s"]
+        .iter()
+        .map(|skew| {
+            Server::spawn_with_env(
+                &config,
+                &["--database", &database],
+                &[
+                    ("LD_PRELOAD", FAKETIME),
+                    ("FAKETIME", skew),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ],
+            )
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_until_listening();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let worker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let client = rota::Client::new(&urls[i % 3]).unwrap();
+                let Ok(fetched) = client
+                    .fetch(&FetchRequest {
+                        worker: "r7".into(),
+                        queues: vec!["default".into()],
+                        max: Some(200),
+                        wait: Some("1s".into()),
+                        ..Default::default()
+                    })
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let _ = complete_all(&client, &fetched.jobs).await;
+            }
+        })
+    };
+    let mut kills = 0;
+    let mut leaders = HashSet::new();
+    loop {
+        let fired: usize = shared.slots().len();
+        if fired >= target {
+            break;
+        }
+        // Which node leads, as any live node reports it.
+        let mut leader = None;
+        for node in &nodes {
+            leader = node.leader_pid().await;
+            if leader.is_some() {
+                break;
+            }
+        }
+        leaders.extend(leader);
+        if fired >= (kills + 1) * kill_every {
+            // The leader when it is alive, else the nodes in turn: leadership moves only once
+            // a dead leader's lease runs out (15 s), longer than 500 slots of 50 take.
+            let victim = match nodes
+                .iter()
+                .position(|n| n.pid().is_some() && n.pid() == leader)
+            {
+                Some(at) => at,
+                None => kills % 3,
+            };
+            let victim = &mut nodes[victim];
+            victim.kill9();
+            victim.restart();
+            kills += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs((target / schedules) as u64 * 3 + 120),
+            "only {fired} of {target} slots fired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A live leader at the end (after a kill, once the dead one's lease ran out), and time
+    // for it to recover the slots nobody fired meanwhile.
+    let live: Vec<u32> = nodes.iter().filter_map(Server::pid).collect();
+    let last = eventually(Duration::from_secs(60), "a live leader", async || {
+        nodes[0].leader_pid().await.filter(|pid| live.contains(pid))
+    })
+    .await;
+    leaders.insert(last);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.await.unwrap();
+    let fired = shared.slots();
+    let doubled: Vec<_> = fired.iter().filter(|(_, n)| **n > 1).collect();
+    let mut by_schedule: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (name, slot) in fired.keys() {
+        by_schedule.entry(name).or_default().push(*slot);
+    }
+    let mut missed = Vec::new();
+    for (name, slots) in &mut by_schedule {
+        slots.sort();
+        for w in slots.windows(2) {
+            if w[1] - w[0] != 1_000_000 {
+                missed.push(format!("{name}: {} → {}", w[0], w[1]));
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R7",
+            "backend": match shared { Shared::Sqlite(_) => "sqlite", Shared::Postgres(_) => "postgres" },
+            "schedules": schedules,
+            "slots": fired.len(),
+            "leader_kills": kills,
+            "leaders_seen": leaders.len(),
+            "missed": missed.len(),
+            "doubled": doubled.len(),
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    assert!(doubled.is_empty(), "slots fired twice: {doubled:?}");
+    assert!(missed.is_empty(), "slots missed: {missed:?}");
+    assert_eq!(by_schedule.len(), schedules, "every schedule fired");
+    // Recovered slots arrive in bursts, so a check may pass two kill marks at once.
+    assert!(kills >= target / kill_every / 2, "{kills} kills");
+    assert!(leaders.len() >= 2, "leadership never moved: {leaders:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_schedulers_with_skewed_clocks_on_sqlite_fire_each_slot_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Shared::Sqlite(dir.path().join("shared.db"));
+    schedulers_with_skewed_clocks(shared, 50, 1_000, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_schedulers_with_skewed_clocks_on_postgres_fire_each_slot_once() {
+    let shared = Shared::Postgres(rota_testkit::TempPostgresDb::new());
+    schedulers_with_skewed_clocks(shared, 50, 1_000, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full R7 (10,000 slots, 20 kills): cargo test -p rota-cli --release --test chaos -- --ignored"]
+async fn r7_full_schedulers_with_skewed_clocks_on_sqlite_fire_each_slot_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Shared::Sqlite(dir.path().join("shared.db"));
+    schedulers_with_skewed_clocks(shared, 50, 10_000, 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full R7 (10,000 slots, 20 kills): cargo test -p rota-cli --release --test chaos -- --ignored"]
+async fn r7_full_schedulers_with_skewed_clocks_on_postgres_fire_each_slot_once() {
+    let shared = Shared::Postgres(rota_testkit::TempPostgresDb::new());
+    schedulers_with_skewed_clocks(shared, 50, 10_000, 500).await;
+}

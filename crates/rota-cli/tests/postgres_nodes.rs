@@ -17,12 +17,6 @@ fn node(db: &TempPostgresDb, config: &str) -> Server {
     Server::start_with_args(config, &["--database", &db.url])
 }
 
-/// Which server's process holds the maintenance leadership (node ids are host:pid:start).
-async fn leader_pid(server: &Server) -> Option<u32> {
-    let list = server.client().workers().await.ok()?;
-    list.leader?.node.split(':').nth(1)?.parse().ok()
-}
-
 /// Completed jobs, as the store counts them.
 async fn completed(server: &Server) -> u64 {
     let queues = server.client().queues().await.unwrap();
@@ -116,7 +110,7 @@ async fn three_nodes_complete_every_job_once_through_a_leader_kill() {
     })
     .await;
     let leader = eventually(Duration::from_secs(30), "a leader", async || {
-        leader_pid(&nodes[0]).await
+        nodes[0].leader_pid().await
     })
     .await;
     let victim = nodes
@@ -169,7 +163,7 @@ async fn three_nodes_complete_every_job_once_through_a_leader_kill() {
         .unwrap();
     assert_eq!(left, "0", "no job left running or waiting");
     let new_leader = eventually(Duration::from_secs(30), "a new leader", async || {
-        leader_pid(&nodes[survivor]).await
+        nodes[survivor].leader_pid().await
     })
     .await;
     assert_ne!(
@@ -533,7 +527,7 @@ backfill = "10m"
         .await;
         let leader = eventually(Duration::from_secs(60), "a leader", async || {
             for n in &nodes {
-                if let Some(pid) = leader_pid(n).await {
+                if let Some(pid) = n.leader_pid().await {
                     return Some(pid);
                 }
             }
@@ -549,7 +543,8 @@ backfill = "10m"
         nodes[victim].restart();
         let survivor = (victim + 1) % 3;
         eventually(Duration::from_secs(60), "a new leader", async || {
-            leader_pid(&nodes[survivor])
+            nodes[survivor]
+                .leader_pid()
                 .await
                 .filter(|pid| *pid != leader)
         })

@@ -21,6 +21,8 @@ pub struct Server {
     child: Option<Child>,
     /// Extra `rota serve` arguments (kept for restarts).
     args: Vec<String>,
+    /// Extra environment variables (kept for restarts).
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -46,6 +48,11 @@ impl Server {
 
     /// Starts a server without waiting for it to listen (several at once).
     pub fn spawn_with_args(config: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(config, args, &[])
+    }
+
+    /// Starts a server with extra environment variables, without waiting for it to listen.
+    pub fn spawn_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rota.toml"), config).unwrap();
         let port = free_port();
@@ -55,9 +62,20 @@ impl Server {
             dir,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
+    }
+
+    /// The process id of the node holding the maintenance leadership, as this server reports
+    /// it (node ids are host:pid:start).
+    pub async fn leader_pid(&self) -> Option<u32> {
+        let list = self.client().workers().await.ok()?;
+        list.leader?.node.split(':').nth(1)?.parse().ok()
     }
 
     /// The server's process id, while it runs.
@@ -96,6 +114,7 @@ impl Server {
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
