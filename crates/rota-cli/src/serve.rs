@@ -35,6 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         durability: config.durability,
         create_database: config.create_database,
         pool_size: config.pool_size,
+        wait_for_server: true,
     };
     let store = crate::store::open_store(&config.database, &open).await?;
     if config.durability == rota_sqlite::Durability::Normal {

@@ -1430,6 +1430,16 @@ async fn r9_a_read_only_database_is_reported_and_takes_no_writes() {
         .all(|id| listed.jobs.iter().any(|j| &j.id == id)));
 }
 
+/// The leader's process id, as the first live node that knows reports it.
+async fn any_leader(nodes: &[Server]) -> Option<u32> {
+    for node in nodes {
+        if let Some(pid) = node.leader_pid().await {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 /// libfaketime (Debian's `faketime`), which R7 uses to skew a server's clock.
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
@@ -1555,14 +1565,7 @@ async fn schedulers_with_skewed_clocks(
         if fired >= target {
             break;
         }
-        // Which node leads, as any live node reports it.
-        let mut leader = None;
-        for node in &nodes {
-            leader = node.leader_pid().await;
-            if leader.is_some() {
-                break;
-            }
-        }
+        let leader = any_leader(&nodes).await;
         leaders.extend(leader);
         if fired >= (kills + 1) * kill_every {
             // The leader when it is alive, else the nodes in turn: leadership moves only once
@@ -1659,4 +1662,131 @@ async fn r7_full_schedulers_with_skewed_clocks_on_sqlite_fire_each_slot_once() {
 async fn r7_full_schedulers_with_skewed_clocks_on_postgres_fire_each_slot_once() {
     let shared = Shared::Postgres(rota_testkit::TempPostgresDb::new());
     schedulers_with_skewed_clocks(shared, 50, 10_000, 500).await;
+}
+
+/// R3: three nodes on one PostgreSQL (a private cluster), a worker process on each,
+/// `jobs` jobs; a random node is killed with SIGKILL (and restarted) `kills` times, and
+/// PostgreSQL is stopped and started `pg_restarts` times along the way. Every acknowledged
+/// job completes, leadership moves, nothing is left running. (Duplicates are counted, not
+/// failed on: a worker whose node is down, or PostgreSQL with it, cannot heartbeat, and a
+/// lease may run out meanwhile.)
+async fn nodes_killed_under_load_on_postgres(jobs: usize, kills: usize, pg_restarts: usize) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let cluster = rota_testkit::PostgresCluster::start();
+    cluster.create_database("rota");
+    let url = cluster.url("rota");
+    let config = short_lease_config("");
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|_| Server::spawn_with_args(&config, &["--database", &url]))
+        .collect();
+    for node in &mut nodes {
+        node.wait_until_listening();
+    }
+    let log = nodes[0].path().join("side-effects.log");
+    let exec = handler(&log);
+    let worker_args = ["--queue", "chaos", "--concurrency", "4", "--exec", &exec];
+    let _workers: Vec<Worker> = nodes
+        .iter()
+        .map(|n| Worker::start(n, &worker_args))
+        .collect();
+    let ids = produce(&nodes[0].client(), jobs, &nodes[0].path().join("ledger")).await;
+
+    let mut leaders = HashSet::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let leader = any_leader(&nodes).await;
+        leaders.extend(leader);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Every other kill is the leader's node, while it is alive; the rest at random.
+        let leader_node = nodes
+            .iter()
+            .position(|n| n.pid().is_some() && n.pid() == leader);
+        let victim = match leader_node {
+            Some(at) if kill % 2 == 0 => at,
+            _ => (seed % 3) as usize,
+        };
+        let victim = &mut nodes[victim];
+        victim.kill9();
+        victim.restart();
+        if pg_restarts > 0 && (kill + 1) % (kills / pg_restarts).max(1) == 0 {
+            cluster.stop();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.restart();
+        }
+    }
+    let state_of = || -> HashMap<String, String> {
+        cluster
+            .psql("rota", "SELECT id, state FROM rota.job")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(id, state)| (id.to_owned(), state.to_owned()))
+            .collect()
+    };
+    let states = eventually(
+        Duration::from_secs(180 + jobs as u64 / 100),
+        "every acknowledged job completed",
+        async || {
+            let states = state_of();
+            ids.iter()
+                .all(|id| states.get(id).is_some_and(|s| s == "completed"))
+                .then_some(states)
+        },
+    )
+    .await;
+    // The leader at the end, after the last kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        if let Some(pid) = nodes[0].leader_pid().await {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(Server::logs).collect();
+            panic!(
+                "no leader 60 s after the last kill; the nodes logged:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    leaders.insert(last);
+    let lost = ids.iter().filter(|id| states[*id] != "completed").count();
+    let running = states.values().filter(|s| *s == "running").count();
+    let runs = runs(&log);
+    let mut per_job: HashMap<&str, usize> = HashMap::new();
+    for run in &runs {
+        *per_job.entry(run.job.as_str()).or_default() += 1;
+    }
+    let duplicates: usize = per_job.values().map(|n| n - 1).sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "R3",
+            "jobs": jobs,
+            "node_kills": kills,
+            "postgres_restarts": pg_restarts,
+            "lost": lost,
+            "left_running": running,
+            "duplicates": duplicates,
+            "leaders_seen": leaders.len(),
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    assert_eq!((lost, running), (0, 0));
+    assert!(leaders.len() >= 2, "leadership never moved: {leaders:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_killing_nodes_and_restarting_postgres_loses_no_job() {
+    nodes_killed_under_load_on_postgres(2_000, 6, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full R3 (20 node kills, 2 PostgreSQL restarts): cargo test -p rota-cli --release --test chaos -- --ignored"]
+async fn r3_full_killing_nodes_and_restarting_postgres_loses_no_job() {
+    nodes_killed_under_load_on_postgres(20_000, 20, 2).await;
 }

@@ -582,3 +582,37 @@ async fn a_schedule_fires_every_slot_once_through_two_leader_kills() {
 async fn a_schedule_fires_300_slots_once_through_two_leader_kills() {
     cron_survives_leader_kills(300).await;
 }
+
+/// A node started while PostgreSQL is down (restarting as the node is deployed) waits for it,
+/// saying so in the log, and serves once it is back, instead of exiting (found by the
+/// battery's R3: a node restarted during a database restart stayed down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_postgres_is_down_waits_for_it() {
+    let cluster = rota_testkit::PostgresCluster::start();
+    cluster.create_database("rota");
+    cluster.stop();
+    let mut server = Server::spawn_with_args("", &["--database", &cluster.url("rota")]);
+    server.wait_until_listening();
+    eventually(
+        Duration::from_secs(20),
+        "the node to say it waits",
+        async || {
+            server
+                .logs()
+                .contains("the database does not answer; trying again")
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.restart();
+    let enqueued = eventually(Duration::from_secs(30), "the node to serve", async || {
+        server
+            .client()
+            .enqueue_request(&job("hello", serde_json::json!({})))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(!enqueued.job.id.is_empty());
+    assert!(server.pid().is_some());
+}

@@ -73,6 +73,15 @@ impl PostgresOptions {
     }
 }
 
+impl ConnectError {
+    /// Whether trying again shortly may succeed: nothing answered, or the server is starting
+    /// up or shutting down (a restart). A bad URL, a missing database or a refused user stay
+    /// as they are.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { .. })
+    }
+}
+
 /// Why the database could not be reached, in one line that says what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -169,6 +178,16 @@ fn describe(config: &Config, err: &tokio_postgres::Error) -> ConnectError {
             server,
             message: db.message().to_owned(),
         },
+        // Starting up or shutting down: there in a moment, as far as a caller can tell.
+        Some(db)
+            if *db.code() == SqlState::CANNOT_CONNECT_NOW
+                || *db.code() == SqlState::ADMIN_SHUTDOWN =>
+        {
+            ConnectError::Unreachable {
+                server,
+                message: db.message().to_owned(),
+            }
+        }
         Some(db) => ConnectError::Other {
             server,
             message: db.message().to_owned(),

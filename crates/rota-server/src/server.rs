@@ -139,11 +139,20 @@ impl Server {
 
 /// How long start-up waits for a database that someone else holds locked.
 const MIGRATE_BUSY_WAIT: Duration = Duration::from_secs(60);
+/// How long start-up waits for a database server that does not answer (restarting, failing
+/// over) before it gives up: long enough for a restart, short enough that a wrong address
+/// is reported within the minute.
+const MIGRATE_UNAVAILABLE_WAIT: Duration = Duration::from_secs(30);
 
-/// Migrates the store; a database busy with someone else's transaction (a backup, an
-/// operator's session) is waited for, with a line in the log, instead of ending the start.
+/// Migrates the store. A database busy with someone else's transaction (a backup, an
+/// operator's session) is waited for, and so is a database server that does not answer yet
+/// (it is restarting as this node starts), each with a line in the log, instead of ending the
+/// start: a node restarted during a database restart comes up by itself, as Celery's workers
+/// do with `broker_connection_retry_on_startup`. A file database that cannot be opened ends
+/// the start at once.
 async fn migrate(store: &dyn Store, clock: &dyn Clock) -> Result<MigrationReport, StartError> {
     let started = tokio::time::Instant::now();
+    let network = store.capabilities().multi_node;
     loop {
         match store
             .store_migrate(StoreMigrateParams { now: clock.now() })
@@ -154,6 +163,18 @@ async fn migrate(store: &dyn Store, clock: &dyn Clock) -> Result<MigrationReport
                     && started.elapsed() < MIGRATE_BUSY_WAIT =>
             {
                 tracing::warn!(error = %err, "the database is locked by someone else; waiting to migrate it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err)
+                if network
+                    && err.kind() == rota_store::ErrorKind::Unavailable
+                    && started.elapsed() < MIGRATE_UNAVAILABLE_WAIT =>
+            {
+                tracing::warn!(
+                    error = %err,
+                    "the database does not answer; trying again for up to {}s",
+                    MIGRATE_UNAVAILABLE_WAIT.as_secs()
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             other => return other.map_err(StartError::Migrate),
