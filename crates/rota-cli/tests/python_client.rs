@@ -5,6 +5,8 @@
 //! `target/python-venv`, made on first use with the pinned `requirements-test.txt`
 //! (PyPI must be reachable once).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,29 +24,10 @@ fn make_venv() -> String {
     if let Ok(python) = std::env::var("ROTA_PYTHON") {
         return python;
     }
-    let venv = repo().join("target/python-venv");
-    let python = venv.join("bin/python");
-    let requirements = repo().join("clients/python/requirements-test.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("the pinned requirements");
-    let stamp = venv.join("requirements.stamp");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        let made = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs (install Python 3.10 or later)");
-        assert!(made.success(), "python3 -m venv {}", venv.display());
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(&requirements)
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "installing the Python test requirements (is PyPI reachable?)"
-        );
-        std::fs::write(&stamp, &wanted).expect("writing the venv's stamp");
-    }
+    let python = support::python_venv(
+        "python-venv",
+        &repo().join("clients/python/requirements-test.txt"),
+    );
     python.to_string_lossy().into_owned()
 }
 

@@ -642,3 +642,74 @@ fn malformed_and_oversized_requests_get_their_4xx_and_hurt_no_one() {
 fn sent_mib(bytes: usize) -> f64 {
     (bytes as f64 / (1 << 20) as f64).round()
 }
+
+/// Schemathesis against the server's own `/v1/openapi.json`, as an admin, a producer and a
+/// worker token, for `seconds` in all: no 5xx, and every response's status, content type,
+/// headers and body as the document says. (Its checks of how precisely the document
+/// describes what requests are accepted are left out: the document does not state every
+/// rule the server applies, such as job ids being UUIDs; see docs/RELIABILITY.md.)
+fn schemathesis(seconds: u64) {
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis-requirements.txt");
+    let python = python_venv("schemathesis-venv", &requirements);
+    let schemathesis = python.with_file_name("schemathesis");
+    let tokens: Vec<(&str, (String, String))> = ["admin", "produce", "work"]
+        .into_iter()
+        .map(|scope| (scope, new_token(scope, scope)))
+        .collect();
+    let config: String = tokens.iter().map(|(_, (_, e))| format!("{e}\n")).collect();
+    let server = Server::start(&config);
+    let mut figures = Vec::new();
+    for (scope, (token, _)) in &tokens {
+        // Half the time as an admin, who reaches every handler; a quarter each for the rest.
+        let budget = if *scope == "admin" {
+            seconds / 2
+        } else {
+            seconds / 4
+        };
+        let out = Command::new(&schemathesis)
+            .args(["run", &format!("{}/v1/openapi.json", server.url)])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            ])
+            .args(["--max-time", &budget.max(1).to_string(), "--workers", "2"])
+            .args(["--seed", "15"])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("schemathesis runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis as {scope} failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generated = text
+            .lines()
+            .find(|l| l.contains(" generated, "))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        figures.push(serde_json::json!({"scope": scope, "seconds": budget, "cases": generated}));
+    }
+    let logs = server.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    println!(
+        "{}",
+        serde_json::json!({"test": "S1", "runs": figures, "server_5xx": 0})
+    );
+}
+
+#[test]
+fn s1_schemathesis_finds_no_5xx_and_every_response_matches_the_document() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    schemathesis(60);
+}
+
+#[test]
+#[ignore = "ten minutes: cargo test -p rota-cli --release --test security -- --ignored"]
+fn s1_full_schemathesis_for_ten_minutes() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    schemathesis(600);
+}

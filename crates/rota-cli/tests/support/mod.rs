@@ -320,3 +320,34 @@ pub async fn complete_all(
         .complete(&rota::api::CompleteRequest { completions })
         .await
 }
+
+/// The Python of a virtual environment `target/<name>` holding exactly the pinned
+/// `requirements` (made, or made again when the pins changed; PyPI must be reachable then).
+pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(name);
+    let python = venv.join("bin/python");
+    let wanted = std::fs::read_to_string(requirements).expect("the pinned requirements");
+    let stamp = venv.join("requirements.stamp");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let made = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs (install Python 3.10 or later)");
+        assert!(made.success(), "python3 -m venv {}", venv.display());
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(requirements)
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "installing {} (is PyPI reachable?)",
+            requirements.display()
+        );
+        std::fs::write(&stamp, &wanted).expect("writing the venv's stamp");
+    }
+    python
+}
