@@ -157,6 +157,19 @@ impl Drop for Spawned {
     }
 }
 
+/// Whether something on `port` answers an HTTP request for /healthz.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let asked =
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 9];
+    asked.is_ok() && stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 "
+}
+
 fn spawn_server(durability: &str, database: Option<&str>) -> anyhow::Result<(Spawned, String)> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -172,7 +185,17 @@ fn spawn_server(durability: &str, database: Option<&str>) -> anyhow::Result<(Spa
         ])
         .args(
             database
-                .map(|d| ["--database", d, "--create-database"])
+                // A benchmark reports a database it cannot reach at once, not after the
+                // wait a server restarted beside its database deserves.
+                .map(|d| {
+                    [
+                        "--database",
+                        d,
+                        "--create-database",
+                        "--database-wait",
+                        "0s",
+                    ]
+                })
                 .iter()
                 .flatten(),
         )
@@ -184,7 +207,9 @@ fn spawn_server(durability: &str, database: Option<&str>) -> anyhow::Result<(Spa
         .context("starting rota serve")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut spawned = Spawned { child, dir };
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // `rota serve` binds before it opens the database, so a connection alone is not an
+    // answer: it is asked for /healthz until it gives one.
+    while !answers_http(port) {
         if let Some(status) = spawned.child.try_wait()? {
             bail!("the benchmark server exited ({status}) before it listened; its error is above");
         }

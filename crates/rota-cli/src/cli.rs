@@ -237,6 +237,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "ROTA_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// PostgreSQL: how long to wait at start for a database server that does not answer
+    /// (restarting), such as 30s; 0s fails at once.
+    #[arg(long, env = "ROTA_DATABASE_WAIT")]
+    pub database_wait: Option<String>,
     /// Allow listening on a non-loopback address without auth tokens.
     #[arg(long)]
     pub insecure_no_auth: bool,

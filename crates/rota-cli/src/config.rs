@@ -30,6 +30,7 @@ pub struct FileConfig {
     body_limit: Option<usize>,
     lease: Option<String>,
     header_timeout: Option<String>,
+    database_wait: Option<String>,
     completed_retention: Option<String>,
     cancelled_retention: Option<String>,
     dead_retention: Option<String>,
@@ -106,6 +107,7 @@ const TOP_KEYS: &[&str] = &[
     "body_limit",
     "lease",
     "header_timeout",
+    "database_wait",
     "completed_retention",
     "cancelled_retention",
     "dead_retention",
@@ -171,6 +173,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// How long a connection has to send a request's headers (and may sit idle).
     pub header_timeout: Duration,
+    /// PostgreSQL: how long start-up waits for a database server that does not answer.
+    pub database_wait: Duration,
     /// How long finished jobs are kept.
     pub retention: rota_store::Retention,
     /// Most snoozes a job may have.
@@ -306,6 +310,10 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         Some(header_timeout),
         Duration::from_secs(1),
     )?;
+    let database_wait = match args.database_wait.clone().or(file.database_wait) {
+        Some(raw) => duration("database_wait", &raw)?,
+        None => rota_server::DATABASE_WAIT_DEFAULT,
+    };
     let retry = file
         .retry
         .map(|r| RetryOverride {
@@ -433,6 +441,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         body_limit,
         lease,
         header_timeout,
+        database_wait,
         retention,
         max_snoozes: file.max_snoozes.unwrap_or(rota_store::MAX_SNOOZES_DEFAULT),
         retry,
@@ -506,6 +515,7 @@ mod tests {
             insecure_no_auth: false,
             create_database: false,
             pool_size: None,
+            database_wait: None,
         };
         let from_file = resolve(&args(None)).unwrap();
         assert_eq!(from_file.bind.to_string(), "127.0.0.1:9001");
@@ -556,6 +566,7 @@ mod tests {
             insecure_no_auth: false,
             create_database: false,
             pool_size: None,
+            database_wait: None,
         }
     }
 
@@ -637,6 +648,7 @@ mod readme {
             insecure_no_auth: false,
             create_database: false,
             pool_size: None,
+            database_wait: None,
         };
         let config = resolve(&args).unwrap();
         assert_eq!(config.schedules.len(), 1);

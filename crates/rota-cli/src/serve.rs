@@ -35,7 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         durability: config.durability,
         create_database: config.create_database,
         pool_size: config.pool_size,
-        wait_for_server: true,
+        wait: config.database_wait,
     };
     let store = crate::store::open_store(&config.database, &open).await?;
     if config.durability == rota_sqlite::Durability::Normal {
@@ -64,6 +64,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             body_limit: config.body_limit,
             lease: config.lease,
             header_timeout: config.header_timeout,
+            database_wait: config.database_wait,
             defaults: Arc::new(defaults),
             auth: config.auth.clone(),
             retention: config.retention,

@@ -78,9 +78,9 @@ pub struct OpenOptions {
     pub create_database: bool,
     /// PostgreSQL: most pooled connections (the backend's default when absent).
     pub pool_size: Option<usize>,
-    /// PostgreSQL: wait (up to 30 s) for a server that does not answer yet, as a server
-    /// starting beside a restarting database should; one-shot commands report at once.
-    pub wait_for_server: bool,
+    /// PostgreSQL: how long to wait for a server that does not answer yet, as a server
+    /// starting beside a restarting database should; zero (one-shot commands) reports at once.
+    pub wait: std::time::Duration,
 }
 
 /// Opens the store `url` names (without touching its schema).
@@ -105,18 +105,23 @@ pub async fn open_store(url: &DatabaseUrl, open: &OpenOptions) -> anyhow::Result
             // for, as migrating waits for it (rota_server::Server::start); the error, when it
             // comes, is one line that names the server and the fix.
             let started = std::time::Instant::now();
+            let mut warned = false;
             loop {
                 match PostgresStore::open(options.clone()).await {
-                    Ok(store) => return Ok(Arc::new(store)),
-                    Err(err)
-                        if open.wait_for_server
-                            && err.is_transient()
-                            && started.elapsed() < UNREACHABLE_WAIT =>
-                    {
-                        tracing::warn!(
-                            "{err}; the database does not answer; trying again for up to {}s",
-                            UNREACHABLE_WAIT.as_secs()
-                        );
+                    Ok(store) => {
+                        if warned {
+                            tracing::info!("PostgreSQL answers after {:.0?}", started.elapsed());
+                        }
+                        return Ok(Arc::new(store));
+                    }
+                    Err(err) if err.is_transient() && started.elapsed() < open.wait => {
+                        if !warned {
+                            tracing::warn!(
+                                "{err}; waiting up to {}s for it (--database-wait)",
+                                open.wait.as_secs()
+                            );
+                            warned = true;
+                        }
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
                     Err(err) => return Err(err.into()),
@@ -125,9 +130,6 @@ pub async fn open_store(url: &DatabaseUrl, open: &OpenOptions) -> anyhow::Result
         }
     }
 }
-
-/// How long opening waits for a PostgreSQL server that does not answer.
-const UNREACHABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -320,7 +320,23 @@ fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
         (
             vec!["serve", "--database", "postgres://rota@host.invalid/rota"],
             "",
-            "cannot reach PostgreSQL on host.invalid:5432",
+            "PostgreSQL host \"host.invalid\" is not known",
+        ),
+        (
+            vec![
+                "serve",
+                "--database",
+                "postgres://rota@127.0.0.1:1/rota",
+                "--database-wait",
+                "0s",
+            ],
+            "",
+            "cannot reach PostgreSQL on 127.0.0.1:1",
+        ),
+        (
+            vec!["serve", "--database-wait", "soon"],
+            "",
+            "database_wait",
         ),
         (
             vec!["serve", "--bind", taken.as_str()],

@@ -124,6 +124,14 @@ pub enum ConnectError {
         /// The server's message.
         message: String,
     },
+    /// The host name does not resolve (a wrong host, most likely); not waited for.
+    #[error("PostgreSQL host {host:?} is not known: {message}; check the host in the URL")]
+    UnknownHost {
+        /// The host as written.
+        host: String,
+        /// What the resolver said.
+        message: String,
+    },
     /// Nothing answered.
     #[error("cannot reach PostgreSQL on {server}: {message}; is it running, and is the host and port right?")]
     Unreachable {
@@ -151,6 +159,14 @@ pub(crate) fn server(config: &Config) -> String {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}")
+}
+
+/// Whether a connection error says the resolver does not know the host for good (glibc's
+/// "Name or service not known", "No address associated with hostname"); "Temporary failure
+/// in name resolution" is a resolver that may answer in a moment, so it is not.
+fn names_unknown_host(message: &str) -> bool {
+    message.starts_with("failed to lookup address information")
+        && !message.contains("Temporary failure")
 }
 
 /// The one-line description of a failed connection attempt.
@@ -192,11 +208,19 @@ fn describe(config: &Config, err: &tokio_postgres::Error) -> ConnectError {
             server,
             message: db.message().to_owned(),
         },
-        None => ConnectError::Unreachable {
-            server,
-            message: std::error::Error::source(err)
-                .map_or_else(|| err.to_string(), |s| s.to_string()),
-        },
+        None => {
+            let message =
+                std::error::Error::source(err).map_or_else(|| err.to_string(), |s| s.to_string());
+            if names_unknown_host(&message) {
+                let host = server
+                    .rsplit_once(':')
+                    .map_or(&*server, |(h, _)| h)
+                    .to_owned();
+                ConnectError::UnknownHost { host, message }
+            } else {
+                ConnectError::Unreachable { server, message }
+            }
+        }
     }
 }
 
@@ -284,5 +308,21 @@ pub(crate) fn pool_error(err: PoolError) -> StoreError {
             "no database connection within the connect timeout (is PostgreSQL up?)".into(),
         ),
         other => StoreError::Unavailable(format!("database connection: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_unknown_host;
+
+    #[test]
+    fn a_host_the_resolver_does_not_know_is_told_from_one_it_cannot_ask_about_now() {
+        assert!(names_unknown_host(
+            "failed to lookup address information: Name or service not known"
+        ));
+        assert!(!names_unknown_host(
+            "failed to lookup address information: Temporary failure in name resolution"
+        ));
+        assert!(!names_unknown_host("Connection refused (os error 111)"));
     }
 }

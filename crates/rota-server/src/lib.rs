@@ -35,8 +35,8 @@ pub use diagnostics::doctor_report_of;
 pub use error::ApiError;
 pub use server::{Server, StartError, Startup};
 pub use state::{
-    node_id, AppState, ServerConfig, BODY_LIMIT_DEFAULT, HEADER_TIMEOUT_DEFAULT, LEASE_DEFAULT,
-    WAIT_MAX,
+    node_id, AppState, ServerConfig, BODY_LIMIT_DEFAULT, DATABASE_WAIT_DEFAULT,
+    HEADER_TIMEOUT_DEFAULT, LEASE_DEFAULT, WAIT_MAX,
 };
 
 #[derive(OpenApi)]

@@ -82,7 +82,7 @@ impl Server {
         config: ServerConfig,
         startup: Startup,
     ) -> Result<Self, StartError> {
-        let migration = migrate(&*store, &*clock).await?;
+        let migration = migrate(&*store, &*clock, config.database_wait).await?;
         for (name, queue) in startup.queues {
             store
                 .queue_declare(QueueDeclareParams {
@@ -139,10 +139,6 @@ impl Server {
 
 /// How long start-up waits for a database that someone else holds locked.
 const MIGRATE_BUSY_WAIT: Duration = Duration::from_secs(60);
-/// How long start-up waits for a database server that does not answer (restarting, failing
-/// over) before it gives up: long enough for a restart, short enough that a wrong address
-/// is reported within the minute.
-const MIGRATE_UNAVAILABLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Migrates the store. A database busy with someone else's transaction (a backup, an
 /// operator's session) is waited for, and so is a database server that does not answer yet
@@ -150,9 +146,16 @@ const MIGRATE_UNAVAILABLE_WAIT: Duration = Duration::from_secs(30);
 /// start: a node restarted during a database restart comes up by itself, as Celery's workers
 /// do with `broker_connection_retry_on_startup`. A file database that cannot be opened ends
 /// the start at once.
-async fn migrate(store: &dyn Store, clock: &dyn Clock) -> Result<MigrationReport, StartError> {
+/// The server is waited for up to `unavailable_wait` ([`ServerConfig::database_wait`]), with
+/// one warning when the waiting starts.
+async fn migrate(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    unavailable_wait: Duration,
+) -> Result<MigrationReport, StartError> {
     let started = tokio::time::Instant::now();
     let network = store.capabilities().multi_node;
+    let mut warned = false;
     loop {
         match store
             .store_migrate(StoreMigrateParams { now: clock.now() })
@@ -168,13 +171,16 @@ async fn migrate(store: &dyn Store, clock: &dyn Clock) -> Result<MigrationReport
             Err(err)
                 if network
                     && err.kind() == rota_store::ErrorKind::Unavailable
-                    && started.elapsed() < MIGRATE_UNAVAILABLE_WAIT =>
+                    && started.elapsed() < unavailable_wait =>
             {
-                tracing::warn!(
-                    error = %err,
-                    "the database does not answer; trying again for up to {}s",
-                    MIGRATE_UNAVAILABLE_WAIT.as_secs()
-                );
+                if !warned {
+                    tracing::warn!(
+                        error = %err,
+                        "the database does not answer; waiting up to {}s for it (database_wait)",
+                        unavailable_wait.as_secs()
+                    );
+                    warned = true;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             other => return other.map_err(StartError::Migrate),

@@ -17,6 +17,10 @@ pub const LEASE_DEFAULT: Duration = Duration::from_secs(30);
 /// How long a connection has to deliver a request's headers (and longest a keep-alive
 /// connection may sit idle) unless configured otherwise.
 pub const HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How long start-up waits, by default, for a network database that does not answer yet
+/// (restarting beside this node), before it gives up with the reason.
+pub const DATABASE_WAIT_DEFAULT: Duration = Duration::from_secs(30);
 /// Longest a fetch or a job wait may hold a request open.
 pub const WAIT_MAX: Duration = Duration::from_secs(60);
 
@@ -30,6 +34,9 @@ pub struct ServerConfig {
     /// How long a connection has to deliver a request's headers, and longest it may sit
     /// idle between requests; then it is closed.
     pub header_timeout: Duration,
+    /// How long start-up waits for a network database that does not answer (zero: not at
+    /// all); a file database that cannot be opened ends the start at once either way.
+    pub database_wait: Duration,
     /// Retry-policy layers and payload limits.
     pub defaults: Arc<PolicyDefaults>,
     /// Accepted bearer tokens (none: auth off, loopback only).
@@ -59,6 +66,7 @@ impl Default for ServerConfig {
             body_limit: BODY_LIMIT_DEFAULT,
             lease: LEASE_DEFAULT,
             header_timeout: HEADER_TIMEOUT_DEFAULT,
+            database_wait: DATABASE_WAIT_DEFAULT,
             defaults: Arc::default(),
             auth: crate::auth::Auth::default(),
             node: node_id(),
