@@ -192,7 +192,10 @@ async fn every_route_answers_every_credential_as_the_auth_matrix_says() {
     );
     println!(
         "{}",
-        serde_json::json!({"test": "S3", "routes": matrix.len(), "requests": cells, "mismatches": 0})
+        serde_json::json!({
+            "test": "S3", "routes": matrix.len(), "requests": cells, "mismatches": 0,
+            "server_peak_mib": peak_mib(server.pid().unwrap()),
+        })
     );
 }
 
@@ -316,6 +319,7 @@ async fn a_flooding_token_gets_429_with_retry_after_and_the_others_go_on() {
             "calm_p99_ms_baseline": (baseline * 100.0).round() / 100.0,
             "calm_p99_ms_during_flood": (during * 100.0).round() / 100.0,
             "ratio": ((during / baseline) * 100.0).round() / 100.0,
+            "server_peak_mib": peak_mib(server.pid().unwrap()),
         })
     );
 }
@@ -704,7 +708,10 @@ fn schemathesis(seconds: u64) {
     assert!(!logs.contains("panicked"), "{logs}");
     println!(
         "{}",
-        serde_json::json!({"test": "S1", "runs": figures, "server_5xx": 0})
+        serde_json::json!({
+            "test": "S1", "runs": figures, "server_5xx": 0,
+            "server_peak_mib": peak_mib(server.pid().unwrap()),
+        })
     );
 }
 
