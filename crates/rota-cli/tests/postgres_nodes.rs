@@ -599,7 +599,7 @@ async fn a_node_started_while_postgres_is_down_waits_for_it() {
         async || {
             server
                 .logs()
-                .contains("the database does not answer; trying again")
+                .contains("waiting up to 30s for it")
                 .then_some(())
         },
     )

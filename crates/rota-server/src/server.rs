@@ -83,26 +83,23 @@ impl Server {
         startup: Startup,
     ) -> Result<Self, StartError> {
         let migration = migrate(&*store, &*clock, config.database_wait).await?;
-        for (name, queue) in startup.queues {
-            store
-                .queue_declare(QueueDeclareParams {
-                    name: name.clone(),
-                    config: queue,
-                    // The configuration file is the whole truth for its queues.
-                    merge: false,
-                    now: clock.now(),
-                })
-                .await
-                .map_err(|source| StartError::Queue { name, source })?;
-        }
-        reconcile_schedules(&*store, &startup.schedules, clock.now()).await?;
-        let longest_lease = store
-            .queue_list(QueueListParams { now: clock.now() })
-            .await
-            .map_err(StartError::Store)?
-            .iter()
-            .filter_map(|q| q.queue.config.lease)
-            .fold(config.lease, Duration::max);
+        // The steps after migrating read and write the store too; a database server that
+        // restarts between them (R3) is waited for as migrating waits for it.
+        let started = tokio::time::Instant::now();
+        let network = store.capabilities().multi_node;
+        let longest_lease = loop {
+            match prepare(&*store, &*clock, config.lease, &startup).await {
+                Err(err)
+                    if network
+                        && err.is_unavailable()
+                        && started.elapsed() < config.database_wait =>
+                {
+                    tracing::warn!(error = %err, "the database stopped answering while starting; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => break other?,
+            }
+        };
         let state = AppState::new(store, clock, config);
         let shutdown = CancellationToken::new();
         crate::maintenance::spawn(&state, shutdown.clone(), longest_lease);
@@ -134,6 +131,50 @@ impl Server {
         self.shutdown.cancel();
         self.state.join_services().await;
         served
+    }
+}
+
+/// Declares the configured queues, reconciles the configured schedules, and answers the
+/// longest lease of any queue (at least `lease`).
+async fn prepare(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    lease: Duration,
+    startup: &Startup,
+) -> Result<Duration, StartError> {
+    for (name, queue) in &startup.queues {
+        store
+            .queue_declare(QueueDeclareParams {
+                name: name.clone(),
+                config: queue.clone(),
+                // The configuration file is the whole truth for its queues.
+                merge: false,
+                now: clock.now(),
+            })
+            .await
+            .map_err(|source| StartError::Queue {
+                name: name.clone(),
+                source,
+            })?;
+    }
+    reconcile_schedules(store, &startup.schedules, clock.now()).await?;
+    Ok(store
+        .queue_list(QueueListParams { now: clock.now() })
+        .await
+        .map_err(StartError::Store)?
+        .iter()
+        .filter_map(|q| q.queue.config.lease)
+        .fold(lease, Duration::max))
+}
+
+impl StartError {
+    /// Whether the store did not answer (a database server restarting).
+    fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StartError::Migrate(e) | StartError::Store(e) => e,
+            StartError::Queue { source, .. } | StartError::Schedule { source, .. } => source,
+        };
+        source.kind() == rota_store::ErrorKind::Unavailable
     }
 }
 
