@@ -203,7 +203,7 @@ pub enum MigrateCommand {
 pub enum TokenCommand {
     /// Make a new token; prints it once, and the line to add to rota.toml.
     New {
-        /// What the token may do: produce, work or admin.
+        /// What the token may do: read, produce, work or admin.
         #[arg(long, value_parser = ["produce", "work", "admin"])]
         scope: String,
         /// A label for the token.

@@ -131,6 +131,14 @@ impl Cadence {
         Ok(Self { kind, zone })
     }
 
+    /// The expression in English words (croner's best effort for cron expressions).
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            CadenceKind::Every(d) => format!("every {}", crate::format_duration(*d)),
+            CadenceKind::Cron(cron) => cron.describe(),
+        }
+    }
+
     /// The first slot strictly after `after`.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.kind {

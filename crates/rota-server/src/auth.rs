@@ -2,7 +2,8 @@
 //!
 //! Tokens are 32 random bytes, written `rota_<64 hex digits>`. The server stores only their
 //! SHA-256 hashes (from `rota.toml`), compares hashes in constant time, and never logs a
-//! token. A token's scope decides what it may do: `produce` enqueues and reads, `work` runs
+//! token. A token's scope decides what it may do: `read` reads (the API's `GET`s and the
+//! dashboard's pages), `produce` enqueues and reads, `work` runs
 //! jobs (fetch, heartbeat, complete, fail, hand back, progress) and reads, `admin` does
 //! everything. With no tokens configured, auth is off and the server only binds loopback.
 //!
@@ -30,6 +31,8 @@ use crate::state::AppState;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// Read only: every `GET` of the API and the dashboard's pages, no action.
+    Read,
     /// Enqueue jobs and read.
     Produce,
     /// Run jobs and read.
@@ -42,6 +45,7 @@ impl Scope {
     /// The name used in configuration.
     pub fn as_str(self) -> &'static str {
         match self {
+            Scope::Read => "read",
             Scope::Produce => "produce",
             Scope::Work => "work",
             Scope::Admin => "admin",
@@ -60,11 +64,12 @@ impl FromStr for Scope {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "read" => Ok(Scope::Read),
             "produce" => Ok(Scope::Produce),
             "work" => Ok(Scope::Work),
             "admin" => Ok(Scope::Admin),
             other => Err(format!(
-                "unknown scope {other:?}: expected produce, work or admin"
+                "unknown scope {other:?}: expected read, produce, work or admin"
             )),
         }
     }
@@ -234,6 +239,11 @@ pub async fn require_token(
     let auth = &state.config.auth;
     // Health checks and metrics answer without a token, for load balancers and scrapers.
     let open = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    // The dashboard checks its own sessions (a cookie or a bearer token; see
+    // `dashboard::session`).
+    if crate::dashboard::owns(request.uri().path()) {
+        return next.run(request).await;
+    }
     if !auth.enabled() || open {
         return next.run(request).await;
     }

@@ -11,6 +11,7 @@
 
 mod auth;
 mod connections;
+pub mod dashboard;
 pub mod diagnostics;
 mod error;
 mod extract;
@@ -146,6 +147,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(metrics_route))
+        .merge(dashboard::router())
         .fallback(|| async {
             ApiError::from(rota_api::Problem::new(
                 404,

@@ -1,6 +1,6 @@
 //! The engine's services, started beside the HTTP server: the leadership elector, the
 //! rescuer, the pruner and the scheduler (which run only while this node leads), and the
-//! diagnostics refresher (which runs on every node).
+//! diagnostics refresher and the dashboard's live producer (which run on every node).
 
 use std::sync::Arc;
 
@@ -59,6 +59,13 @@ pub(crate) fn spawn(
     .with_observer(observer)
     .with_leader(leader);
     let scheduler = tokio::spawn(scheduler.run(clock, shutdown.clone()));
+    let live = tokio::spawn(
+        state
+            .dashboard
+            .live
+            .clone()
+            .run(state.clone(), shutdown.clone()),
+    );
     let diagnostics = tokio::spawn(state.diagnostics.clone().run(shutdown));
     state.services.lock().expect("services poisoned").extend([
         elector,
@@ -66,5 +73,6 @@ pub(crate) fn spawn(
         pruner,
         scheduler,
         diagnostics,
+        live,
     ]);
 }

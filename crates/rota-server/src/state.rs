@@ -102,6 +102,8 @@ pub struct AppState {
     pub services: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Rate-limited tokens' buckets.
     pub token_buckets: Arc<crate::auth::TokenBuckets>,
+    /// The dashboard's own state (charts' buckets, live stream).
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 /// How often a long poll looks again on a store that other nodes write to (notifications
@@ -114,9 +116,12 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
         let wake = WakeHub::new();
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let dashboard = Arc::new(crate::dashboard::Dashboard::new(clock.clone()));
         store.notifier_set(Arc::new(Notifiers(vec![
             Arc::new(wake.clone()),
             metrics.clone(),
+            dashboard.timeline.clone(),
+            dashboard.live.clone(),
         ])));
         Self {
             diagnostics: Arc::new(Diagnostics::new(
@@ -133,6 +138,7 @@ impl AppState {
             schedules_changed: Arc::new(tokio::sync::Notify::new()),
             services: Arc::default(),
             token_buckets: Arc::default(),
+            dashboard,
             metrics,
         }
     }

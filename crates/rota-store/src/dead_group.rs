@@ -20,6 +20,9 @@ pub struct DeadRow {
     pub finished_at: Timestamp,
 }
 
+/// Deaths whose times a group keeps (for a sparkline).
+pub const RECENT_DEATHS: usize = 200;
+
 /// Groups dead jobs by fingerprint (computed from the message where none was stored),
 /// largest group first, then the most recent.
 pub fn group_dead(rows: impl IntoIterator<Item = DeadRow>) -> Vec<ErrorGroup> {
@@ -38,9 +41,15 @@ pub fn group_dead(rows: impl IntoIterator<Item = DeadRow>) -> Vec<ErrorGroup> {
                 count: 0,
                 kinds: vec![],
                 latest: row.finished_at,
+                first: row.finished_at,
+                recent: Vec::new(),
             });
         group.count += 1;
         group.latest = group.latest.max(row.finished_at);
+        group.first = group.first.min(row.finished_at);
+        if group.recent.len() < RECENT_DEATHS {
+            group.recent.push(row.finished_at);
+        }
         if !group.kinds.contains(&row.kind) {
             group.kinds.push(row.kind);
         }
@@ -80,6 +89,8 @@ mod tests {
         assert_eq!(groups[0].count, 2);
         assert_eq!(groups[0].kinds, vec!["k1".to_owned(), "k2".to_owned()]);
         assert_eq!(groups[0].latest, Timestamp::from_second(30).unwrap());
+        assert_eq!(groups[0].first, Timestamp::from_second(10).unwrap());
+        assert_eq!(groups[0].recent.len(), 2);
         assert_eq!(groups[1].count, 1);
     }
 

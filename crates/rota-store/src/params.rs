@@ -758,6 +758,11 @@ pub struct ErrorGroup {
     pub kinds: Vec<String>,
     /// The most recent death.
     pub latest: Timestamp,
+    /// The earliest death (of those read).
+    pub first: Timestamp,
+    /// When the latest of them died, newest first (at most
+    /// [`crate::RECENT_DEATHS`], in the order the backend read them).
+    pub recent: Vec<Timestamp>,
 }
 
 /// Most snoozes a job may have unless configured.
