@@ -204,7 +204,7 @@ pub enum TokenCommand {
     /// Make a new token; prints it once, and the line to add to rota.toml.
     New {
         /// What the token may do: read, produce, work or admin.
-        #[arg(long, value_parser = ["produce", "work", "admin"])]
+        #[arg(long, value_parser = ["read", "produce", "work", "admin"])]
         scope: String,
         /// A label for the token.
         #[arg(long, default_value = "token")]

@@ -351,3 +351,16 @@ pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
     }
     python
 }
+
+/// A fresh token of `scope` made by `rota token new`: the token, and its `[[token]]` entry.
+pub fn new_token(name: &str, scope: &str) -> (String, String) {
+    let out = Command::new(ROTA)
+        .args(["token", "new", "--scope", scope, "--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rota token new: {out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let entry = &stderr[stderr.find("[[token]]").expect("a [[token]] entry")..];
+    (token, entry.to_owned())
+}

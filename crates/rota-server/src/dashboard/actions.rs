@@ -46,6 +46,15 @@ fn guard(state: &AppState, headers: &HeaderMap, fields: &Fields) -> Result<(), R
         .map_err(refused)
 }
 
+/// After an action: the snapshot and error groups are read again, so the page the action
+/// returns to (and every live page) shows its effect at once.
+async fn acted(state: &AppState) {
+    state.dashboard.live.touch();
+    if let Err(err) = state.diagnostics.refresh().await {
+        tracing::warn!(error = %err, "refreshing the snapshot after an action failed");
+    }
+}
+
 fn back_to(fields: &Fields, default: &str, done: &str) -> Response {
     let back = local_path(field(fields, "back"), default);
     let sep = if back.contains('?') { '&' } else { '?' };
@@ -208,6 +217,7 @@ pub async fn job_action(
     };
     match act_on(&state, &action, vec![id]).await {
         Ok((done, not)) => {
+            acted(&state).await;
             let default = if action == "delete" && done == 1 {
                 "/jobs".to_owned()
             } else {
@@ -312,6 +322,7 @@ pub async fn bulk(
             }
         }
     }
+    acted(&state).await;
     back_to(&fields, "/jobs", &summary(&action, done, not))
 }
 
@@ -355,7 +366,7 @@ pub async fn group_action(
             )
         }
     };
-    state.dashboard.live.touch();
+    acted(&state).await;
     back_to(&fields, "/errors", &done)
 }
 
@@ -383,7 +394,7 @@ pub async fn queue_action(
     };
     match out {
         Ok(_) => {
-            state.dashboard.live.touch();
+            acted(&state).await;
             back_to(&fields, "/queues", &format!("queue {name} {action}d"))
         }
         Err(e) => api_error_page(e),
@@ -420,7 +431,10 @@ pub async fn schedule_action(
         }
     };
     match done {
-        Ok(done) => back_to(&fields, "/schedules", &done),
+        Ok(done) => {
+            acted(&state).await;
+            back_to(&fields, "/schedules", &done)
+        }
         Err(e) => api_error_page(e),
     }
 }

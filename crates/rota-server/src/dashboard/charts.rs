@@ -48,6 +48,7 @@ impl Window {
 
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 80.0;
+const LABEL_ROOM: f64 = 20.0;
 
 /// A bar chart of `values` (missing ones drawn as gaps) with a title and its peak.
 pub fn bars(title: &str, values: &[Option<f64>], unit: &str) -> String {
@@ -56,7 +57,7 @@ pub fn bars(title: &str, values: &[Option<f64>], unit: &str) -> String {
     let w = WIDTH / n;
     let mut svg = format!(
         r#"<svg class="chart" viewBox="0 0 {WIDTH} {h}" role="img" aria-label="{title}: peak {peak} {unit}"><title>{title}</title>"#,
-        h = HEIGHT + 14.0,
+        h = HEIGHT + LABEL_ROOM,
         peak = human(peak),
     );
     for (i, v) in values.iter().enumerate() {
@@ -74,7 +75,7 @@ pub fn bars(title: &str, values: &[Option<f64>], unit: &str) -> String {
     }
     svg.push_str(&format!(
         r#"<line class="axis" x1="0" y1="{HEIGHT}" x2="{WIDTH}" y2="{HEIGHT}"/><text class="label" x="0" y="{ty}">{title}</text><text class="label" x="{WIDTH}" y="{ty}" text-anchor="end">peak {peak} {unit}</text></svg>"#,
-        ty = HEIGHT + 12.0,
+        ty = HEIGHT + LABEL_ROOM - 3.0,
         peak = human(peak),
     ));
     svg

@@ -173,14 +173,18 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let stream = futures_util::stream::unfold(frames, move |mut frames| {
         let shutdown = shutdown.clone();
         async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => None,
-                changed = frames.changed() => {
-                    changed.ok()?;
-                    let frame = frames.borrow_and_update().clone();
-                    let event = Event::default().event("frame").data(frame.as_str());
-                    Some((Ok::<_, Infallible>(event), frames))
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    changed = frames.changed() => changed.ok()?,
                 }
+                let frame = frames.borrow_and_update().clone();
+                // None rendered yet: the producer renders one within a second.
+                if frame.is_empty() {
+                    continue;
+                }
+                let event = Event::default().event("frame").data(frame.as_str());
+                return Some((Ok::<_, Infallible>(event), frames));
             }
         }
     });

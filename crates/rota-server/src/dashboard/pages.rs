@@ -256,21 +256,7 @@ impl LiveParts {
         let queues = snapshot
             .queues
             .iter()
-            .map(|q| QueueRow {
-                name: q.queue.name.clone(),
-                paused: q.queue.paused,
-                counts: STATES
-                    .iter()
-                    .map(|s| q.counts.get(s).copied().unwrap_or(0))
-                    .collect(),
-                oldest_ready: q
-                    .oldest_ready_age
-                    .map(|d| short_duration(d.as_secs() as i64)),
-                completed_hour: state
-                    .dashboard
-                    .timeline
-                    .queue_completed_last_hour(&q.queue.name),
-            })
+            .map(|q| queue_row(q, state))
             .collect();
         let findings = snapshot
             .findings
@@ -329,6 +315,24 @@ impl LiveParts {
         );
         put("findings", FindingsPart { p: self }.render());
         out
+    }
+}
+
+fn queue_row(q: &rota_store::QueueStats, state: &AppState) -> QueueRow {
+    QueueRow {
+        name: q.queue.name.clone(),
+        paused: q.queue.paused,
+        counts: STATES
+            .iter()
+            .map(|s| q.counts.get(s).copied().unwrap_or(0))
+            .collect(),
+        oldest_ready: q
+            .oldest_ready_age
+            .map(|d| short_duration(d.as_secs() as i64)),
+        completed_hour: state
+            .dashboard
+            .timeline
+            .queue_completed_last_hour(&q.queue.name),
     }
 }
 
@@ -985,10 +989,20 @@ pub async fn errors(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let parts = match live_parts(&state).await {
+    let mut parts = match live_parts(&state).await {
         Ok(p) => p,
         Err(e) => return store_error_page(&e),
     };
+    // A group newer than the shared read (at most a second old): read again.
+    if let Some(g) = &q.group {
+        if !parts.groups.iter().any(|r| &r.group == g) {
+            state.dashboard.live.touch();
+            parts = match live_parts(&state).await {
+                Ok(p) => p,
+                Err(e) => return store_error_page(&e),
+            };
+        }
+    }
     let selected = q
         .group
         .as_ref()
@@ -1054,10 +1068,16 @@ pub async fn queues(
         Ok(v) => v,
         Err(r) => return r,
     };
-    match live_parts(&state).await {
-        Ok(parts) => render(&QueuesPage {
+    // Read now rather than from the snapshot: the page shows a pause the moment it is made.
+    let now = state.clock.now();
+    match state
+        .store
+        .queue_list(rota_store::QueueListParams { now })
+        .await
+    {
+        Ok(stats) => render(&QueuesPage {
             chrome: chrome(&state, viewer, "queues", q.done),
-            rows: parts.queues,
+            rows: stats.iter().map(|q| queue_row(q, &state)).collect(),
             states: STATES,
         }),
         Err(e) => store_error_page(&e),
