@@ -7,6 +7,8 @@
 //! - W3: latency: a worker waiting; a producer enqueues at a fixed rate; enqueue-call start
 //!   to handler start, p50/p95/p99.
 //!
+//! - D1 (`--only d1`, never by default): the dashboard at scale; see [`crate::bench_dashboard`].
+//!
 //! Without `--url` it starts `rota serve` (this binary) on a free loopback port in a temporary
 //! directory, so the figures are those of the real server process.
 
@@ -287,6 +289,11 @@ pub async fn run(args: BenchArgs, client_args: &ClientArgs) -> anyhow::Result<Ex
         .context("declaring the bench queue")?;
     let json_out = client_args.json;
     let n = args.jobs;
+    if args.only.iter().any(|o| o.eq_ignore_ascii_case("d1")) {
+        crate::bench_dashboard::run(&client, &url, client_args.token.as_deref(), n, json_out)
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut report = Report {
         jobs: n,
         durability: client_args.url.is_none().then(|| args.durability.clone()),

@@ -162,7 +162,7 @@ pub struct BenchArgs {
     /// Concurrency of the Rust SDK worker in the W2w workload.
     #[arg(long, default_value_t = 64)]
     pub worker_concurrency: usize,
-    /// Run only these workloads (w1, w1b, w2, w2w, w3; repeatable).
+    /// Run only these workloads (w1, w1b, w2, w2w, w3; repeatable); d1, the dashboard at scale, runs only when named.
     #[arg(long)]
     pub only: Vec<String>,
     /// Durability of the server started for the benchmark.

@@ -2,6 +2,7 @@
 //! code. Every command lives in its own module; this file holds no logic of its own.
 
 mod bench;
+mod bench_dashboard;
 mod cli;
 mod client_commands;
 mod config;

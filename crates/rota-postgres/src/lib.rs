@@ -459,8 +459,13 @@ impl Store for PostgresStore {
         let limit = check_page_limit(p.limit)?;
         self.read(move |db| {
             Box::pin(async move {
-                let jobs = sql::job_list(db, &p, limit + 1).await?;
-                Ok(JobPage::from_one_extra(jobs, limit))
+                let window = match p.scan {
+                    Some(n) => Some(sql::job_scan_window(db, p.after, n).await?),
+                    None => None,
+                };
+                let oldest = window.and_then(|w| w.oldest);
+                let jobs = sql::job_list(db, &p, limit + 1, oldest).await?;
+                Ok(JobPage::within(jobs, limit, window))
             })
         })
         .await

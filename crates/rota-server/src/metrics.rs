@@ -61,6 +61,11 @@ struct ScheduleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadLabels {
+    read: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
     check: String,
 }
@@ -96,6 +101,8 @@ pub struct Metrics {
     store_transactions: Gauge,
     store_requests: Gauge,
     store_parked_claims: Gauge,
+    dashboard_reads: Family<ReadLabels, Counter>,
+    dashboard_listeners: Gauge,
     scrape: tokio::sync::Mutex<()>,
 }
 
@@ -140,9 +147,21 @@ impl Metrics {
             store_transactions: Gauge::default(),
             store_parked_claims: Gauge::default(),
             store_requests: Gauge::default(),
+            dashboard_reads: Family::default(),
+            dashboard_listeners: Gauge::default(),
             scrape: tokio::sync::Mutex::new(()),
             registry: Registry::default(),
         };
+        registry.register(
+            "dashboard_reads",
+            "Database reads the dashboard's shared producer made (error_groups), and live frames it rendered (frames): whatever the number of open pages",
+            m.dashboard_reads.clone(),
+        );
+        registry.register(
+            "dashboard_listeners",
+            "Dashboard pages listening to the live stream now",
+            m.dashboard_listeners.clone(),
+        );
         registry.register(
             "jobs_enqueued",
             "Jobs enqueued (duplicates excluded)",
@@ -322,6 +341,20 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// The dashboard read the database (`error_groups`) or rendered a live frame (`frames`).
+    pub fn dashboard_read(&self, read: &str) {
+        self.dashboard_reads
+            .get_or_create(&ReadLabels {
+                read: read.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many dashboard pages listen to the live stream.
+    pub fn dashboard_listeners(&self, n: usize) {
+        self.dashboard_listeners.set(n as i64);
     }
 
     /// Enqueues to `queue` beyond its limits since start, either outcome.

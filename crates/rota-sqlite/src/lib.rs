@@ -367,8 +367,13 @@ impl Store for SqliteStore {
         let limit = check_page_limit(p.limit)?;
         self.readers
             .read(move |conn| {
-                let jobs = sql::job_list(conn, &p, limit + 1)?;
-                Ok(JobPage::from_one_extra(jobs, limit))
+                let window = p
+                    .scan
+                    .map(|n| sql::job_scan_window(conn, p.after, n))
+                    .transpose()?;
+                let oldest = window.and_then(|w| w.oldest);
+                let jobs = sql::job_list(conn, &p, limit + 1, oldest)?;
+                Ok(JobPage::within(jobs, limit, window))
             })
             .await
     }

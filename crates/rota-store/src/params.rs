@@ -373,6 +373,10 @@ pub struct JobListParams {
     pub after: Option<JobId>,
     /// Page size, 1..=[`crate::PAGE_LIMIT_MAX`] (others are refused naming `limit`).
     pub limit: usize,
+    /// Look at no more than this many jobs (newest first, from `after`): a filter that
+    /// matches few jobs then answers in bounded time with what it found, and `next`
+    /// continues the search where it stopped (the page is `partial`). All jobs when absent.
+    pub scan: Option<usize>,
 }
 
 /// A page of jobs.
@@ -382,6 +386,20 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Cursor for the next page, if there may be one.
     pub next: Option<JobId>,
+    /// The scan limit ran out before the page filled: `next` is where it stopped, and older
+    /// jobs may still match. (A page the scan filled exactly is not partial, but its `next`
+    /// is where the scan stopped too.)
+    pub partial: bool,
+}
+
+/// The jobs a listing with a scan limit looked at: the oldest of them, and whether the
+/// limit was reached (else the listing reached the oldest job there is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanWindow {
+    /// The oldest job looked at.
+    pub oldest: Option<JobId>,
+    /// Whether as many jobs as the limit were looked at.
+    pub full: bool,
 }
 
 impl JobPage {
@@ -392,7 +410,28 @@ impl JobPage {
             jobs.truncate(limit);
             jobs[limit - 1].id
         });
-        Self { jobs, next }
+        Self {
+            jobs,
+            next,
+            partial: false,
+        }
+    }
+
+    /// The same, from a listing bounded by a scan `window`: a page the window ended before
+    /// it filled continues from the window's oldest job.
+    pub fn within(jobs: Vec<Job>, limit: usize, window: Option<ScanWindow>) -> Self {
+        let mut page = Self::from_one_extra(jobs, limit);
+        if let Some(ScanWindow {
+            oldest: Some(oldest),
+            full: true,
+        }) = window
+        {
+            if page.next.is_none() {
+                page.partial = page.jobs.len() < limit;
+                page.next = Some(oldest);
+            }
+        }
+        page
     }
 }
 

@@ -962,8 +962,9 @@ pub(crate) async fn job_select_ids(
                 filter: selector_filter(filter, default_state),
                 after: None,
                 limit: 0,
+                scan: None,
             };
-            Ok(job_list(db, &params, usize::MAX >> 1)
+            Ok(job_list(db, &params, usize::MAX >> 1, None)
                 .await?
                 .into_iter()
                 .map(|j| j.id)
@@ -977,6 +978,7 @@ pub(crate) async fn job_list(
     db: &impl Conn,
     p: &JobListParams,
     limit: usize,
+    oldest: Option<JobId>,
 ) -> Result<Vec<Job>, StoreError> {
     let f = &p.filter;
     fn list(v: &[String]) -> Option<Vec<&str>> {
@@ -998,6 +1000,7 @@ pub(crate) async fn job_list(
                    AND ($6::int8 IS NULL OR created_at < $6) \
                    AND ($7::uuid IS NULL OR id < $7) \
                    AND ($9::text IS NULL OR errors -> -1 ->> 'fingerprint' = $9) \
+                   AND ($10::uuid IS NULL OR id >= $10) \
                  ORDER BY id DESC LIMIT $8"
             ),
             &[
@@ -1010,10 +1013,36 @@ pub(crate) async fn job_list(
                 &p.after.map(|id| *id.as_uuid()),
                 &limit_param(limit),
                 &f.error_group,
+                &oldest.map(|id| *id.as_uuid()),
             ],
         )
         .await?;
     jobs_from_rows(&rows)
+}
+
+/// The jobs a listing from `after` with a scan limit of `scan` looks at: the oldest of
+/// them when there are that many (a walk of the primary key; a listing then stops there).
+pub(crate) async fn job_scan_window(
+    db: &impl Conn,
+    after: Option<JobId>,
+    scan: usize,
+) -> Result<ScanWindow, StoreError> {
+    let rows = db
+        .query(
+            "bounding a job listing",
+            "SELECT id FROM rota.job WHERE ($1::uuid IS NULL OR id < $1) \
+             ORDER BY id DESC LIMIT 1 OFFSET $2",
+            &[&after.map(|id| *id.as_uuid()), &(scan.max(1) as i64 - 1)],
+        )
+        .await?;
+    let oldest = match rows.first() {
+        Some(row) => Some(JobId::from(super::row::get::<uuid::Uuid>(row, 0)?)),
+        None => None,
+    };
+    Ok(ScanWindow {
+        oldest,
+        full: oldest.is_some(),
+    })
 }
 
 /// The earliest run_at of a waiting job on `queues`.

@@ -22,7 +22,7 @@ macro_rules! job_columns {
 }
 pub(crate) use job_columns;
 
-fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+pub(crate) fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r Row,
     idx: usize,
 ) -> Result<T, StoreError> {

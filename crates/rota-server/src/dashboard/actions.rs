@@ -275,6 +275,7 @@ pub async fn bulk(
                     filter: filter.clone(),
                     after,
                     limit: BULK_CHUNK,
+                    scan: None,
                 })
                 .await
             {

@@ -84,6 +84,7 @@ impl Live {
                 latest: Some(GROUPS_SAMPLE),
             })
             .await?;
+        state.metrics.dashboard_read("error_groups");
         let read: u64 = groups.iter().map(|g| g.count).sum();
         let fresh = Arc::new(Groups {
             sampled: read >= GROUPS_SAMPLE as u64,
@@ -118,6 +119,7 @@ impl Live {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            state.metrics.dashboard_listeners(self.listeners());
             if self.listeners() == 0 {
                 continue;
             }
@@ -129,7 +131,10 @@ impl Live {
             }
             quiet_ticks = 0;
             match fragments(&state).await {
-                Ok(fragments) => self.publish(fragments),
+                Ok(fragments) => {
+                    state.metrics.dashboard_read("frames");
+                    self.publish(fragments)
+                }
                 Err(err) => tracing::warn!(error = %err, "dashboard live frame failed; retrying"),
             }
         }

@@ -35,6 +35,9 @@ pub const STATES: [JobState; 7] = [
 
 /// Longest an args or result value is shown inline before the raw link.
 pub const VALUE_SHOWN_MAX: usize = 4096;
+/// Most jobs one listing looks through (newest first): a filter that matches few answers
+/// in bounded time, and the page offers to search on from where it stopped.
+pub const JOBS_SCANNED: usize = 100_000;
 /// Longest args are shown in a list.
 pub const ARGS_IN_LIST_MAX: usize = 120;
 
@@ -98,6 +101,19 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
         .filter(|(_, v)| !v.is_empty())
         .collect();
     serde_urlencoded::to_string(kept).unwrap_or_default()
+}
+
+/// A count with thousands separated: `100,000`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// How long ago, in a few characters.
@@ -565,6 +581,8 @@ struct JobsPage {
     error: Option<String>,
     hidden: Vec<(&'static str, String)>,
     limit: usize,
+    partial: bool,
+    scanned: String,
 }
 
 impl JobsPage {
@@ -641,6 +659,8 @@ pub async fn jobs(
         next: None,
         error: None,
         limit,
+        partial: false,
+        scanned: thousands(JOBS_SCANNED),
     };
     let filter = match q.filter() {
         Ok(f) => f,
@@ -667,6 +687,7 @@ pub async fn jobs(
             filter,
             after,
             limit,
+            scan: Some(JOBS_SCANNED),
         })
         .await;
     match listed {
@@ -674,6 +695,7 @@ pub async fn jobs(
             let now = state.clock.now();
             page.rows = list.jobs.iter().map(|j| job_row(j, now)).collect();
             page.next = list.next.map(|n| q.url_with("after", &n.to_string()));
+            page.partial = list.partial;
             render(&page)
         }
         Err(e) => store_error_page(&e),
@@ -1019,6 +1041,7 @@ pub async fn errors(
                 },
                 after: None,
                 limit: 10,
+                scan: Some(JOBS_SCANNED),
             })
             .await;
         match listed {

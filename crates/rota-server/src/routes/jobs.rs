@@ -291,6 +291,7 @@ fn list_params(
             .map(|a| job_id("after", a))
             .transpose()?,
         limit,
+        scan: None,
     })
 }
 
@@ -468,6 +469,7 @@ pub async fn retry_dead(
                 filter: filter.clone(),
                 after,
                 limit: REDRIVE_CHUNK,
+                scan: None,
             })
             .await?;
         let ids: Vec<JobId> = page.jobs.iter().map(|j| j.id).collect();

@@ -669,8 +669,9 @@ pub(crate) fn job_select_ids(
                 filter: selector_filter(filter, default_state),
                 after: None,
                 limit: 0,
+                scan: None,
             };
-            Ok(job_list(conn, &params, usize::MAX >> 1)?
+            Ok(job_list(conn, &params, usize::MAX >> 1, None)?
                 .into_iter()
                 .map(|j| j.id)
                 .collect())
@@ -683,6 +684,7 @@ pub(crate) fn job_list(
     conn: &Connection,
     p: &JobListParams,
     limit: usize,
+    oldest: Option<JobId>,
 ) -> Result<Vec<Job>, StoreError> {
     let f = &p.filter;
     let list = |v: &[String]| (!v.is_empty()).then(|| json(&v));
@@ -695,10 +697,12 @@ pub(crate) fn job_list(
              WHERE (?1 IS NULL OR queue IN (SELECT value FROM json_each(?1))) \
                AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2))) \
                AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
-               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(job.tags) WHERE value = ?4)) \
+               AND (?4 IS NULL OR (instr(tags, json_quote(?4)) > 0 \
+                    AND EXISTS (SELECT 1 FROM json_each(job.tags) WHERE value = ?4))) \
                AND (?5 IS NULL OR created_at >= ?5) \
                AND (?6 IS NULL OR created_at < ?6) \
-               AND (?7 IS NULL OR id < ?7) \
+               AND id < coalesce(?7, X'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF') \
+               AND id >= coalesce(?10, X'') \
                AND (?9 IS NULL OR json_extract(errors, '$[#-1].fingerprint') = ?9) \
              ORDER BY id DESC LIMIT ?8"
         ))
@@ -715,12 +719,42 @@ pub(crate) fn job_list(
                 p.after.map(|id| id.as_bytes().to_vec()),
                 limit as i64,
                 f.error_group,
+                oldest.map(|id| id.as_bytes().to_vec()),
             ],
             job_from_row,
         )
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Job>>>())
         .map_err(db_err("listing jobs"));
     rows
+}
+
+/// The jobs a listing from `after` with a scan limit of `scan` looks at: the oldest of
+/// them when there are that many (one walk of the primary key; a listing then stops there).
+pub(crate) fn job_scan_window(
+    conn: &Connection,
+    after: Option<JobId>,
+    scan: usize,
+) -> Result<ScanWindow, StoreError> {
+    let oldest = conn
+        .prepare_cached(
+            "SELECT id FROM job WHERE id < coalesce(?1, X'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF') \
+             ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    after.map(|id| id.as_bytes().to_vec()),
+                    scan.max(1) as i64 - 1
+                ],
+                |r| r.get::<_, [u8; 16]>(0),
+            )
+            .optional()
+        })
+        .map_err(db_err("bounding a job listing"))?;
+    Ok(ScanWindow {
+        oldest: oldest.map(JobId::from_bytes),
+        full: oldest.is_some(),
+    })
 }
 
 /// The earliest run_at of a waiting job on `queues` (one index seek per queue).

@@ -357,6 +357,7 @@ pub async fn the_flow_state_shows_what_limits_hold_back(s: Subject) {
             },
             after: None,
             limit: 10,
+            scan: None,
         })
         .await
         .unwrap()

@@ -141,6 +141,7 @@ macro_rules! conformance_tests {
             job_list {
                 a_missing_job_is_not_found,
                 listing_filters_and_pages_newest_first,
+                a_scan_limit_bounds_a_listing_and_continues_it,
             }
             queue {
                 a_fresh_store_has_the_default_queue,
