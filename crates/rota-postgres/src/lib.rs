@@ -459,12 +459,14 @@ impl Store for PostgresStore {
         let limit = check_page_limit(p.limit)?;
         self.read(move |db| {
             Box::pin(async move {
+                let jobs = sql::job_list(db, &p, limit + 1).await?;
+                // Where a bounded scan stopped matters only when it did not fill the page.
                 let window = match p.scan {
-                    Some(n) => Some(sql::job_scan_window(db, p.after, n).await?),
-                    None => None,
+                    Some(n) if jobs.len() <= limit => {
+                        Some(sql::job_scan_window(db, p.after, n).await?)
+                    }
+                    _ => None,
                 };
-                let oldest = window.and_then(|w| w.oldest);
-                let jobs = sql::job_list(db, &p, limit + 1, oldest).await?;
                 Ok(JobPage::within(jobs, limit, window))
             })
         })
