@@ -708,6 +708,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let python = python_venv("browser-venv", &here.join("browser-requirements.txt"));
     let dash = Dash::start();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new(python)
         .arg(here.join("browser/dashboard_browser.py"))

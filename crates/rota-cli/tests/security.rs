@@ -14,7 +14,15 @@ use support::*;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The credential columns of the matrix, in its order.
-const COLUMNS: [&str; 6] = ["none", "produce", "work", "admin", "revoked", "malformed"];
+const COLUMNS: [&str; 7] = [
+    "none",
+    "read",
+    "produce",
+    "work",
+    "admin",
+    "revoked",
+    "malformed",
+];
 
 /// One row of docs/AUTH-MATRIX.md.
 #[derive(Debug)]
@@ -56,11 +64,12 @@ fn outcome(status: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_credential_as_the_auth_matrix_says() {
     let _one = ONE_AT_A_TIME.lock().await;
+    let (read, read_entry) = new_token("reader", "read");
     let (produce, produce_entry) = new_token("producer", "produce");
     let (work, work_entry) = new_token("worker", "work");
     let (admin, admin_entry) = new_token("operator", "admin");
     let (revoked, revoked_entry) = new_token("former-operator", "admin");
-    let config = format!("{produce_entry}\n{work_entry}\n{admin_entry}\n");
+    let config = format!("{read_entry}\n{produce_entry}\n{work_entry}\n{admin_entry}\n");
     let mut server = Server::start(&format!("{config}\n{revoked_entry}"));
     let http = reqwest::Client::new();
     let queues = format!("{}/v1/queues", server.url);
@@ -123,6 +132,7 @@ async fn every_route_answers_every_credential_as_the_auth_matrix_says() {
         for (column, expected) in COLUMNS.iter().zip(&row.expected) {
             let headers: Vec<Option<String>> = match *column {
                 "none" => vec![None],
+                "read" => vec![Some(format!("Bearer {read}"))],
                 "produce" => vec![Some(format!("Bearer {produce}"))],
                 "work" => vec![Some(format!("Bearer {work}"))],
                 "admin" => vec![Some(format!("Bearer {admin}"))],

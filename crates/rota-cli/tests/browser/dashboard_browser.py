@@ -19,6 +19,7 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL = os.environ["ROTA_URL"]
@@ -166,6 +167,10 @@ def main():
         wait(admin, lambda d: state_count(d, "dead") == 0 and state_count(d, "available") >= 3,
              "the counts to show the retried jobs")
         assert api("GET", "/v1/queues/mail")["counts"].get("dead", 0) == 0
+        # The fixed mail goes out: the retried jobs complete, and the overview shows it.
+        retried = api("POST", "/v1/fetch", {"worker": "browser-test", "queues": ["mail"], "max": 3})["jobs"]
+        api("POST", "/v1/complete", {"completions": [{"job": j["id"], "token": j["lease_token"]} for j in retried]})
+        wait(admin, lambda d: state_count(d, "completed") == 3, "the completions to show live")
         shot(admin, "overview")
 
         # A running job's progress moves on its page by itself.
@@ -195,6 +200,9 @@ def main():
         assert "schedule nightly-digest triggered" in flash(admin)
         digests = api("GET", "/v1/jobs?queue=reports&kind=digest")["jobs"]
         assert len(digests) == 1, digests
+        runs = admin.find_elements(By.CSS_SELECTOR, "[data-schedule='nightly-digest'] ul.runs li")
+        assert len(runs) == 1 and digests[0]["id"] in runs[0].find_element(By.TAG_NAME, "a").get_attribute("href"), \
+            "the triggered run is among the recent runs"
         shot(admin, "schedules")
 
         admin.get(URL + "/workers")
@@ -202,6 +210,33 @@ def main():
         admin.get(URL + "/jobs?state=available")
         assert admin.find_elements(By.CSS_SELECTOR, "input[name=ids]"), "an admin can select jobs"
         shot(admin, "jobs")
+
+        # Keyboard: the first Tab reaches the navigation, and Enter follows the link.
+        admin.get(URL + "/")
+        admin.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        focused = admin.switch_to.active_element
+        assert focused.tag_name == "a", focused.tag_name
+        focused.send_keys(Keys.ENTER)
+        wait(admin, lambda d: d.current_url.rstrip("/") == URL, "the keyboard to follow the first link")
+
+        # Phone width: nothing wider than the screen but the tables' own scrolling boxes.
+        admin.set_window_size(390, 844)
+        for path in ["/", "/jobs", "/errors", "/schedules"]:
+            admin.get(URL + path)
+            overflow = admin.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+        shot(admin, "phone-jobs")
+        admin.set_window_size(1280, 1000)
+
+        # Dark mode: the page follows the system's preference.
+        admin.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                              {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        admin.get(URL + "/")
+        background = admin.execute_script("return getComputedStyle(document.body).backgroundColor")
+        channels = [int(c) for c in background[background.index("(") + 1:background.index(")")].split(",")[:3]]
+        assert sum(channels) < 150, f"dark mode background is {background}"
+        shot(admin, "overview-dark")
 
         violations = csp_violations(admin)
         assert not violations, violations

@@ -48,7 +48,7 @@ impl Window {
 
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 80.0;
-const LABEL_ROOM: f64 = 20.0;
+const LABEL_ROOM: f64 = 26.0;
 
 /// A bar chart of `values` (missing ones drawn as gaps) with a title and its peak.
 pub fn bars(title: &str, values: &[Option<f64>], unit: &str) -> String {

@@ -1122,6 +1122,59 @@ pub struct ScheduleRow {
     pub misfire: String,
     /// Its last job and that job's state.
     pub last_job: Option<(String, String)>,
+    /// Its latest runs (jobs it enqueued, triggered ones too): id, state, slot, when.
+    pub recent: Vec<RunRow>,
+}
+
+/// One run of a schedule.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// The job.
+    pub id: String,
+    /// Its state.
+    pub state: &'static str,
+    /// The slot it ran for.
+    pub slot: String,
+    /// When it was enqueued.
+    pub created: String,
+}
+
+/// Runs shown per schedule.
+pub const RECENT_RUNS: usize = 5;
+
+/// The latest runs of `schedule`: its kind's jobs on its queue that it enqueued.
+async fn recent_runs(
+    state: &AppState,
+    schedule: &rota_core::schedule::ScheduleDef,
+    now: Timestamp,
+) -> Result<Vec<RunRow>, rota_store::StoreError> {
+    let page = state
+        .store
+        .job_list(JobListParams {
+            filter: JobFilter {
+                queues: vec![schedule.template.queue.clone()],
+                kinds: vec![schedule.template.kind.clone()],
+                ..JobFilter::default()
+            },
+            after: None,
+            limit: RECENT_RUNS * 4,
+            scan: Some(JOBS_SCANNED),
+        })
+        .await?;
+    Ok(page
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let origin = j.origin.as_ref().filter(|o| o.schedule == schedule.name)?;
+            Some(RunRow {
+                id: j.id.to_string(),
+                state: j.state.as_str(),
+                slot: when(origin.slot),
+                created: ago(now, j.created_at),
+            })
+        })
+        .take(RECENT_RUNS)
+        .collect())
 }
 
 #[derive(Template)]
@@ -1179,6 +1232,10 @@ pub async fn schedules(
                 }
             }
         }
+        let recent = match recent_runs(&state, &record.schedule, now).await {
+            Ok(runs) => runs,
+            Err(e) => return store_error_page(&e),
+        };
         let view = crate::view::schedule(&*state.store, record, now).await;
         rows.push(ScheduleRow {
             misfire: serde_json::to_value(view.misfire)
@@ -1195,6 +1252,7 @@ pub async fn schedules(
             }),
             words,
             next,
+            recent,
             view,
         });
     }
