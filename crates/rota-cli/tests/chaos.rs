@@ -1696,7 +1696,14 @@ async fn nodes_killed_under_load_on_postgres(jobs: usize, kills: usize, pg_resta
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let leader = any_leader(&nodes).await;
+        // Wait (a while) for a leader to be visible, so that every other kill can be the
+        // leader's (until its lease expires, a killed leader's row still names it).
+        let mut leader = any_leader(&nodes).await;
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        while leader.is_none() && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            leader = any_leader(&nodes).await;
+        }
         leaders.extend(leader);
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -1738,11 +1745,15 @@ async fn nodes_killed_under_load_on_postgres(jobs: usize, kills: usize, pg_resta
         },
     )
     .await;
-    // The leader at the end, after the last kill.
+    // The leader at the end, after the last kill: a live node's. (A killed leader's row
+    // names it until its lease expires; taking that for the last leader made "leadership
+    // moved" depend on the run's length.)
     let deadline = Instant::now() + Duration::from_secs(60);
     let last = loop {
         if let Some(pid) = nodes[0].leader_pid().await {
-            break pid;
+            if nodes.iter().any(|n| n.pid() == Some(pid)) {
+                break pid;
+            }
         }
         if Instant::now() > deadline {
             let logs: Vec<String> = nodes.iter().map(Server::logs).collect();

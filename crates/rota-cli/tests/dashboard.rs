@@ -100,6 +100,25 @@ impl Dash {
         request.send().await.unwrap()
     }
 
+    /// A job as the API shows it.
+    async fn job(&self, id: &str) -> Value {
+        self.api(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
+            .await
+    }
+
+    /// A bulk action from the admin's session, same-origin, with its CSRF token.
+    async fn bulk(&self, csrf: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![("csrf", csrf)];
+        form.extend_from_slice(fields);
+        self.post(
+            &self.admin,
+            "/jobs/bulk",
+            &form,
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await
+    }
+
     /// A form POST without a session.
     async fn anonymous_post(&self, path: &str, body: impl Into<String>) -> reqwest::Response {
         self.http
@@ -524,13 +543,7 @@ async fn cross_site_and_csrf_less_posts_change_nothing() {
         303,
         "an Origin of this host is same-origin"
     );
-    let job = dash
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{}", seeded.dead),
-            None,
-        )
-        .await;
+    let job = dash.job(&seeded.dead).await;
     assert_eq!(job["state"], "available");
 }
 
@@ -735,4 +748,100 @@ fn the_dashboard_works_in_a_real_browser() {
     for name in ["overview", "job", "errors", "schedules", "read-only"] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
     }
+}
+
+/// Bulk actions from the jobs page: the ticked jobs, or everything the filter matches (a
+/// chunk of 1,000 at a time), with a message saying what was done and what could not be.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_actions_act_on_the_ticked_jobs_or_all_matching() {
+    let dash = Dash::start();
+    let seeded = dash.seed().await;
+    let csrf = dash.csrf(&dash.admin).await;
+    // Cancel the two ticked waiting jobs.
+    let (a, b) = (&seeded.available[0], &seeded.available[1]);
+    let response = dash
+        .bulk(
+            &csrf,
+            &[
+                ("action", "cancel"),
+                ("ids", a),
+                ("ids", b),
+                ("back", "/jobs?state=available"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location, "/jobs?state=available&done=cancelled+2+jobs",
+        "back where it came from, saying what it did"
+    );
+    for id in [a, b] {
+        let job = dash.job(id).await;
+        assert_eq!(job["state"], "cancelled");
+    }
+    // Retry everything dead on the mail queue: the one dead job comes back.
+    let response = dash
+        .bulk(
+            &csrf,
+            &[
+                ("action", "retry"),
+                ("all", "1"),
+                ("state", "dead"),
+                ("queue", "mail"),
+            ],
+        )
+        .await;
+    // All matching runs in the background; its page shows the progress until it is done.
+    assert_eq!(response.status(), 303);
+    let run = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(run.starts_with("/jobs/bulk/"), "{run}");
+    let progress = eventually(
+        std::time::Duration::from_secs(10),
+        "the bulk retry to finish",
+        async || {
+            let html = dash.page(&dash.admin, &run).await.text().await.unwrap();
+            html.contains(r#"id="bulk-state">done<"#).then_some(html)
+        },
+    )
+    .await;
+    assert!(
+        progress.contains("retried 1 of ≈1 jobs"),
+        "{}",
+        &progress[progress.find("<main").unwrap_or(0)..]
+    );
+    let job = dash.job(&seeded.dead).await;
+    assert_eq!(job["state"], "available");
+    // Delete all cancelled jobs, and the running one (refused: it must be cancelled first).
+    let response = dash
+        .bulk(
+            &csrf,
+            &[
+                ("action", "delete"),
+                ("ids", a),
+                ("ids", b),
+                ("ids", &seeded.running),
+            ],
+        )
+        .await;
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .ends_with("done=deleted+2+jobs%3B+1+could+not+be+%28not+in+a+state+that+allows+it%29"));
+    let gone = dash
+        .http
+        .get(dash.url(&format!("/v1/jobs/{a}")))
+        .bearer_auth(&dash.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let running = dash.job(&seeded.running).await;
+    assert_eq!(running["state"], "running");
+    // Nothing ticked: nothing done, and it says so.
+    let response = dash.bulk(&csrf, &[("action", "retry")]).await;
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("nothing+selected"));
 }

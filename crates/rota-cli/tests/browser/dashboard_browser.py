@@ -111,6 +111,15 @@ def fail_jobs(queue, kind, n, message, max_attempts=1):
     return ids
 
 
+def listeners():
+    """Pages listening to the live stream, as the server's metrics count them."""
+    with urllib.request.urlopen(URL + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("rota_dashboard_listeners "):
+                return int(float(line.split()[1]))
+    return None
+
+
 def state_count(driver, state):
     cells = driver.find_elements(By.CSS_SELECTOR, f"[data-count='{state}']")
     return int(cells[0].text) if cells else None
@@ -210,6 +219,19 @@ def main():
         admin.get(URL + "/jobs?state=available")
         assert admin.find_elements(By.CSS_SELECTOR, "input[name=ids]"), "an admin can select jobs"
         shot(admin, "jobs")
+
+        # A hidden tab closes its stream (the server counts no listener), and reopens it when
+        # shown again.
+        admin.get(URL + "/")
+        wait(admin, lambda d: d.find_element(By.ID, "live-status").text == "live", "the stream")
+        wait(admin, lambda d: listeners() == 1, "the server to count one listening page")
+        first = admin.current_window_handle
+        admin.switch_to.new_window("tab")
+        admin.get(URL + "/login")
+        wait(admin, lambda d: listeners() == 0, "the hidden page to close its stream")
+        admin.close()
+        admin.switch_to.window(first)
+        wait(admin, lambda d: listeners() == 1, "the shown page to listen again")
 
         # Keyboard: the first Tab reaches the navigation, and Enter follows the link.
         admin.get(URL + "/")

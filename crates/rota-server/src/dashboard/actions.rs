@@ -237,8 +237,76 @@ pub async fn job_action(
     }
 }
 
-/// `POST /jobs/bulk`: `action` on the checked `ids`, or with `all=1` on every job the
-/// filter fields match, a chunk of [`BULK_CHUNK`] per transaction.
+/// How many jobs a filter matches, from the kept counts, when it filters by queue, kind
+/// and state only (others cannot be counted without reading the jobs).
+async fn expected_matches(state: &AppState, filter: &rota_store::JobFilter) -> Option<u64> {
+    let countable = filter.tag.is_none()
+        && filter.error_group.is_none()
+        && filter.created_after.is_none()
+        && filter.created_before.is_none();
+    if !countable {
+        return None;
+    }
+    let snapshot = state.diagnostics.snapshot().await.ok()?;
+    Some(
+        snapshot
+            .counts
+            .iter()
+            .filter(|c| filter.queues.is_empty() || filter.queues.contains(&c.queue))
+            .filter(|c| filter.kinds.is_empty() || filter.kinds.contains(&c.kind))
+            .filter(|c| filter.states.is_empty() || filter.states.contains(&c.state))
+            .map(|c| c.count)
+            .sum(),
+    )
+}
+
+/// Runs a bulk action over everything `filter` matches, a chunk of [`BULK_CHUNK`] per
+/// transaction, recording its progress for the run's page.
+async fn run_bulk(state: AppState, id: u64, action: String, filter: rota_store::JobFilter) {
+    let runs = &state.dashboard.bulk;
+    let mut after = None;
+    let outcome = loop {
+        let page = match state
+            .store
+            .job_list(JobListParams {
+                filter: filter.clone(),
+                after,
+                limit: BULK_CHUNK,
+                scan: None,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
+        let ids: Vec<JobId> = page.jobs.iter().map(|j| j.id).collect();
+        if ids.is_empty() {
+            break Ok(());
+        }
+        match act_on(&state, &action, ids).await {
+            Ok((done, refused)) => runs.progress(id, done, refused),
+            Err(e) => break Err(e),
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break Ok(()),
+        }
+    };
+    if let Err(err) = &outcome {
+        tracing::warn!(error = %err, "a bulk action from the dashboard stopped");
+    }
+    runs.finish(
+        id,
+        outcome
+            .err()
+            .map(|e| crate::error::store_problem(&e).detail),
+    );
+    acted(&state).await;
+}
+
+/// `POST /jobs/bulk`: `action` on the checked `ids` (at once), or with `all=1` on every job
+/// the filter fields match (in the background, a chunk of [`BULK_CHUNK`] per transaction;
+/// the answer sends the browser to the run's progress page).
 pub async fn bulk(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -267,60 +335,33 @@ pub async fn bulk(
             Ok(f) => f,
             Err(e) => return message_page(422, "Invalid filter", &e),
         };
-        let mut after = None;
-        loop {
-            let page = match state
-                .store
-                .job_list(JobListParams {
-                    filter: filter.clone(),
-                    after,
-                    limit: BULK_CHUNK,
-                    scan: None,
-                })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => return store_error_page(&e),
-            };
-            let ids: Vec<JobId> = page.jobs.iter().map(|j| j.id).collect();
-            if ids.is_empty() {
-                break;
-            }
-            match act_on(&state, &action, ids).await {
-                Ok((d, n)) => {
-                    done += d;
-                    not += n;
-                }
-                Err(e) => return store_error_page(&e),
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
+        let expected = expected_matches(&state, &filter).await;
+        let back = local_path(field(&fields, "back"), "/jobs");
+        let id = state.dashboard.bulk.start(&action, expected, back);
+        tokio::spawn(run_bulk(state.clone(), id, action, filter));
+        return Redirect::to(&format!("/jobs/bulk/{id}")).into_response();
+    }
+    let mut ids = Vec::new();
+    for (_, raw) in fields.iter().filter(|(k, _)| k == "ids") {
+        match parse_id(raw) {
+            Ok(id) => ids.push(id),
+            Err(r) => return r,
         }
-    } else {
-        let mut ids = Vec::new();
-        for (_, raw) in fields.iter().filter(|(k, _)| k == "ids") {
-            match parse_id(raw) {
-                Ok(id) => ids.push(id),
-                Err(r) => return r,
+    }
+    if ids.is_empty() {
+        return back_to(
+            &fields,
+            "/jobs",
+            "nothing selected: tick jobs, or \"all matching\"",
+        );
+    }
+    for chunk in ids.chunks(BULK_CHUNK) {
+        match act_on(&state, &action, chunk.to_vec()).await {
+            Ok((d, n)) => {
+                done += d;
+                not += n;
             }
-        }
-        if ids.is_empty() {
-            return back_to(
-                &fields,
-                "/jobs",
-                "nothing selected: tick jobs, or \"all matching\"",
-            );
-        }
-        for chunk in ids.chunks(BULK_CHUNK) {
-            match act_on(&state, &action, chunk.to_vec()).await {
-                Ok((d, n)) => {
-                    done += d;
-                    not += n;
-                }
-                Err(e) => return store_error_page(&e),
-            }
+            Err(e) => return store_error_page(&e),
         }
     }
     acted(&state).await;

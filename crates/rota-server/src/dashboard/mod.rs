@@ -14,6 +14,7 @@
 
 pub mod actions;
 pub mod assets;
+pub mod bulk;
 pub mod charts;
 pub mod live;
 pub mod pages;
@@ -38,6 +39,8 @@ pub struct Dashboard {
     pub timeline: Arc<timeline::Timeline>,
     /// The live stream's producer.
     pub live: Arc<live::Live>,
+    /// Bulk actions running in the background, and the latest finished.
+    pub bulk: bulk::BulkRuns,
 }
 
 impl Dashboard {
@@ -54,6 +57,7 @@ impl Dashboard {
             secret: bytes.iter().map(|b| format!("{b:02x}")).collect(),
             timeline: Arc::new(timeline::Timeline::new(clock)),
             live: Arc::new(live::Live::default()),
+            bulk: bulk::BulkRuns::default(),
         }
     }
 }
@@ -78,6 +82,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/{action}", post(actions::job_action))
         .route("/jobs/{id}/raw/{part}", get(pages::raw))
         .route("/jobs/bulk", post(actions::bulk))
+        .route("/jobs/bulk/{run}", get(pages::bulk_run))
         .route("/errors/{action}", post(actions::group_action))
         .route("/queues/{name}/{action}", post(actions::queue_action))
         .route("/schedules/{name}/{action}", post(actions::schedule_action))

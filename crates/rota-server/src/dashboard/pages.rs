@@ -1329,6 +1329,51 @@ pub async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Respo
     })
 }
 
+// ---------------------------------------------------------------- bulk runs
+
+#[derive(Template)]
+#[template(path = "bulk.html")]
+struct BulkPage {
+    chrome: Chrome,
+    id: u64,
+    run: super::bulk::BulkRun,
+    verb: &'static str,
+}
+
+/// `GET /jobs/bulk/{run}`: a bulk action's progress (the page refreshes itself until the
+/// run ends).
+pub async fn bulk_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(run): Path<String>,
+) -> Response {
+    let viewer = match looker(&state, &headers, &format!("/jobs/bulk/{}", encode(&run))) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let found = run
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| state.dashboard.bulk.get(id).map(|r| (id, r)));
+    let Some((id, run)) = found else {
+        return super::message_page(
+            404,
+            "No such bulk action",
+            &format!("bulk action {run:?} is not one of the latest this server ran"),
+        );
+    };
+    render(&BulkPage {
+        chrome: chrome(&state, viewer, "jobs", None),
+        id,
+        verb: match run.action.as_str() {
+            "retry" => "retried",
+            "cancel" => "cancelled",
+            _ => "deleted",
+        },
+        run,
+    })
+}
+
 // ---------------------------------------------------------------- login and messages
 
 /// `?next=` of the login page.
