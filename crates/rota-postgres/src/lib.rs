@@ -455,6 +455,11 @@ impl Store for PostgresStore {
         self.read(move |db| Box::pin(sql::job_get(db, p.id))).await
     }
 
+    async fn job_history(&self, p: JobHistoryParams) -> Result<Vec<StateChange>, StoreError> {
+        self.read(move |db| Box::pin(sql::job_history(db, p.id)))
+            .await
+    }
+
     async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError> {
         let limit = check_page_limit(p.limit)?;
         self.read(move |db| {

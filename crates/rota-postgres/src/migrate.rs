@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_unique_for.sql")),
     (6, include_str!("../migrations/0006_snoozes_checkpoint.sql")),
     (7, include_str!("../migrations/0007_flow_control.sql")),
+    (8, include_str!("../migrations/0008_history.sql")),
 ];
 
 /// The newest schema version this binary knows.

@@ -363,6 +363,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn job_history(&self, p: JobHistoryParams) -> Result<Vec<StateChange>, StoreError> {
+        self.readers
+            .read(move |conn| sql::job_history(conn, p.id))
+            .await
+    }
+
     async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError> {
         let limit = check_page_limit(p.limit)?;
         self.readers

@@ -29,7 +29,10 @@ mod store;
 pub mod conformance;
 
 pub use capability::Capabilities;
-pub use change::{count_deltas, ChangeCause, JobChange, NoNotifier, Notifier, Notifiers};
+pub use change::{
+    count_deltas, ChangeCause, JobChange, NoNotifier, Notifier, Notifiers, StateChange,
+    HISTORY_CHARS,
+};
 pub use dead_group::{group_dead, DeadRow, RECENT_DEATHS};
 pub use enqueue::{
     plan_enqueue, queue_not_declared, retry_blocked_by, unique_key_blocks, CollapseHolder,

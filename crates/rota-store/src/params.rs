@@ -364,6 +364,13 @@ impl JobFilter {
     }
 }
 
+/// Read a job's history.
+#[derive(Debug, Clone)]
+pub struct JobHistoryParams {
+    /// The job.
+    pub id: JobId,
+}
+
 /// List jobs, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobListParams {

@@ -141,6 +141,12 @@ pub trait Store: Send + Sync + 'static {
     /// One job.
     async fn job_get(&self, p: JobGetParams) -> Result<Job, StoreError>;
 
+    /// A job's latest state changes, oldest first (the last [`crate::HISTORY_CHARS`] of its
+    /// log): every change a transition made but fetches and completions (which the job's
+    /// `attempted_at` and `finished_at` record), written in the same write as the change
+    /// (promotions of due jobs, made in bulk, are not among them).
+    async fn job_history(&self, p: JobHistoryParams) -> Result<Vec<StateChange>, StoreError>;
+
     /// Jobs matching a filter, newest first, a page at a time.
     async fn job_list(&self, p: JobListParams) -> Result<JobPage, StoreError>;
 

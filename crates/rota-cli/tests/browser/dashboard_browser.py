@@ -160,6 +160,9 @@ def main():
         admin.find_element(By.CSS_SELECTOR, "#group-detail tbody a").click()
         wait(admin, lambda d: d.find_elements(By.ID, "job-state"), "the job's page")
         assert admin.find_element(By.ID, "job-state").text == "dead"
+        timeline = admin.find_element(By.ID, "timeline").text
+        assert "→ running" in timeline and "running → dead" in timeline, timeline
+        assert "worker browser-test" in timeline and "SMTP 550" in timeline, timeline
         admin.find_element(By.CSS_SELECTOR, "details.backtrace summary").click()
         backtrace = admin.find_element(By.CSS_SELECTOR, "details.backtrace pre")
         wait(admin, lambda d: backtrace.is_displayed(), "the backtrace to open")

@@ -1063,6 +1063,19 @@ pub(crate) async fn job_list(
     jobs_from_rows(&rows)
 }
 
+/// A job's stored history.
+pub(crate) async fn job_history(db: &impl Conn, id: JobId) -> Result<Vec<StateChange>, StoreError> {
+    let rows = db
+        .query(
+            "reading a job's history",
+            "SELECT history FROM rota.job WHERE id = $1",
+            &[id.as_uuid()],
+        )
+        .await?;
+    let row = rows.first().ok_or(StoreError::JobNotFound(id))?;
+    Ok(StateChange::parse_log(&super::row::get::<String>(row, 0)?))
+}
+
 /// The jobs a listing from `after` with a scan limit of `scan` looks at: the oldest of
 /// them when there are that many (a walk of the primary key; a listing then stops there).
 pub(crate) async fn job_scan_window(

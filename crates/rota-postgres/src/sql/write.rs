@@ -16,7 +16,7 @@ use tokio_postgres::{Row, Statement};
 
 use jiff::Timestamp;
 use rota_core::{Job, JobId, JobState};
-use rota_store::{count_deltas, ChangeCause, JobChange, StoreError};
+use rota_store::{count_deltas, ChangeCause, JobChange, StateChange, StoreError, HISTORY_CHARS};
 
 use super::{classify, json, micros, Conn, Db, OwnedParam, Param, QueueCache};
 use crate::notification;
@@ -552,6 +552,12 @@ impl<'j> Saved<'j> {
     }
 }
 
+/// Appends `u.history` (one line; nothing when absent) to the job's history, keeping its
+/// last [`HISTORY_CHARS`] (the 2000 in the SQL).
+const _: () = assert!(HISTORY_CHARS == 2000);
+const HISTORY_APPEND: &str =
+    "history = CASE WHEN u.history IS NULL THEN j.history ELSE right(j.history || u.history, 2000) END";
+
 /// Writes back transitioned jobs (the rows must be locked by this transaction), in one
 /// statement sent with the next one; unchanged jobs are skipped.
 pub(crate) async fn save_jobs(
@@ -587,6 +593,19 @@ pub(crate) async fn save_jobs(
         arrays.push(format!("${}::{array}", names.len() + 1));
         names.push(name);
         params.push(column_values(name, &jobs));
+    }
+    // A change of state is appended to the job's history (never read on this path), the
+    // oldest entry dropped beyond HISTORY_MAX.
+    let entries: Vec<Option<String>> = saved
+        .iter()
+        .filter(|s| s.before != s.after)
+        .map(|s| StateChange::between(s.before, s.after, s.cause, now).map(|c| c.line()))
+        .collect();
+    if entries.iter().any(Option::is_some) {
+        set.push(HISTORY_APPEND.to_owned());
+        arrays.push(format!("${}::text[]", names.len() + 1));
+        names.push("history");
+        params.push(Box::new(entries));
     }
     let sql = format!(
         "UPDATE rota.job j SET {} FROM unnest({}) AS u({}) WHERE j.id = u.id",

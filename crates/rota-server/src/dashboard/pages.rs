@@ -778,7 +778,80 @@ impl JobPage {
     }
 }
 
-fn job_timeline(job: &Job) -> Vec<TimelineRow> {
+/// The job's timeline: the state changes its history keeps (with each failure's message
+/// and each snooze's wake-up beside the change it caused), and those its row records (the
+/// enqueue, the latest start, the completion); jobs stored before histories existed get the
+/// timeline their row implies.
+fn job_timeline(job: &Job, history: &[rota_store::StateChange]) -> Vec<TimelineRow> {
+    if history.is_empty() {
+        return implied_timeline(job);
+    }
+    let mut rows: Vec<(Timestamp, TimelineRow)> = vec![(
+        job.created_at,
+        TimelineRow {
+            at: when(job.created_at),
+            what: "enqueued".into(),
+            detail: job
+                .origin
+                .as_ref()
+                .map(|o| format!("by schedule {} for slot {}", o.schedule, when(o.slot)))
+                .unwrap_or_default(),
+        },
+    )];
+    for change in history {
+        let mut detail = change.cause.clone();
+        if let Some(worker) = &change.worker {
+            detail.push_str(&format!(" · worker {worker}"));
+        }
+        if let Some(error) = job.errors.iter().find(|e| e.at == change.at) {
+            detail.push_str(&format!(
+                " · attempt {}: {}",
+                error.attempt,
+                truncate(&error.message, 200)
+            ));
+        }
+        if let Some(snooze) = job.snooze_log.iter().find(|s| s.at == change.at) {
+            detail.push_str(&format!(" · until {}", when(snooze.until)));
+        }
+        rows.push((
+            change.at,
+            TimelineRow {
+                at: when(change.at),
+                what: format!("{} → {}", change.from.as_str(), change.to.as_str()),
+                detail,
+            },
+        ));
+    }
+    if let Some(at) = job.attempted_at {
+        let worker = job
+            .lease
+            .as_ref()
+            .map(|l| format!(" · worker {}", l.worker))
+            .unwrap_or_default();
+        rows.push((
+            at,
+            TimelineRow {
+                at: when(at),
+                what: "→ running".into(),
+                detail: format!("fetched · attempt {}{worker}", job.attempt),
+            },
+        ));
+    }
+    if let (JobState::Completed, Some(at)) = (job.state, job.finished_at) {
+        rows.push((
+            at,
+            TimelineRow {
+                at: when(at),
+                what: "running → completed".into(),
+                detail: "completed".into(),
+            },
+        ));
+    }
+    rows.sort_by_key(|(at, _)| *at);
+    rows.into_iter().map(|(_, row)| row).collect()
+}
+
+fn implied_timeline(job: &Job) -> Vec<TimelineRow> {
     let mut rows: Vec<(Timestamp, TimelineRow)> = Vec::new();
     let mut row = |at: Timestamp, what: &str, detail: String| {
         rows.push((
@@ -905,6 +978,14 @@ pub async fn job(
         Ok(job) => job,
         Err(e) => return store_error_page(&e),
     };
+    let history = match state
+        .store
+        .job_history(rota_store::JobHistoryParams { id: job_id })
+        .await
+    {
+        Ok(history) => history,
+        Err(e) => return store_error_page(&e),
+    };
     let now = state.clock.now();
     let waiting = crate::view::job_waiting(&*state.store, &job, now)
         .await
@@ -915,7 +996,7 @@ pub async fn job(
         id: job.id.to_string(),
         state: job.state.as_str(),
         live: !job.state.is_final(),
-        timeline: job_timeline(&job),
+        timeline: job_timeline(&job, &history),
         attempts: job_attempts(&job),
         args: shown(&job.args),
         result: job.result.as_ref().map(shown),

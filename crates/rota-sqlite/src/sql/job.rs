@@ -728,6 +728,16 @@ pub(crate) fn job_list(
     rows
 }
 
+/// A job's stored history.
+pub(crate) fn job_history(conn: &Connection, id: JobId) -> Result<Vec<StateChange>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT history FROM job WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id.as_bytes()], |r| r.get(0)).optional())
+        .map_err(db_err("reading a job's history"))?;
+    let text = text.ok_or(StoreError::JobNotFound(id))?;
+    Ok(StateChange::parse_log(&text))
+}
+
 /// The jobs a listing from `after` with a scan limit of `scan` looks at: the oldest of
 /// them when there are that many (one walk of the primary key; a listing then stops there).
 pub(crate) fn job_scan_window(

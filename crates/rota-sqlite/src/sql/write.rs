@@ -9,7 +9,7 @@ use std::ops::Deref;
 
 use jiff::Timestamp;
 use rota_core::{Job, JobId, JobState};
-use rota_store::{count_deltas, ChangeCause, JobChange, StoreError};
+use rota_store::{count_deltas, ChangeCause, JobChange, StateChange, StoreError, HISTORY_CHARS};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::row::job_columns;
@@ -134,6 +134,11 @@ pub(crate) fn insert_job(tx: &Tx<'_>, job: &Job, cause: ChangeCause) -> Result<(
     Ok(())
 }
 
+/// Appends `?` (one line) to `history`, keeping its last [`HISTORY_CHARS`] (the 2000 in the
+/// SQL).
+const _: () = assert!(HISTORY_CHARS == 2000);
+const HISTORY_APPEND: &str = "substr(history || ?, -2000)";
+
 /// Writes back the fields a transition changed, and only those: SQLite maintains an index
 /// on an UPDATE when the index's columns are in the SET list, changed or not, so a narrow
 /// SET keeps each transition to the index work it really needs.
@@ -148,7 +153,8 @@ pub(crate) fn save_job(
 
     let mut sql = String::with_capacity(160);
     let mut values: Vec<V> = vec![V::Blob(after.id.as_bytes().to_vec())];
-    let mut set = |column: &str, value: V| {
+    // `column = template`, the template's `?` the value's placeholder.
+    let mut assign = |column: &str, template: &str, value: V| {
         sql.push_str(if values.len() == 1 {
             "UPDATE job SET "
         } else {
@@ -156,9 +162,15 @@ pub(crate) fn save_job(
         });
         values.push(value);
         sql.push_str(column);
-        sql.push_str(" = ?");
-        sql.push_str(&values.len().to_string());
+        sql.push_str(" = ");
+        sql.push_str(&template.replace('?', &format!("?{}", values.len())));
     };
+    // A change of state is appended to the job's history in SQL (the history is never read
+    // on this path), the oldest entry dropped beyond HISTORY_MAX.
+    if let Some(change) = StateChange::between(before, after, cause, now) {
+        assign("history", HISTORY_APPEND, V::Text(change.line()));
+    }
+    let mut set = |column: &str, value: V| assign(column, "?", value);
     let opt_text = |v: Option<String>| v.map_or(V::Null, V::Text);
     let opt_int = |v: Option<i64>| v.map_or(V::Null, V::Integer);
     if before.state != after.state {

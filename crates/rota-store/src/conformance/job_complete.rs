@@ -5,6 +5,105 @@ use serde_json::json;
 
 use super::*;
 
+/// The state changes a transition makes are kept with the job, with their cause and the
+/// worker involved, but fetches and completions (the row records those) and promotions.
+pub async fn a_job_keeps_its_state_changes(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let id = insert_one(store, new_job("a").max_attempts(3), now)
+        .await
+        .id;
+    let job = claim(store, "w1", &["default"], &[], 1, now)
+        .await
+        .remove(0);
+    fail(
+        store,
+        lease_of(&job),
+        "boom",
+        false,
+        add_duration(now, secs(1)),
+    )
+    .await;
+    // Due after its backoff: claimed again, handed back, claimed, completed.
+    let later = add_duration(now, secs(3600));
+    let job = claim(store, "w2", &["default"], &[], 1, later)
+        .await
+        .remove(0);
+    assert_eq!(job.id, id);
+    store
+        .lease_hand_back_many(LeaseHandBackManyParams {
+            leases: vec![lease_of(&job)],
+            now: add_duration(later, secs(1)),
+        })
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let job = claim(
+        store,
+        "w3",
+        &["default"],
+        &[],
+        1,
+        add_duration(later, secs(2)),
+    )
+    .await
+    .remove(0);
+    complete(store, lease_of(&job), add_duration(later, secs(3)))
+        .await
+        .unwrap();
+    let history = store.job_history(JobHistoryParams { id }).await.unwrap();
+    let seen: Vec<(JobState, JobState, &str, Option<&str>)> = history
+        .iter()
+        .map(|c| (c.from, c.to, c.cause.as_str(), c.worker.as_deref()))
+        .collect();
+    use JobState::*;
+    assert_eq!(
+        seen,
+        vec![
+            (Running, Retryable, "failed", Some("w1")),
+            (Running, Available, "handed back", Some("w2")),
+        ]
+    );
+    assert_eq!(history[0].at, add_duration(now, secs(1)));
+    assert_eq!(history[1].at, add_duration(later, secs(1)));
+    let missing = rota_core::JobId::new(now);
+    let err = store
+        .job_history(JobHistoryParams { id: missing })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+/// A job's history keeps only its latest changes (the last [`HISTORY_CHARS`] of its log).
+pub async fn a_job_history_keeps_the_latest_changes(s: Subject) {
+    let store = &*s.store;
+    let now = t0();
+    let id = insert_one(store, new_job("a").max_attempts(1000), now)
+        .await
+        .id;
+    // Each round is a fetch (not kept) and a hand-back (kept).
+    let rounds = 60;
+    for i in 0..rounds {
+        let at = add_duration(now, secs(i as u64));
+        let job = claim(store, "w", &["default"], &[], 1, at).await.remove(0);
+        hand_back(store, lease_of(&job), at).await;
+    }
+    let history = store.job_history(JobHistoryParams { id }).await.unwrap();
+    assert!(
+        (30..80).contains(&history.len()),
+        "the latest changes, about 2,000 bytes of them: {}",
+        history.len()
+    );
+    assert!(
+        history.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first"
+    );
+    let last = history.last().unwrap();
+    assert_eq!(last.cause, "handed back");
+    assert_eq!(last.at, add_duration(now, secs(rounds as u64 - 1)));
+}
+
 /// Completion stores the result and finishes the job; a second completion conflicts.
 pub async fn completing_records_the_result_once(s: Subject) {
     let store = &*s.store;

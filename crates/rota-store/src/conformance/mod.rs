@@ -105,6 +105,8 @@ macro_rules! conformance_tests {
                 concurrent_claims_never_exceed_a_queue_concurrency,
             }
             job_complete {
+                a_job_keeps_its_state_changes,
+                a_job_history_keeps_the_latest_changes,
                 completing_records_the_result_once,
                 a_job_failing_with_intervals_backs_off_as_configured_and_ends_dead,
                 a_discarded_job_goes_straight_to_dead,
@@ -306,6 +308,19 @@ pub async fn fail(
         .expect("fail call")
         .remove(0)
         .expect("fail")
+}
+
+/// Hands one claimed job back, expecting success.
+pub async fn hand_back(store: &dyn Store, lease: LeaseRef, now: Timestamp) -> Job {
+    store
+        .lease_hand_back_many(LeaseHandBackManyParams {
+            leases: vec![lease],
+            now,
+        })
+        .await
+        .expect("hand back call")
+        .remove(0)
+        .expect("hand back")
 }
 
 /// Rescues expired leases at `now`.
