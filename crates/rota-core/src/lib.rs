@@ -17,6 +17,7 @@ mod rate;
 mod retry;
 pub mod schedule;
 mod state;
+pub mod text;
 mod transition;
 pub mod validation;
 

@@ -329,7 +329,7 @@ impl ScheduleDef {
                 format!("schedule {:?}: {}", self.name, e.message),
             )
         };
-        if self.name.is_empty() || self.name.len() > 128 || self.name.contains(':') {
+        if self.name.is_empty() || self.name.chars().count() > 128 || self.name.contains(':') {
             return Err(ValidationError::new(
                 "name",
                 format!(
@@ -338,6 +338,10 @@ impl ScheduleDef {
                 ),
             ));
         }
+        crate::text::refuse_nul("name", &self.name)?;
+        crate::text::refuse_nul("cron", &self.expression).map_err(named)?;
+        crate::text::refuse_nul("timezone", &self.timezone).map_err(named)?;
+        crate::text::refuse_nul_in_json("args", &self.template.args).map_err(named)?;
         crate::validation::validate_queue_name(&self.template.queue).map_err(named)?;
         crate::validation::validate_kind(&self.template.kind).map_err(named)?;
         if let Some(p) = self.template.priority {

@@ -176,7 +176,7 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
         ));
     }
     for tag in &job.tags {
-        if tag.is_empty() || tag.len() > MAX_LABEL_LEN {
+        if tag.is_empty() || tag.chars().count() > MAX_LABEL_LEN {
             return Err(ValidationError::new(
                 "tags",
                 format!("each tag must be 1 to {MAX_LABEL_LEN} characters, got {tag:?}"),
@@ -197,7 +197,7 @@ pub fn validate_new_job(job: &NewJob, limits: &Limits) -> Result<(), ValidationE
         ),
     ] {
         if let Some(key) = key {
-            if key.is_empty() || key.len() > MAX_LABEL_LEN {
+            if key.is_empty() || key.chars().count() > MAX_LABEL_LEN {
                 return Err(ValidationError::new(
                     field,
                     format!("must be 1 to {MAX_LABEL_LEN} characters"),

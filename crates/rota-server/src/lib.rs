@@ -17,6 +17,7 @@ mod error;
 mod extract;
 mod maintenance;
 pub mod metrics;
+mod nul_guard;
 mod routes;
 mod server;
 mod state;
@@ -156,6 +157,10 @@ pub fn app(state: AppState) -> Router {
                 "no such route; see /v1/openapi.json",
             ))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nul_guard::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

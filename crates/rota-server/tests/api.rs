@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 struct Api {
     state: AppState,
-    _db: TempSqlite,
+    _db: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Api {
@@ -25,7 +25,23 @@ impl Api {
     fn with_config(config: ServerConfig) -> Self {
         let db = TempSqlite::new();
         let state = AppState::new(db.store.clone(), Arc::new(SystemClock), config);
-        Self { state, _db: db }
+        Self {
+            state,
+            _db: Box::new(db),
+        }
+    }
+
+    /// The API over a conformance subject's store (SQLite or PostgreSQL).
+    fn on(subject: rota_store::conformance::Subject) -> Self {
+        let state = AppState::new(
+            subject.store,
+            Arc::new(SystemClock),
+            ServerConfig::default(),
+        );
+        Self {
+            state,
+            _db: subject.guard,
+        }
     }
 
     async fn raw(&self, request: Request<Body>) -> (StatusCode, String, Value) {
@@ -1381,4 +1397,107 @@ async fn a_fetch_dropped_mid_poll_has_nothing_leased_for_it() {
     let (_, stored) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
     assert_eq!(stored["state"], "available", "{stored}");
     assert_eq!(api.state.store.write_stats().unwrap().parked_claims, 0);
+}
+
+/// A NUL character (which PostgreSQL cannot store) is refused in data, naming where, and
+/// replaced in a failure report's prose, so the report is recorded: the same on both stores
+/// (PostgreSQL answered 500 to all of it, and lost the failure report).
+async fn nul_characters_are_refused_in_data_and_replaced_in_prose(api: Api) {
+    let (status, body) = api.call("PUT", "/v1/queues/q", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let job = |extra: Value| {
+        let mut body = json!({"queue": "q", "kind": "k"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, field) in [
+        (json!({"tags": ["ok", "a\u{0}b"]}), "tags[1]"),
+        (json!({"args": {"to": ["x", "a\u{0}"]}}), "args.to[1]"),
+        (json!({"args": {"message": "a\u{0}"}}), "args.message"),
+        (json!({"unique_key": "a\u{0}"}), "unique_key"),
+        (json!({"concurrency_key": "a\u{0}"}), "concurrency_key"),
+    ] {
+        let (status, problem) = api.call("POST", "/v1/jobs", Some(job(extra))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("NUL"),
+            "{problem}"
+        );
+    }
+    let (_, page) = api.call("GET", "/v1/jobs?queue=q", None).await;
+    assert_eq!(
+        page["jobs"].as_array().unwrap().len(),
+        0,
+        "nothing stored: {page}"
+    );
+    for (uri, field) in [
+        ("/v1/jobs?queue=q&tag=a%00b", "tag"),
+        ("/v1/schedules/a%00b", "path"),
+        ("/jobs?kind=%00", "kind"),
+    ] {
+        let (status, problem) = api.call("GET", uri, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {problem}");
+        assert_eq!(problem["field"], field, "{uri}: {problem}");
+    }
+
+    // Text that only looks like the escape (an escaped backslash, then u0000) is stored.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(job(json!({"args": {"raw": "\\u0000"}}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["job"]["args"]["raw"], "\\u0000");
+
+    // A worker's failure report with a NUL in its message is recorded, the NUL replaced.
+    let (status, fetched) = api
+        .call(
+            "POST",
+            "/v1/fetch",
+            Some(json!({"worker": "w", "queues": ["q"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let leased = &fetched["jobs"][0];
+    let id = leased["id"].as_str().unwrap();
+    let token = &leased["lease_token"];
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/v1/jobs/{id}/progress"),
+            Some(json!({"token": token, "percent": 5, "message": "step\u{0}1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let failure = json!({"failures": [{"job": id, "token": token,
+        "message": "boom\u{0}", "backtrace": "at \u{0}main"}]});
+    let (status, body) = api.call("POST", "/v1/fail", Some(failure)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["results"][0]["error"].is_null(), "{body}");
+    let (_, job) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(job["state"], "retryable", "{job}");
+    assert_eq!(job["errors"][0]["message"], "boom\u{FFFD}", "{job}");
+    assert_eq!(job["errors"][0]["backtrace"], "at \u{FFFD}main", "{job}");
+    assert_eq!(job["progress_message"], "step\u{FFFD}1", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_on_sqlite() {
+    nul_characters_are_refused_in_data_and_replaced_in_prose(Api::on(
+        rota_testkit::sqlite_subject().await,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_on_postgres() {
+    nul_characters_are_refused_in_data_and_replaced_in_prose(Api::on(
+        rota_testkit::postgres_subject().await,
+    ))
+    .await;
 }
