@@ -110,6 +110,26 @@ def test_progress_is_visible_while_running_and_result_returns_at_completion(serv
     assert waited[0] - released < 0.5, waited[0] - released
 
 
+def test_a_result_the_server_refuses_fails_that_job_and_the_worker_goes_on(server: RotaServer, start_worker) -> None:
+    registry = rota.Registry()
+
+    @registry.task("text.echo", queue="media", max_attempts=3)
+    async def echo(text: str) -> str:
+        return "a\x00b" if text == "nul" else text
+
+    worker = start_worker(registry, queues=["media"], url=server.url, concurrency=4)
+    client = server.client()
+    handles = [client.enqueue(echo, text) for text in ["a", "b", "nul", "c", "d"]]
+    with pytest.raises(rota.JobFailed) as failed:
+        handles[2].result(timeout=20)
+    assert failed.value.attempts == 1, "not retried: the same result would be refused again"
+    assert "result refused by the server" in failed.value.message
+    assert "NUL" in failed.value.message
+    assert [handles[i].result(timeout=20) for i in (0, 1, 3, 4)] == ["a", "b", "c", "d"]
+    assert worker.running
+    assert client.enqueue(echo, "after").result(timeout=20) == "after"
+
+
 def test_a_cancel_reaches_a_running_async_handler(server: RotaServer, start_worker) -> None:
     registry = rota.Registry()
     seen: list[str] = []

@@ -487,6 +487,50 @@ async fn a_result_over_the_body_limit_fails_once() {
         .contains("result too large for the server"));
 }
 
+/// A result the server refuses (a NUL character in it, which no store keeps) fails that job
+/// once, for good, naming why; the worker goes on with the others. It used to stop the
+/// worker: the refusal of a completion riding on a fetch read as a refused fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_result_fails_its_job_and_the_worker_goes_on() {
+    let server = Server::start("");
+    let client = server.client();
+    let mut worker = Worker::start(
+        &server,
+        &[
+            "--queue",
+            "default",
+            "--concurrency",
+            "4",
+            "--exec",
+            r#"python3 -c 'import json, sys; a = json.load(sys.stdin); print(json.dumps({"out": "a\0b" if a["bad"] else "ok"}))'"#,
+        ],
+    );
+    let mut ids = Vec::new();
+    for bad in [false, false, true, false, false, false] {
+        let request = NewJobRequest {
+            max_attempts: Some(3),
+            ..job(if bad { "bad" } else { "good" }, json!({ "bad": bad }))
+        };
+        ids.push((bad, enqueue(&client, &request).await));
+    }
+    for (bad, id) in &ids {
+        let job = final_job(&client, id, Duration::from_secs(20)).await;
+        if *bad {
+            assert_eq!((job.state, job.attempt), (JobState::Dead, 1), "{job:?}");
+            let message = &job.errors[0].message;
+            assert!(
+                message.contains("result refused by the server"),
+                "{message}"
+            );
+            assert!(message.contains("result.out"), "{message}");
+        } else {
+            assert_eq!(job.state, JobState::Completed, "{job:?}");
+            assert_eq!(job.result, Some(json!({"out": "ok"})));
+        }
+    }
+    assert!(worker.is_running(), "the worker went on");
+}
+
 /// A job that arrives after shutdown began (the worker's long poll was already waiting) is
 /// handed back without being started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

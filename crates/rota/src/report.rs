@@ -325,6 +325,26 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
                     snooze: None,
                 });
             }
+            Err(ClientError::Api(problem)) if refused_result(&problem, batch.len()).is_some() => {
+                // The server does not take one job's result (a NUL character in it, say):
+                // running the job again would make the same result, so it fails for good,
+                // and the rest are sent again.
+                let at = refused_result(&problem, batch.len()).expect("checked");
+                let mut pending = batch.remove(at);
+                let job = pending.item.job();
+                warn!(job = %job, detail = %problem.detail, "result refused by the server: failing the job");
+                if let Item::Complete(c) = &pending.item {
+                    pending.item = Item::Fail(FailureRequest {
+                        job: c.job,
+                        token: c.token,
+                        message: format!("result refused by the server: {}", problem.detail),
+                        backtrace: None,
+                        discard: true,
+                        snooze: None,
+                    });
+                }
+                Box::pin(send(client, vec![pending])).await;
+            }
             Err(err) if is_fatal(&err) => {
                 warn!(jobs = batch.len(), error = %err, "report refused");
                 return;
@@ -343,6 +363,14 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
             }
         }
     }
+}
+
+/// The position of the completion whose result a 422 names (`completions[3].result...`).
+fn refused_result(problem: &rota_api::Problem, len: usize) -> Option<usize> {
+    let field = problem.field.as_deref()?.strip_prefix("completions[")?;
+    let (index, rest) = field.split_once(']')?;
+    let index: usize = index.parse().ok()?;
+    (problem.status == 422 && rest.starts_with(".result") && index < len).then_some(index)
 }
 
 async fn request(client: &Client, batch: &[Pending]) -> Result<ItemOutcomes, ClientError> {

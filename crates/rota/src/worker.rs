@@ -403,7 +403,10 @@ async fn fetch_with_completions<H>(
     let completions = rides.iter().filter_map(Pending::completion).collect();
     match shared
         .client
-        .complete_and_fetch(&CompleteAndFetchRequest { completions, fetch })
+        .complete_and_fetch(&CompleteAndFetchRequest {
+            completions,
+            fetch: fetch.clone(),
+        })
         .await
     {
         Ok(answer) => {
@@ -416,10 +419,33 @@ async fn fetch_with_completions<H>(
                 }),
             }
         }
+        Err(err) if about_completions(&err) => {
+            // The completions were refused, not the fetch (a result the server does not
+            // take): they go to the reporter, which deals with them one by one, and the
+            // fetch goes on its own. Stopping the worker here would leave it in a loop of
+            // restarts on the same completion.
+            shared.reporter.resend(rides);
+            shared.client.fetch(&fetch).await
+        }
         Err(err) => {
             shared.reporter.resend(rides);
             Err(err)
         }
+    }
+}
+
+/// Whether a refused complete-and-fetch was refused for its completions (a field under
+/// `completions`, or a body over the limit, which only results make large).
+fn about_completions(err: &ClientError) -> bool {
+    match err {
+        ClientError::Api(problem) => {
+            problem.code == "payload_too_large"
+                || problem
+                    .field
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("completions"))
+        }
+        _ => false,
     }
 }
 

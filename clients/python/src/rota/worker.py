@@ -187,6 +187,10 @@ class Worker:
                         response = self._answered(rides, response)
                     else:
                         self._resend(rides)
+                        if _about_completions(response):
+                            # The completions were refused, not the fetch: the reporter
+                            # deals with them one by one, and the fetch goes on its own.
+                            response = await self._http.post("/v1/fetch", json=body)
                 else:
                     response = await self._http.post("/v1/fetch", json=body)
             except httpx.HTTPError as err:
@@ -419,6 +423,23 @@ class Worker:
             if response is not None and response.is_success:
                 self._log_refusals(reports, response.json().get("results", []))
                 return
+            if response is not None and kind == "complete" and response.status_code in (413, 422):
+                if response.status_code == 413 and len(reports) > 1:
+                    # One result is too large: send each on its own, so only that one fails.
+                    for report in reports:
+                        await self._send(kind, [report])
+                    return
+                problem = _problem(response)
+                at = 0 if response.status_code == 413 else _refused_result(problem, len(reports))
+                if at is not None:
+                    # Running the job again would make the same result: it fails for good.
+                    bad = reports.pop(at)
+                    why = "too large for the server" if response.status_code == 413 else "refused by the server"
+                    message = f"result {why}: {problem.get('detail', '')}"
+                    print(f"rota-worker: job {bad.job}: {message}; failing the job", flush=True)
+                    body = {"job": bad.job, "token": bad.token, "message": message, "discard": True}
+                    await self._send("fail", [_Report("fail", bad.job, bad.token, body)])
+                    continue
             if response is not None and response.status_code in (400, 401, 403, 404, 413, 422):
                 print(f"rota-worker: reports refused: {response.text[:200]}", flush=True)
                 return
@@ -521,3 +542,31 @@ class BackgroundWorker:
             raise TimeoutError("the worker did not stop in time")
         if self.error is not None:
             raise self.error
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        problem = response.json()
+    except ValueError:
+        return {}
+    return problem if isinstance(problem, dict) else {}
+
+
+def _about_completions(response: httpx.Response) -> bool:
+    """Whether a refused complete-and-fetch was refused for its completions (a field under
+    ``completions``, or a body over the limit, which only results make large)."""
+    if response.status_code == 413:
+        return True
+    field = _problem(response).get("field") or ""
+    return response.status_code == 422 and field.startswith("completions")
+
+
+def _refused_result(problem: dict[str, Any], count: int) -> int | None:
+    """The position of the completion whose result a 422 names (``completions[3].result...``)."""
+    field = problem.get("field") or ""
+    if not field.startswith("completions["):
+        return None
+    index, _, rest = field[len("completions[") :].partition("]")
+    if not index.isdigit() or not rest.startswith(".result") or int(index) >= count:
+        return None
+    return int(index)
