@@ -316,14 +316,10 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
                 };
                 // Running the job again would make the same result: fail it once, for good.
                 warn!(job = %c.job, "result larger than the server's body limit: failing the job");
-                pending.item = Item::Fail(FailureRequest {
-                    job: c.job,
-                    token: c.token,
-                    message: format!("result too large for the server ({})", problem.detail),
-                    backtrace: None,
-                    discard: true,
-                    snooze: None,
-                });
+                pending.item = failed_for_good(
+                    c,
+                    format!("result too large for the server ({})", problem.detail),
+                );
             }
             Err(ClientError::Api(problem)) if refused_result(&problem, batch.len()).is_some() => {
                 // The server does not take one job's result (a NUL character in it, say):
@@ -334,14 +330,10 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
                 let job = pending.item.job();
                 warn!(job = %job, detail = %problem.detail, "result refused by the server: failing the job");
                 if let Item::Complete(c) = &pending.item {
-                    pending.item = Item::Fail(FailureRequest {
-                        job: c.job,
-                        token: c.token,
-                        message: format!("result refused by the server: {}", problem.detail),
-                        backtrace: None,
-                        discard: true,
-                        snooze: None,
-                    });
+                    pending.item = failed_for_good(
+                        c,
+                        format!("result refused by the server: {}", problem.detail),
+                    );
                 }
                 Box::pin(send(client, vec![pending])).await;
             }
@@ -363,6 +355,19 @@ async fn send(client: &Client, mut batch: Vec<Pending>) {
             }
         }
     }
+}
+
+/// A completion turned into a failure that is not retried: running the job again would make
+/// the same result.
+fn failed_for_good(c: &CompletionRequest, message: String) -> Item {
+    Item::Fail(FailureRequest {
+        job: c.job,
+        token: c.token,
+        message,
+        backtrace: None,
+        discard: true,
+        snooze: None,
+    })
 }
 
 /// The position of the completion whose result a 422 names (`completions[3].result...`).
