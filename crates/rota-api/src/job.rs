@@ -21,7 +21,7 @@ pub struct NewJobRequest {
     pub kind: String,
     /// The handler's input (any JSON).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: Value,
     /// 0..=9, lower runs first; 5 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +262,7 @@ pub struct JobView {
     /// Its handler name.
     pub kind: String,
     /// The handler's input.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: Value,
     /// 0..=9, lower first.
     pub priority: u8,
@@ -298,7 +298,7 @@ pub struct JobView {
     pub progress_message: Option<String>,
     /// The handler's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Value>,
     /// Snoozes of the current series of attempts.
     #[serde(default)]
@@ -308,7 +308,7 @@ pub struct JobView {
     pub snoozed: Vec<SnoozeView>,
     /// The latest checkpoint its handler saved (given to the next attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub checkpoint: Option<Value>,
     /// Every failed attempt, oldest first.
     pub errors: Vec<JobErrorView>,

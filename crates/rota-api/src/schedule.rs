@@ -28,7 +28,7 @@ pub struct ScheduleRequest {
     pub kind: String,
     /// The args of its jobs.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: Value,
     /// 0..=9.
     #[serde(default, skip_serializing_if = "Option::is_none")]

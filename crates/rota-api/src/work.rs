@@ -65,7 +65,7 @@ pub struct LeasedJob {
     /// Its handler name.
     pub kind: String,
     /// The handler's input.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: Value,
     /// This attempt (1 for the first).
     pub attempt: u32,
@@ -81,7 +81,7 @@ pub struct LeasedJob {
     pub timeout: Option<String>,
     /// The checkpoint an earlier attempt saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub checkpoint: Option<Value>,
     /// Labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -175,7 +175,7 @@ pub struct CompletionRequest {
     pub token: u64,
     /// The handler's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Value>,
 }
 
@@ -261,7 +261,7 @@ pub struct CheckpointRequest {
     /// The fencing token from the fetch.
     pub token: u64,
     /// Where to resume from (any JSON, at most 64 KiB).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub checkpoint: Value,
 }
 

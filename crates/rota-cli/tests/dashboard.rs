@@ -599,6 +599,55 @@ async fn gets_never_change_anything() {
     assert_eq!(dash.everything().await, before, "a GET changed something");
 }
 
+/// A schedule whose name has a slash, a space, `?`, `#` and non-ASCII is acted on from its
+/// page: the forms' paths encode the whole name (a `/` left as it was sent the action to no
+/// route, 404).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_with_a_slash_in_its_name_is_acted_on_from_its_page() {
+    use reqwest::Method;
+    let dash = Dash::start();
+    dash.api(Method::PUT, "/v1/queues/mail", Some(json!({})))
+        .await;
+    let name = "reports/daily run?#é";
+    dash.api(
+        Method::POST,
+        "/v1/schedules",
+        Some(json!({"name": name, "cron": "0 3 * * *", "queue": "mail", "kind": "digest"})),
+    )
+    .await;
+    let html = dash
+        .page(&dash.admin, "/schedules")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = html
+        .split("action=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .filter(|action| action.starts_with("/schedules/"))
+        .collect();
+    assert_eq!(actions.len(), 2, "trigger and pause: {actions:?}");
+    let csrf = dash.csrf(&dash.admin).await;
+    for action in actions {
+        let response = dash
+            .post(
+                &dash.admin,
+                action,
+                &[("csrf", &csrf)],
+                &[("sec-fetch-site", "same-origin")],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "{action}");
+    }
+    let schedules = dash.api(Method::GET, "/v1/schedules", None).await;
+    let schedule = &schedules["schedules"][0];
+    assert_eq!(schedule["name"], name);
+    assert_eq!(schedule["enabled"], false, "paused: {schedule}");
+    let jobs = dash.api(Method::GET, "/v1/jobs?queue=mail", None).await;
+    assert_eq!(jobs["jobs"][0]["schedule"], name, "triggered: {jobs}");
+}
+
 /// Without a session the pages send you to log in and the stream refuses; a read token
 /// sees every page and no action works for it; the login sets an HttpOnly, SameSite=Strict
 /// cookie and refuses unknown tokens.

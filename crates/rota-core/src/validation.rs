@@ -94,9 +94,12 @@ fn validate_name(
     Ok(())
 }
 
+/// The highest (least urgent) priority.
+pub const PRIORITY_MAX: u8 = 9;
+
 /// Checks a priority: 0..=9, lower first.
 pub fn validate_priority(priority: u8) -> Result<(), ValidationError> {
-    if priority > 9 {
+    if priority > PRIORITY_MAX {
         return Err(ValidationError::new(
             "priority",
             format!("must be between 0 and 9 (lower runs first), got {priority}"),

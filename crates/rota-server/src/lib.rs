@@ -18,6 +18,7 @@ mod extract;
 mod maintenance;
 pub mod metrics;
 mod nul_guard;
+mod openapi_rules;
 mod routes;
 mod server;
 mod state;
@@ -86,11 +87,17 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::doctor))
 }
 
-/// The OpenAPI document of every `/v1` route.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut api = api_router().into_openapi();
+/// The OpenAPI document of every `/v1` route, as served: with what the server checks
+/// beyond types ([`openapi_rules`]).
+pub fn openapi() -> serde_json::Value {
+    document(api_router().into_openapi())
+}
+
+fn document(mut api: utoipa::openapi::OpenApi) -> serde_json::Value {
     describe_responses(&mut api);
-    api
+    let mut document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    openapi_rules::state_rules(&mut document);
+    document
 }
 
 /// OpenAPI requires a description on every response; a response the annotations leave
@@ -136,9 +143,8 @@ fn status_description(status: &str) -> &'static str {
 /// routes, and the body limit.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
-    let (router, mut api) = api_router().split_for_parts();
-    describe_responses(&mut api);
-    let document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    let (router, api) = api_router().split_for_parts();
+    let document = document(api);
     router
         .route(
             "/v1/openapi.json",

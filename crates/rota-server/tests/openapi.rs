@@ -160,3 +160,53 @@ async fn the_document_is_valid_openapi_and_query_parameters_are_in_the_query() {
         "/v1/dead takes no state filter"
     );
 }
+
+/// The document states what the server checks beyond types (S1 checks that the server
+/// accepts every request the document allows; these are the rules a client sees first).
+#[tokio::test]
+async fn the_document_states_what_the_server_checks() {
+    let doc = served().await;
+    let schemas = &doc["components"]["schemas"];
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param("/v1/jobs/{id}", "get", "id")["format"], "uuid");
+    assert_eq!(param("/v1/jobs", "get", "limit")["maximum"], 1000);
+    assert_eq!(
+        param("/v1/jobs", "get", "created_after")["format"],
+        "date-time"
+    );
+    let job = &schemas["NewJobRequest"]["properties"];
+    assert_eq!(job["queue"]["pattern"], "^[a-z0-9][a-z0-9_.-]{0,63}$");
+    assert_eq!(job["priority"]["maximum"], 9);
+    assert_eq!(job["tags"]["maxItems"], 16);
+    assert_eq!(schemas["LeaseToken"]["properties"]["job"]["format"], "uuid");
+    assert_eq!(
+        schemas["ProgressRequest"]["properties"]["percent"]["maximum"],
+        100
+    );
+    let exclusive = schemas["NewJobRequest"]["allOf"].to_string();
+    assert!(
+        exclusive.contains(r#"{"not":{"required":["run_at","delay"]}}"#),
+        "{exclusive}"
+    );
+    // An empty body declares a queue with defaults.
+    assert_eq!(
+        doc["paths"]["/v1/queues/{name}"]["put"]["requestBody"]["required"],
+        false
+    );
+    // What the server shows is not held to what requests may send.
+    assert_eq!(
+        schemas["QueueView"]["properties"]["backoff"]["oneOf"][0]["$ref"],
+        "#/components/schemas/BackoffShown"
+    );
+    assert!(schemas["BackoffShown"]
+        .to_string()
+        .contains("BackoffFormShown"));
+}
