@@ -52,21 +52,32 @@ pub enum BackoffSchema {
 #[serde(rename_all = "snake_case")]
 pub enum BackoffForm {
     /// `initial * factor^(attempt-1)`, capped at `max`, spread by ±`jitter`.
-    Exponential {
-        /// The first delay, such as `15s`.
-        initial: String,
-        /// Growth per attempt (at least 1).
-        factor: f64,
-        /// The longest delay, such as `1h`.
-        max: String,
-        /// Fraction of spread, 0.0..=1.0.
-        jitter: f64,
-    },
+    Exponential(ExponentialBackoff),
     /// The same delay after every failure.
-    Fixed {
-        /// The delay, such as `10s`.
-        interval: String,
-    },
+    Fixed(FixedBackoff),
     /// Explicit delays: the n-th failure waits the n-th interval; the last one repeats.
     Intervals(Vec<String>),
+}
+
+/// An exponential backoff: `initial * factor^(attempt-1)`, capped at `max`, spread by
+/// ±`jitter`. (Named, so that generated clients get one model for it.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExponentialBackoff {
+    /// The first delay, such as `15s`.
+    pub initial: String,
+    /// Growth per attempt (at least 1).
+    pub factor: f64,
+    /// The longest delay, such as `1h`.
+    pub max: String,
+    /// Fraction of spread, 0.0..=1.0.
+    pub jitter: f64,
+}
+
+/// A fixed backoff: the same delay after every failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FixedBackoff {
+    /// The delay, such as `10s`.
+    pub interval: String,
 }

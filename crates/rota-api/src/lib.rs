@@ -13,7 +13,10 @@ mod schedule;
 mod work;
 
 pub use job::*;
-pub use kind::{BackoffForm, BackoffSchema, JobState, MisfirePolicy, ScheduleSource, Severity};
+pub use kind::{
+    BackoffForm, BackoffSchema, ExponentialBackoff, FixedBackoff, JobState, MisfirePolicy,
+    ScheduleSource, Severity,
+};
 pub use problem::Problem;
 pub use queue::*;
 pub use schedule::*;

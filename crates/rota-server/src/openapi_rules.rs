@@ -196,21 +196,18 @@ pub fn state_rules(doc: &mut Value) {
             merge(list, &json!({"minItems": 1}));
             merge(&mut list["items"], &interval);
         }
-        for inner in ["exponential", "fixed"] {
-            if let Some(object) = form.pointer_mut(&format!("/properties/{inner}")) {
-                merge(object, &json!({"additionalProperties": false}));
-            }
-        }
-        if let Some(exp) = form.pointer_mut("/properties/exponential/properties") {
-            merge(&mut exp["factor"], &json!({"minimum": 1}));
-            merge(&mut exp["jitter"], &json!({"minimum": 0, "maximum": 1}));
-            merge(&mut exp["initial"], &interval);
-            merge(&mut exp["max"], &interval);
-        }
-        if let Some(fixed) = form.pointer_mut("/properties/fixed/properties/interval") {
-            merge(fixed, &interval);
-        }
     }
+    let mut schemas = Schemas(doc.pointer_mut("/components/schemas").expect("schemas"));
+    schemas.props(
+        "ExponentialBackoff",
+        &[
+            ("factor", &json!({"minimum": 1})),
+            ("jitter", &json!({"minimum": 0, "maximum": 1})),
+            ("initial", &interval),
+            ("max", &interval),
+        ],
+    );
+    schemas.props("FixedBackoff", &[("interval", &interval)]);
     let list = doc
         .pointer_mut("/components/schemas/BackoffSchema/oneOf/0")
         .expect("BackoffSchema's list form");
@@ -257,26 +254,49 @@ pub fn state_rules(doc: &mut Value) {
     doc["paths"]["/v1/queues/{name}"]["put"]["requestBody"]["required"] = json!(false);
 }
 
-/// Copies the backoff schemas as `BackoffShown` and `BackoffFormShown`, and points the
-/// views (responses) at the copies, so that rules added to the request schemas do not
-/// apply to what the server shows.
+/// The backoff schemas, and their copies for what the server shows.
+const SHOWN: [(&str, &str); 4] = [
+    ("BackoffSchema", "BackoffShown"),
+    ("BackoffForm", "BackoffFormShown"),
+    ("ExponentialBackoff", "ExponentialBackoffShown"),
+    ("FixedBackoff", "FixedBackoffShown"),
+];
+
+/// Copies the backoff schemas ([`SHOWN`]) and points the views (responses) at the copies,
+/// so that rules added to the request schemas do not apply to what the server shows.
 fn split_shown_backoffs(doc: &mut Value) {
-    const SCHEMA: &str = "#/components/schemas/BackoffSchema";
-    const FORM: &str = "#/components/schemas/BackoffForm";
     let schemas = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
         .expect("schemas");
-    let mut shown = schemas["BackoffSchema"].clone();
-    repoint(&mut shown, FORM, "#/components/schemas/BackoffFormShown");
-    let form = schemas["BackoffForm"].clone();
+    let repoint_all = |schema: &mut Value| {
+        for (from, to) in SHOWN {
+            repoint(
+                schema,
+                &format!("#/components/schemas/{from}"),
+                &format!("#/components/schemas/{to}"),
+            );
+        }
+    };
+    let copies: Vec<(&str, Value)> = SHOWN
+        .iter()
+        .map(|(from, to)| {
+            let mut copy = schemas
+                .get(*from)
+                .unwrap_or_else(|| panic!("no schema {from} in the document"))
+                .clone();
+            repoint_all(&mut copy);
+            (*to, copy)
+        })
+        .collect();
     for (name, schema) in schemas.iter_mut() {
         if name.ends_with("View") {
-            repoint(schema, SCHEMA, "#/components/schemas/BackoffShown");
+            repoint_all(schema);
         }
     }
-    schemas.insert("BackoffShown".into(), shown);
-    schemas.insert("BackoffFormShown".into(), form);
+    for (name, copy) in copies {
+        schemas.insert(name.into(), copy);
+    }
 }
 
 /// Replaces every `$ref` to `from` in `schema` with `to`.
