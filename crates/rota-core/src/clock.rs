@@ -61,7 +61,9 @@ impl Clock for ManualClock {
     }
 }
 
-fn truncate_to_micros(at: Timestamp) -> Timestamp {
+/// `at` truncated to microseconds, the precision every backend stores: every instant Rota
+/// computes or is given goes through it, so what an answer shows is what a read returns.
+pub fn truncate_to_micros(at: Timestamp) -> Timestamp {
     Timestamp::from_microsecond(at.as_microsecond()).expect("truncation stays in range")
 }
 

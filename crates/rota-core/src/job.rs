@@ -342,7 +342,7 @@ pub struct Job {
 impl Job {
     /// The job a validated [`NewJob`] becomes, with its resolved `policy`, at `now`.
     pub fn from_new(new: NewJob, id: JobId, policy: RetryPolicy, now: Timestamp) -> Job {
-        let run_at = new.run_at.unwrap_or(now);
+        let run_at = crate::truncate_to_micros(new.run_at.unwrap_or(now));
         Job {
             id,
             queue: new.queue,

@@ -21,7 +21,7 @@ pub mod text;
 mod transition;
 pub mod validation;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{truncate_to_micros, Clock, ManualClock, SystemClock};
 pub use duration::{
     format_duration, parse_duration, parse_duration_field, serde_humane, DurationParseError,
 };
@@ -56,10 +56,10 @@ pub fn delay_until(now: jiff::Timestamp, delay: std::time::Duration) -> jiff::Ti
 /// Durations in Rota come from configuration and are bounded far below jiff's range, so
 /// saturation is a guard against absurd input, not a path that real jobs take.
 pub fn add_duration(at: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
-    at.checked_add(d).unwrap_or(jiff::Timestamp::MAX)
+    truncate_to_micros(at.checked_add(d).unwrap_or(jiff::Timestamp::MAX))
 }
 
 /// Subtracts a duration from a timestamp, saturating at the smallest representable instant.
 pub fn sub_duration(at: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
-    at.checked_sub(d).unwrap_or(jiff::Timestamp::MIN)
+    truncate_to_micros(at.checked_sub(d).unwrap_or(jiff::Timestamp::MIN))
 }

@@ -1501,3 +1501,38 @@ async fn nul_characters_on_postgres() {
     ))
     .await;
 }
+
+/// What an answer shows is what a read returns: times given or computed finer than the
+/// microsecond (which every store keeps) are cut to it before they are answered (the enqueue
+/// answered `…59.999999999Z` and a read `…00Z`).
+async fn answers_show_times_as_stored(api: Api) {
+    api.call("PUT", "/v1/queues/q", None).await;
+    for extra in [
+        json!({"run_at": "1969-12-31T23:59:59.999999999Z"}),
+        json!({"run_at": "2030-01-01T00:00:00.123456789+01:00"}),
+        json!({"delay": "1ms 1ns"}),
+    ] {
+        let mut body = json!({"queue": "q", "kind": "k"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = api.call("POST", "/v1/jobs", Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["job"]["id"].as_str().unwrap();
+        let (_, read) = api.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        assert_eq!(answer["job"]["run_at"], read["run_at"], "{extra}");
+        let shown = read["run_at"].as_str().unwrap();
+        let fraction = shown.split('.').nth(1).unwrap_or("Z");
+        assert!(fraction.len() <= 7, "at most microseconds: {shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_show_times_as_stored_on_sqlite() {
+    answers_show_times_as_stored(Api::on(rota_testkit::sqlite_subject().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_show_times_as_stored_on_postgres() {
+    answers_show_times_as_stored(Api::on(rota_testkit::postgres_subject().await)).await;
+}
