@@ -286,6 +286,29 @@ fn a_non_loopback_bind_without_tokens_is_refused_in_one_line() {
     );
 }
 
+/// A command with no server where it points says so in one line that names the URL, the
+/// cause and where the URL comes from (it said "error sending request for url" twice).
+#[test]
+fn a_command_without_a_server_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = std::process::Command::new(ROTA)
+        .args(["enqueue", "report.build"])
+        .env("ROTA_URL", &url)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach rota at {url}: Connection refused"))
+            && stderr.contains("ROTA_URL")
+            && !stderr.contains("error sending request"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,13 +15,15 @@ pub enum ClientError {
     #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
     Api(Box<Problem>),
     /// The server could not be reached or the exchange failed.
-    #[error("cannot reach rota at {url}: {source}")]
+    #[error("cannot reach rota at {url}: {reason}")]
     Transport {
         /// The server's base URL.
         url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
+        /// Why, in a few words: the innermost cause (`Connection refused (os error 111)`).
+        reason: String,
+        /// The cause. (Not the error's `source`: its chain repeats the URL and adds nothing
+        /// a person needs; `reason` is its last link.)
+        cause: reqwest::Error,
     },
     /// The answer was not what the API documents.
     #[error("unexpected answer from rota ({status}): {detail}")]
@@ -43,6 +45,32 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl ClientError {
+    /// A transport failure talking to `url`, with its innermost cause as the reason.
+    fn transport(url: &str, cause: reqwest::Error) -> Self {
+        let reason = if cause.is_timeout() {
+            "no answer in time (is it overloaded, or is something between dropping the request?)"
+                .to_owned()
+        } else {
+            let mut last: &dyn std::error::Error = &cause;
+            while let Some(next) = last.source() {
+                last = next;
+            }
+            let reason = last.to_string();
+            if cause.is_connect() {
+                format!("{reason}: is `rota serve` running there? (the URL is --url or ROTA_URL)")
+            } else {
+                reason
+            }
+        };
+        ClientError::Transport {
+            url: url.to_owned(),
+            reason,
+            cause,
+        }
+    }
 }
 
 /// The stable problem codes a client acts on; any other is [`ErrorCode::Other`].
@@ -133,10 +161,7 @@ impl Client {
             // 30 s by default), so a request never races the server closing one.
             .pool_idle_timeout(Duration::from_secs(20))
             .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.clone(),
-                source,
-            })?;
+            .map_err(|cause| ClientError::transport(&base, cause))?;
         Ok(Self {
             base,
             http,
@@ -168,10 +193,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        };
+        let transport = |cause| ClientError::transport(&self.base, cause);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
@@ -437,10 +459,7 @@ impl Client {
 
     /// Readiness: the report, and whether the server answered 200.
     pub async fn ready(&self) -> Result<(bool, ReadyReport), ClientError> {
-        let transport = |source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        };
+        let transport = |cause| ClientError::transport(&self.base, cause);
         let response = self
             .http
             .get(format!("{}/readyz", self.base))
