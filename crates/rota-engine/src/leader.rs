@@ -13,6 +13,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// Failed elections, logged at most once per [`crate::QUIET_PERIOD`].
+static ELECTION_FAILED: crate::LogThrottle = crate::LogThrottle::new(crate::QUIET_PERIOD);
+
 /// The leadership row maintenance runs under.
 pub const MAINTENANCE: &str = "maintenance";
 /// How long a leadership lasts without renewal.
@@ -147,7 +150,9 @@ impl Elector {
             }
             if let Err(err) = self.run_once(clock.now()).await {
                 // Without a renewal the leadership lapses; stop maintenance before it does.
-                warn!(error = %err, "leader election failed; retrying next tick");
+                if let Some(held_back) = ELECTION_FAILED.admit(std::time::Instant::now()) {
+                    warn!(error = %err, held_back, "leader election failed; retrying next tick (logged at most every 10 s)");
+                }
                 self.flag.set(false);
             }
         }

@@ -9,6 +9,7 @@
 
 pub mod doctor;
 mod leader;
+mod log_throttle;
 mod pruner;
 mod rescuer;
 pub mod scheduler;
@@ -16,6 +17,7 @@ pub mod service;
 mod wake;
 
 pub use leader::{Elector, ElectorConfig, LeaderFlag, MAINTENANCE};
+pub use log_throttle::{LogThrottle, QUIET_PERIOD};
 pub use pruner::{Pruner, PrunerConfig};
 pub use rescuer::{Rescuer, RescuerConfig};
 pub use scheduler::{Recovery, Scheduler, SchedulerConfig, SchedulerReport};

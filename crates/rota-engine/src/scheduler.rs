@@ -20,6 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// Failed passes, logged at most once per [`crate::QUIET_PERIOD`].
+static PASS_FAILED: crate::LogThrottle = crate::LogThrottle::new(crate::QUIET_PERIOD);
+
 /// How long a slot's unique key blocks a second job after the first finished.
 pub const SLOT_UNIQUE_FOR_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Schedules fired at once in a pass (their commits are grouped).
@@ -279,7 +282,9 @@ impl Scheduler {
                     .unwrap_or(self.config.max_sleep)
                     .min(self.config.max_sleep),
                 Err(err) => {
-                    warn!(error = %err, "scheduler pass failed; retrying in 1s");
+                    if let Some(held_back) = PASS_FAILED.admit(std::time::Instant::now()) {
+                        warn!(error = %err, held_back, "scheduler pass failed; retrying in 1s (logged at most every 10 s)");
+                    }
                     Duration::from_secs(1)
                 }
             };

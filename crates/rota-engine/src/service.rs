@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// Failed passes, logged at most once per [`crate::QUIET_PERIOD`].
+static PASS_FAILED: crate::LogThrottle = crate::LogThrottle::new(crate::QUIET_PERIOD);
+
 /// A periodic maintenance service.
 pub trait Service: Send + Sync + 'static {
     /// What one pass did.
@@ -95,7 +98,9 @@ pub fn spawn_led<S: Service>(
                 Ok(report) => report.log(service.name()),
                 // One failed pass never ends the loop.
                 Err(err) => {
-                    warn!(service = service.name(), error = %err, "pass failed; retrying next tick")
+                    if let Some(held_back) = PASS_FAILED.admit(std::time::Instant::now()) {
+                        warn!(service = service.name(), error = %err, held_back, "pass failed; retrying next tick (logged at most every 10 s)")
+                    }
                 }
             }
             passes_tx.send_modify(|n| *n += 1);

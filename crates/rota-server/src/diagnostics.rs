@@ -13,6 +13,10 @@ use rota_engine::doctor::{diagnose, diagnose_observed, Finding, Severity, LIVE_W
 use rota_store::{JobCount, QueueStats, Retention, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
+/// Failed snapshots, logged at most once per [`rota_engine::QUIET_PERIOD`].
+static SNAPSHOT_FAILED: rota_engine::LogThrottle =
+    rota_engine::LogThrottle::new(rota_engine::QUIET_PERIOD);
+
 /// How often the refresher takes a snapshot while the server runs.
 pub const SNAPSHOT_REFRESH: Duration = Duration::from_secs(1);
 /// Oldest a snapshot may be before a reader takes one itself (the refresher keeps it well
@@ -190,7 +194,9 @@ impl Diagnostics {
             }
             let _taking = self.taking.lock().await;
             if let Err(err) = self.refresh().await {
-                tracing::warn!(error = %err, "diagnostics snapshot failed; retrying");
+                if let Some(held_back) = SNAPSHOT_FAILED.admit(std::time::Instant::now()) {
+                    tracing::warn!(error = %err, held_back, "diagnostics snapshot failed; retrying (logged at most every 10 s)");
+                }
             }
         }
     }

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use rota_api::Problem;
 use rota_store::{ErrorKind, StoreError};
 
+use rota_engine::LogThrottle;
+
 /// An API error: a problem with a stable code. 5xx answers say "internal error" and log the
 /// real cause; user-input errors are not logged.
 #[derive(Debug, Clone)]
@@ -88,7 +90,9 @@ pub fn store_problem(err: &StoreError) -> Problem {
             Problem::new(503, "busy", "Busy", "the database is busy; retry shortly")
         }
         (ErrorKind::StorageFull, _) => {
-            tracing::error!(error = %err, "storage full");
+            if let Some(held_back) = STORAGE_FULL_LOG.admit(std::time::Instant::now()) {
+                tracing::error!(error = %err, held_back, "storage full (logged at most every 10 s; held_back: how many more since the last line)");
+            }
             Problem::new(
                 507,
                 "storage_full",
@@ -98,7 +102,9 @@ pub fn store_problem(err: &StoreError) -> Problem {
             .with_retry_after(STORAGE_FULL_RETRY_AFTER_SECS)
         }
         (ErrorKind::Unavailable | ErrorKind::SchemaMismatch, _) => {
-            tracing::error!(error = %err, "store unavailable");
+            if let Some(held_back) = UNAVAILABLE_LOG.admit(std::time::Instant::now()) {
+                tracing::error!(error = %err, held_back, "store unavailable (logged at most every 10 s; held_back: how many more since the last line)");
+            }
             Problem::new(
                 503,
                 "unavailable",
@@ -112,6 +118,11 @@ pub fn store_problem(err: &StoreError) -> Problem {
         }
     }
 }
+
+/// Requests refused because the database is unavailable, or its disk full, come in floods:
+/// one log line per 10 s each.
+static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new(rota_engine::QUIET_PERIOD);
+static STORAGE_FULL_LOG: LogThrottle = LogThrottle::new(rota_engine::QUIET_PERIOD);
 
 /// What a client told "storage full" waits before trying again.
 const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 5;

@@ -21,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
+/// Failed live frames, logged at most once per [`rota_engine::QUIET_PERIOD`].
+static FRAME_FAILED: rota_engine::LogThrottle =
+    rota_engine::LogThrottle::new(rota_engine::QUIET_PERIOD);
+
 /// Dead jobs read to group errors: the latest this many (groups are marked approximate when
 /// more are dead).
 pub const GROUPS_SAMPLE: usize = 10_000;
@@ -135,7 +139,11 @@ impl Live {
                     state.metrics.dashboard_read("frames");
                     self.publish(fragments)
                 }
-                Err(err) => tracing::warn!(error = %err, "dashboard live frame failed; retrying"),
+                Err(err) => {
+                    if let Some(held_back) = FRAME_FAILED.admit(std::time::Instant::now()) {
+                        tracing::warn!(error = %err, held_back, "dashboard live frame failed; retrying (logged at most every 10 s)");
+                    }
+                }
             }
         }
     }

@@ -149,10 +149,8 @@ pub fn message_page(status: u16, title: &str, message: &str) -> Response {
 }
 
 /// A store error as a page (unavailable: 503; not found: 404; else 500 without details).
+/// `store_problem` logs what needs logging, as for the API.
 pub fn store_error_page(err: &rota_store::StoreError) -> Response {
     let problem = crate::error::store_problem(err);
-    if problem.status >= 500 {
-        tracing::error!(error = %err, "dashboard read failed");
-    }
     message_page(problem.status, &problem.title, &problem.detail)
 }
