@@ -5,7 +5,7 @@
 //! without it PostgreSQL answered 500 and a failure report with a NUL in it was lost.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -29,10 +29,28 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, state.config.body_limit).await {
+    // Read as the extractors would (the body limit included), so that a body that cannot be
+    // read gets the answer it got without the gate.
+    let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await
+    {
         Ok(bytes) => bytes,
         // Over the limit (a body without a declared length): the limit's own problem.
-        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response()
+        }
+        Err(rejection) => {
+            let (code, title) = match kind {
+                BodyKind::Json => ("malformed_json", "Malformed JSON"),
+                _ => ("invalid_body", "Invalid body"),
+            };
+            let problem = rota_api::Problem::new(
+                rejection.status().as_u16(),
+                code,
+                title,
+                rejection.body_text(),
+            );
+            return ApiError::from(problem).into_response();
+        }
     };
     let bytes = match kind {
         BodyKind::Form => match nul_in_pairs(&bytes) {
