@@ -31,8 +31,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let (parts, body) = request.into_parts();
     // Read as the extractors would (the body limit included), so that a body that cannot be
     // read gets the answer it got without the gate.
-    let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await
-    {
+    let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await {
         Ok(bytes) => bytes,
         // Over the limit (a body without a declared length): the limit's own problem.
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
