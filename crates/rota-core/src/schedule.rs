@@ -329,11 +329,12 @@ impl ScheduleDef {
                 format!("schedule {:?}: {}", self.name, e.message),
             )
         };
-        if self.name.is_empty() || self.name.chars().count() > 128 || self.name.contains(':') {
+        let longest = crate::validation::MAX_SCHEDULE_NAME_LEN;
+        if self.name.is_empty() || self.name.chars().count() > longest || self.name.contains(':') {
             return Err(ValidationError::new(
                 "name",
                 format!(
-                    "schedule name {:?} must be 1 to 128 characters without ':'",
+                    "schedule name {:?} must be 1 to {longest} characters without ':'",
                     self.name
                 ),
             ));

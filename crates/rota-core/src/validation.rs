@@ -8,6 +8,8 @@ pub const MAX_ARGS_BYTES_DEFAULT: usize = 512 * 1024;
 pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// Longest kind.
 pub const MAX_KIND_LEN: usize = 128;
+/// Longest schedule name.
+pub const MAX_SCHEDULE_NAME_LEN: usize = 128;
 /// Most tags on one job.
 pub const MAX_TAGS: usize = 16;
 /// Longest tag or unique key.

@@ -8,13 +8,24 @@
 
 use serde_json::{json, Map, Value};
 
-/// A queue name: 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`, starting with a letter or digit.
-const QUEUE: &str = "^[a-z0-9][a-z0-9_.-]{0,63}$";
+use rota_core::validation::{MAX_KIND_LEN, MAX_QUEUE_NAME_LEN, MAX_SCHEDULE_NAME_LEN};
+
+/// A queue name: 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`, starting with a letter or digit
+/// (`validate_queue_name`).
+fn queue_pattern() -> String {
+    format!("^[a-z0-9][a-z0-9_.-]{{0,{}}}$", MAX_QUEUE_NAME_LEN - 1)
+}
+
 /// A kind: 1 to 128 of ASCII letters, digits, `_`, `-`, `.`, `:`, starting with a letter or
-/// digit.
-const KIND: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$";
-/// A schedule name: 1 to 128 characters without `:` (or NUL).
-const SCHEDULE: &str = "^[^:\\u0000]{1,128}$";
+/// digit (`validate_kind`).
+fn kind_pattern() -> String {
+    format!("^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{}}}$", MAX_KIND_LEN - 1)
+}
+
+/// A schedule name: 1 to 128 characters without `:` (or NUL) (`ScheduleDef::validate`).
+fn schedule_pattern() -> String {
+    format!("^[^:\\u0000]{{1,{MAX_SCHEDULE_NAME_LEN}}}$")
+}
 /// Text without NUL, which no store keeps.
 const TEXT: &str = "^[^\\u0000]*$";
 /// A worker id: some text that is not only spaces.
@@ -40,8 +51,8 @@ const LABEL_MAX: u64 = rota_core::validation::MAX_LABEL_LEN as u64;
 pub fn state_rules(doc: &mut Value) {
     let text = json!({"pattern": TEXT});
     let label = json!({"minLength": 1, "maxLength": LABEL_MAX, "pattern": TEXT});
-    let queue = json!({"pattern": QUEUE});
-    let kind = json!({"pattern": KIND});
+    let queue = json!({"pattern": queue_pattern()});
+    let kind = json!({"pattern": kind_pattern()});
     let uuid = json!({"format": "uuid"});
     let attempts = json!({"minimum": 1});
     let priority = json!({"minimum": 0, "maximum": rota_core::validation::PRIORITY_MAX});
@@ -162,7 +173,7 @@ pub fn state_rules(doc: &mut Value) {
             ),
             (
                 "kind_rates",
-                &json!({"propertyNames": {"pattern": KIND},
+                &json!({"propertyNames": {"pattern": kind_pattern()},
                         "additionalProperties": {"type": "string", "pattern": RATE}}),
             ),
         ],
@@ -171,7 +182,7 @@ pub fn state_rules(doc: &mut Value) {
     schemas.props(
         "ScheduleRequest",
         &[
-            ("name", &json!({"pattern": SCHEDULE})),
+            ("name", &json!({"pattern": schedule_pattern()})),
             ("queue", &queue),
             ("kind", &kind),
             ("priority", &priority),
@@ -217,7 +228,7 @@ pub fn state_rules(doc: &mut Value) {
     // Parameters, by name.
     let limit = json!({"minimum": 1, "maximum": rota_store::PAGE_LIMIT_MAX});
     let time = json!({"format": "date-time"});
-    let schedule = json!({"pattern": SCHEDULE});
+    let schedule = json!({"pattern": schedule_pattern()});
     let wait = json!({"pattern": WAIT});
     let returns = json!({"enum": ["ids", "jobs"]});
     let paths = doc
