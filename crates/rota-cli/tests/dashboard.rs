@@ -783,11 +783,7 @@ fn the_dashboard_works_in_a_real_browser() {
         .env("SE_OFFLINE", "true")
         .output()
         .expect("python runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success(),
         "the browser scenario failed:\n{text}\nserver log:\n{}",

@@ -35,11 +35,7 @@ async fn a_client_generated_from_the_document_runs_a_job() {
         .env("NO_COLOR", "1")
         .output()
         .expect("openapi-python-client runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "generating failed:\n{text}");
     // Its only warning may be that no formatter (ruff) is installed.
     let problems: Vec<&str> = text
@@ -54,11 +50,7 @@ async fn a_client_generated_from_the_document_runs_a_job() {
         .env("PYTHONPATH", scratch.path())
         .output()
         .expect("python runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success() && text.contains("generated client: ok"),
         "{text}"

@@ -50,11 +50,7 @@ fn the_python_client_passes_its_tests_against_a_real_server() {
         .env_remove("ROTA_TOKEN")
         .output()
         .expect("pytest runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = support::output_text(&out);
     assert!(out.status.success(), "pytest failed:\n{text}");
     assert!(text.contains(" passed"), "{text}");
 }

@@ -321,6 +321,15 @@ pub async fn complete_all(
         .await
 }
 
+/// A finished process's stdout then stderr, as text (for assertion messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The Python of a virtual environment `target/<name>` holding exactly the pinned
 /// `requirements` (made, or made again when the pins changed; PyPI must be reachable then).
 pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
