@@ -401,14 +401,8 @@ async fn fetch_with_completions<H>(
         return shared.client.fetch(&fetch).await;
     }
     let completions = rides.iter().filter_map(Pending::completion).collect();
-    match shared
-        .client
-        .complete_and_fetch(&CompleteAndFetchRequest {
-            completions,
-            fetch: fetch.clone(),
-        })
-        .await
-    {
+    let request = CompleteAndFetchRequest { completions, fetch };
+    match shared.client.complete_and_fetch(&request).await {
         Ok(answer) => {
             shared.reporter.answered(rides, answer.results);
             match answer.fetch_error {
@@ -425,7 +419,7 @@ async fn fetch_with_completions<H>(
             // fetch goes on its own. Stopping the worker here would leave it in a loop of
             // restarts on the same completion.
             shared.reporter.resend(rides);
-            shared.client.fetch(&fetch).await
+            shared.client.fetch(&request.fetch).await
         }
         Err(err) => {
             shared.reporter.resend(rides);
